@@ -1,0 +1,773 @@
+//! The client connection machine: one session, carried by a succession of
+//! transports it asks the caller to open.
+//!
+//! States of the current transport, named by what they wait for:
+//! `Waiting` (backoff until an instant) → `Connecting` (the caller opens the
+//! transport) → `Handshaking` (HELLO sent, WELCOME awaited) → `Established`
+//! → back to `Waiting` when the transport is lost. `Closed` is terminal and
+//! sticky. The session (id, token, both streams) lives beside this and
+//! survives transport losses until it expires.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::adaptive::Adaptive;
+use crate::backoff::{Backoff, BackoffConfig, DelayContext};
+use crate::error::{CloseCode, ConfigError, SendError, SessionEnd, TransportLoss};
+use crate::frame::{self, Close, Frame, Hello, Resume, Welcome};
+use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig, ProbeCause, Profile};
+use crate::rng::Rng;
+use crate::stream::{AckConfig, DataVerdict, Inbound, OverflowPolicy, Outbound, ReplayLimits};
+use crate::token::{ResumeToken, SessionId};
+use crate::{Transmit, TransportId};
+
+/// Client settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    /// Liveness probing.
+    pub heartbeat: HeartbeatConfig,
+    /// Reconnection delays.
+    pub backoff: BackoffConfig,
+    /// Bounds on unacknowledged outgoing messages (also bounds `send` while
+    /// disconnected).
+    pub replay: ReplayLimits,
+    /// Ack pacing.
+    pub ack: AckConfig,
+    /// Longest a connection attempt may take, from asking the caller to
+    /// connect to receiving WELCOME.
+    pub handshake_timeout: Duration,
+    /// Largest frame this client accepts.
+    pub max_frame: u32,
+    /// Credential sent in every HELLO.
+    pub auth: Bytes,
+}
+
+impl ClientConfig {
+    /// Settings built around a heartbeat profile.
+    pub fn profile(p: Profile) -> Self {
+        ClientConfig {
+            heartbeat: HeartbeatConfig::profile(p),
+            backoff: BackoffConfig::default(),
+            replay: ReplayLimits::client_default(),
+            ack: AckConfig::default(),
+            handshake_timeout: match p {
+                Profile::Realtime => Duration::from_secs(3),
+                _ => Duration::from_secs(5),
+            },
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            auth: Bytes::new(),
+        }
+    }
+
+    /// Checks every setting; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.heartbeat.validate()?;
+        self.backoff.validate()?;
+        self.replay.validate()?;
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::new("handshake_timeout", "is 0", "use a few seconds, e.g. 5s"));
+        }
+        if !(frame::MIN_MAX_FRAME..=frame::MAX_MAX_FRAME).contains(&self.max_frame) {
+            return Err(ConfigError::new(
+                "max_frame",
+                format!("{} is outside 16384..=16777216", self.max_frame),
+                "pick a frame limit within the protocol's range",
+            ));
+        }
+        if self.auth.len() > frame::MAX_AUTH_LEN {
+            return Err(ConfigError::new("auth", "longer than 4096 bytes", "use a shorter credential"));
+        }
+        Ok(())
+    }
+}
+
+/// What the client tells its application.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A new session is established.
+    Connected {
+        /// Its id.
+        session: SessionId,
+    },
+    /// The session continues on a new transport.
+    Resumed {
+        /// Its id.
+        session: SessionId,
+        /// Messages written again because the server had not received them.
+        replayed: u64,
+    },
+    /// The transport carrying the session was lost; the session is kept.
+    Disconnected {
+        /// Why.
+        reason: TransportLoss,
+    },
+    /// A connection attempt is scheduled.
+    Reconnecting {
+        /// Attempts that failed in a row before this one.
+        attempt: u32,
+        /// Wait before it.
+        delay: Duration,
+    },
+    /// An application message, delivered exactly once and in order.
+    Message(Bytes),
+    /// A round-trip time measured by PING/PONG.
+    Rtt(Duration),
+    /// Application data carried on a PONG.
+    PongPayload(Bytes),
+    /// Application data carried on a PING from the server.
+    PingPayload(Bytes),
+    /// A probe cycle failed but the heartbeat is not enforced (debug mode).
+    HeartbeatMissed,
+    /// The session ended; its unacknowledged outgoing messages are handed back.
+    SessionEnded {
+        /// The session (None if none had been established yet).
+        session: Option<SessionId>,
+        /// Why.
+        reason: SessionEnd,
+        /// Messages the server never acknowledged, oldest first. Some may have
+        /// arrived (their ack was lost); none will be delivered from now on.
+        unacked: Vec<Bytes>,
+        /// True when the client goes on to open a fresh session by itself.
+        restarting: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Waiting { until: Instant },
+    Connecting { tid: TransportId, started: Instant, deadline: Instant },
+    Handshaking { tid: TransportId, started: Instant, deadline: Instant },
+    Established { tid: TransportId, since: Instant },
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+struct SessionCtx {
+    id: SessionId,
+    token: ResumeToken,
+    idle_timeout: Duration,
+    grace: Duration,
+}
+
+/// The client machine. See the crate docs for the drive contract.
+#[derive(Debug)]
+pub struct Client {
+    cfg: ClientConfig,
+    rng: Rng,
+    link: Link,
+    session: Option<SessionCtx>,
+    /// Set while a session has no transport: after this the server has
+    /// certainly expired it (last heard + server idle timeout + grace).
+    resumable_until: Option<Instant>,
+    out: Outbound,
+    inb: Inbound,
+    hb: Heartbeat,
+    adaptive: Option<Adaptive>,
+    network: String,
+    backoff: Backoff,
+    retry_not_before: Option<Instant>,
+    next_tid: u64,
+    ping_payload: Bytes,
+    peer_max_frame: u32,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ClientEvent>,
+    resumes: u64,
+}
+
+impl Client {
+    /// A client that will ask to connect at once. Validates the settings.
+    pub fn new(cfg: ClientConfig, mut rng: Rng, now: Instant) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let adaptive = cfg.heartbeat.adaptive.clone().map(Adaptive::new);
+        let hb = Heartbeat::new(cfg.heartbeat.clone(), now, rng.u32());
+        Ok(Client {
+            out: Outbound::new(cfg.replay.clone()),
+            inb: Inbound::default(),
+            hb,
+            adaptive,
+            network: String::new(),
+            backoff: Backoff::new(cfg.backoff.clone()),
+            retry_not_before: None,
+            next_tid: 0,
+            ping_payload: Bytes::new(),
+            peer_max_frame: cfg.max_frame,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            link: Link::Waiting { until: now },
+            session: None,
+            resumable_until: None,
+            resumes: 0,
+            rng,
+            cfg,
+        })
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    /// The current session, if one is established or resumable.
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.session.as_ref().map(|s| s.id)
+    }
+
+    /// True while a transport carries the session.
+    pub fn is_established(&self) -> bool {
+        matches!(self.link, Link::Established { .. })
+    }
+
+    /// True once the client has stopped for good.
+    pub fn is_closed(&self) -> bool {
+        self.link == Link::Closed
+    }
+
+    /// The heartbeat interval in use now.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.hb.interval()
+    }
+
+    /// The adaptive learner, if the adaptive profile is on.
+    pub fn adaptive(&self) -> Option<&Adaptive> {
+        self.adaptive.as_ref()
+    }
+
+    /// Successful resumes so far.
+    pub fn resumes(&self) -> u64 {
+        self.resumes
+    }
+
+    /// Unacknowledged outgoing messages and their bytes.
+    pub fn buffered(&self) -> (usize, usize) {
+        self.out.buffered()
+    }
+
+    /// When the current session will be given up if no transport carries it.
+    pub fn resumable_until(&self) -> Option<Instant> {
+        self.resumable_until
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    /// Queues an application message. It is written at once if a transport is
+    /// up, else on the next one, and replayed until acknowledged.
+    pub fn send(&mut self, now: Instant, payload: Bytes) -> Result<u64, SendError> {
+        if self.link == Link::Closed {
+            return Err(SendError::SessionEnded(SessionEnd::LocalClose));
+        }
+        let max = self.peer_max_frame as usize - 9;
+        if payload.len() > max {
+            return Err(SendError::TooLarge { len: payload.len(), max });
+        }
+        match self.out.push(payload) {
+            Ok(seq) => {
+                self.flush(now);
+                Ok(seq)
+            }
+            Err(o) if self.out.limits().overflow == OverflowPolicy::RefuseSend => {
+                Err(SendError::BufferFull { messages: o.messages, bytes: o.bytes })
+            }
+            Err(o) => {
+                let reason = SessionEnd::ReplayOverflow { messages: o.messages, bytes: o.bytes };
+                self.end_session(now, reason.clone(), Some((CloseCode::ReplayOverflow, "replay buffer overflow".into())), true);
+                Err(SendError::SessionEnded(reason))
+            }
+        }
+    }
+
+    /// Application data to carry on every PING (empty for none).
+    pub fn set_ping_payload(&mut self, payload: Bytes) {
+        self.ping_payload = payload.slice(..payload.len().min(frame::MAX_PING_PAYLOAD));
+    }
+
+    /// Ends the session deliberately: tells the server (if connected) and
+    /// stops. Unacknowledged messages come back in `SessionEnded`.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) {
+        if self.link == Link::Closed {
+            return;
+        }
+        self.end_session(now, SessionEnd::LocalClose, Some((code, reason.to_owned())), false);
+    }
+
+    // ----- inputs --------------------------------------------------------
+
+    /// The caller finished opening transport `tid` (TCP connected, TLS and
+    /// WebSocket handshakes done).
+    pub fn handle_connected(&mut self, _now: Instant, tid: TransportId) {
+        let Link::Connecting { tid: want, started, deadline } = self.link else { return };
+        if want != tid {
+            return;
+        }
+        let resume = self.session.as_ref().map(|s| Resume {
+            session_id: s.id,
+            token: s.token.clone(),
+            last_received: self.inb.delivered(),
+        });
+        let idle = self.cfg.heartbeat.server_idle_timeout();
+        let hello = Hello {
+            min_version: frame::VERSION,
+            max_version: frame::VERSION,
+            max_frame: self.cfg.max_frame,
+            idle_timeout_ms: duration_ms(idle),
+            resume,
+            auth: self.cfg.auth.clone(),
+        };
+        self.transmit(tid, Frame::Hello(hello));
+        self.link = Link::Handshaking { tid, started, deadline };
+    }
+
+    /// Transport `tid` closed or failed (including a failed connect).
+    pub fn handle_transport_closed(&mut self, now: Instant, tid: TransportId) {
+        if self.current_tid() == Some(tid) {
+            self.lose(now, TransportLoss::Closed, false);
+        }
+    }
+
+    /// The caller could not decode the byte stream of `tid` (TCP framing).
+    pub fn handle_decode_error(&mut self, now: Instant, tid: TransportId, err: frame::DecodeError) {
+        if self.current_tid() == Some(tid) {
+            self.protocol_error(now, err.close_code(), err.to_string(), TransportLoss::Malformed(err));
+        }
+    }
+
+    /// One whole frame arrived on transport `tid`.
+    pub fn handle_frame(&mut self, now: Instant, tid: TransportId, bytes: &[u8]) {
+        if self.current_tid() != Some(tid) || matches!(self.link, Link::Connecting { .. }) {
+            return; // an old transport: it can deliver nothing
+        }
+        let frame = match Frame::decode(bytes, self.cfg.max_frame) {
+            Ok(f) => f,
+            Err(e) => return self.handle_decode_error(now, tid, e),
+        };
+        match self.link {
+            Link::Handshaking { .. } => self.on_handshake_frame(now, tid, frame),
+            Link::Established { .. } => self.on_established_frame(now, frame),
+            _ => {}
+        }
+        self.flush(now);
+    }
+
+    /// The network changed (address or link up/down; `key` names the new
+    /// network for adaptive learning, None keeps the current one). A live
+    /// transport is probed at once and dropped if the probe fails; a pending
+    /// reconnect is attempted at once.
+    pub fn handle_network_change(&mut self, now: Instant, key: Option<&str>) {
+        if let Some(k) = key {
+            self.network = k.to_owned();
+            if let Some(a) = &mut self.adaptive {
+                self.hb.set_interval(a.interval(k));
+            }
+        }
+        match self.link {
+            Link::Established { tid, .. } => {
+                let nonce = self.hb.probe_now(now);
+                self.send_ping(now, tid, nonce);
+            }
+            Link::Waiting { .. } => {
+                self.backoff.reset();
+                let until = self.retry_not_before.map_or(now, |r| r.max(now));
+                self.link = Link::Waiting { until };
+            }
+            Link::Connecting { tid, started, .. } | Link::Handshaking { tid, started, .. } => {
+                // An attempt in flight for longer than a probe timeout is
+                // likely stuck on the old network: start over at once.
+                if now.saturating_duration_since(started) >= self.cfg.heartbeat.probe_timeout {
+                    self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+                    self.backoff.reset();
+                    self.link = Link::Waiting { until: self.retry_not_before.map_or(now, |r| r.max(now)) };
+                }
+            }
+            Link::Closed => {}
+        }
+    }
+
+    /// Time passed; act on every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let (Some(until), false) = (self.resumable_until, self.is_established()) {
+            if now >= until {
+                if let Some(tid) = self.current_tid() {
+                    self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+                }
+                self.link = Link::Waiting { until: now };
+                self.end_session(now, SessionEnd::Expired, None, true);
+            }
+        }
+        match self.link {
+            Link::Waiting { until } if now >= until => self.start_attempt(now),
+            Link::Connecting { deadline, .. } | Link::Handshaking { deadline, .. } if now >= deadline => {
+                self.lose(now, TransportLoss::HandshakeTimeout, false);
+            }
+            Link::Established { tid, .. } => {
+                if let Some(action) = self.hb.poll(now) {
+                    match action {
+                        HeartbeatAction::Ping(nonce) => self.send_ping(now, tid, nonce),
+                        HeartbeatAction::Missed => self.events.push_back(ClientEvent::HeartbeatMissed),
+                        HeartbeatAction::Dead { silent_for, cause } => {
+                            let reason = match cause {
+                                ProbeCause::Idle { interval, .. } => {
+                                    if let Some(a) = &mut self.adaptive {
+                                        a.died_idle(&self.network, interval);
+                                        self.hb.set_interval(a.interval(&self.network));
+                                    }
+                                    TransportLoss::HeartbeatTimeout { silent_for }
+                                }
+                                ProbeCause::NetworkChange => TransportLoss::NetworkChanged,
+                            };
+                            let immediate = reason == TransportLoss::NetworkChanged;
+                            self.lose(now, reason, immediate);
+                        }
+                    }
+                }
+                self.flush(now);
+            }
+            _ => {}
+        }
+    }
+
+    // ----- outputs -------------------------------------------------------
+
+    /// The next thing to do on a transport.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Client::handle_timeout`] next (None: only after input).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let link = match self.link {
+            Link::Waiting { until } => Some(until),
+            Link::Connecting { deadline, .. } | Link::Handshaking { deadline, .. } => Some(deadline),
+            Link::Established { .. } => {
+                let hb = self.hb.deadline();
+                Some(self.inb.ack_due().map_or(hb, |a| a.min(hb)))
+            }
+            Link::Closed => None,
+        };
+        match (link, self.resumable_until.filter(|_| !self.is_established())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    fn current_tid(&self) -> Option<TransportId> {
+        match self.link {
+            Link::Connecting { tid, .. } | Link::Handshaking { tid, .. } | Link::Established { tid, .. } => Some(tid),
+            _ => None,
+        }
+    }
+
+    fn transmit(&mut self, tid: TransportId, frame: Frame) {
+        self.transmits.push_back(Transmit::Send { transport: tid, frame });
+    }
+
+    fn start_attempt(&mut self, now: Instant) {
+        self.next_tid += 1;
+        let tid = TransportId(self.next_tid);
+        self.link = Link::Connecting { tid, started: now, deadline: now + self.cfg.handshake_timeout };
+        self.transmits.push_back(Transmit::Connect { transport: tid });
+    }
+
+    fn send_ping(&mut self, now: Instant, tid: TransportId, nonce: u32) {
+        let ack = self.inb.ack_sent();
+        self.transmit(tid, Frame::Ping { nonce, ack, payload: self.ping_payload.clone() });
+        self.hb.on_sent(now);
+    }
+
+    /// Writes everything owed on an established transport.
+    fn flush(&mut self, now: Instant) {
+        let Link::Established { tid, .. } = self.link else { return };
+        let mut wrote = false;
+        while let Some((seq, payload)) = self.out.next_to_write() {
+            self.transmit(tid, Frame::Data { seq, payload });
+            wrote = true;
+        }
+        if self.inb.ack_due().is_some_and(|due| due <= now) {
+            let ack = self.inb.ack_sent();
+            self.transmit(tid, Frame::Ack { ack });
+            wrote = true;
+        }
+        if wrote {
+            self.hb.on_sent(now);
+        }
+    }
+
+    fn on_handshake_frame(&mut self, now: Instant, tid: TransportId, frame: Frame) {
+        match frame {
+            Frame::Welcome(w) => self.on_welcome(now, tid, w),
+            Frame::Reject(r) => {
+                self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+                if r.retry_after_ms > 0 {
+                    self.retry_not_before = Some(now + Duration::from_millis(u64::from(r.retry_after_ms)));
+                }
+                let loss = TransportLoss::Rejected { reason: r.reason, message: r.message.clone() };
+                if r.reason.session_gone() && self.session.is_some() {
+                    self.link = Link::Waiting { until: now };
+                    self.end_session(now, SessionEnd::Expired, None, true);
+                } else if r.reason.is_transient() || r.reason.session_gone() {
+                    self.lose(now, loss, false);
+                } else {
+                    let reason = SessionEnd::Refused { reason: r.reason, message: r.message };
+                    self.link = Link::Waiting { until: now };
+                    self.end_session(now, reason, None, false);
+                }
+            }
+            Frame::Close(c) => self.on_close(now, c),
+            other => {
+                let kind = other.kind();
+                self.protocol_error(now, CloseCode::ProtocolError, format!("frame 0x{kind:02x} before WELCOME"), TransportLoss::UnexpectedFrame { kind });
+            }
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, tid: TransportId, w: Welcome) {
+        if w.version != frame::VERSION {
+            let kind = frame::kind::WELCOME;
+            return self.protocol_error(now, CloseCode::ProtocolError, format!("WELCOME chose version {}", w.version), TransportLoss::UnexpectedFrame { kind });
+        }
+        let server_idle = Duration::from_millis(u64::from(w.idle_timeout_ms));
+        let max_interval = match self.cfg.heartbeat.fit_server(server_idle) {
+            Ok(m) => m,
+            Err(e) => {
+                self.transmit(tid, Frame::Close(Close { code: CloseCode::Normal, retry_after_ms: 0, reason: e.to_string() }));
+                self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
+                self.link = Link::Waiting { until: now };
+                return self.end_session(now, SessionEnd::Incompatible(e.to_string()), None, false);
+            }
+        };
+        match &mut self.adaptive {
+            Some(a) => {
+                a.set_cap(max_interval);
+                self.hb.set_interval(a.interval(&self.network));
+            }
+            None => self.hb.set_interval(self.cfg.heartbeat.interval),
+        }
+        self.peer_max_frame = w.max_frame;
+        let resuming = self.session.as_ref().map(|s| s.id);
+        if w.resumed {
+            if resuming != Some(w.session_id) {
+                let kind = frame::kind::WELCOME;
+                return self.protocol_error(now, CloseCode::ProtocolError, "WELCOME resumed a session that was not asked for".into(), TransportLoss::UnexpectedFrame { kind });
+            }
+            let before = self.out.last_assigned();
+            if let Err(e) = self.out.rewind(w.last_received) {
+                self.link = Link::Established { tid, since: now };
+                return self.end_session(now, SessionEnd::SequenceViolation(e), Some((CloseCode::SequenceViolation, e.to_string())), true);
+            }
+            if let Some(s) = &mut self.session {
+                s.token = w.token;
+                s.idle_timeout = server_idle;
+                s.grace = Duration::from_millis(u64::from(w.grace_ms));
+            }
+            self.resumes += 1;
+            self.events.push_back(ClientEvent::Resumed { session: w.session_id, replayed: before - w.last_received });
+        } else {
+            if resuming.is_some() {
+                // The server should have rejected the resume; it opened a new
+                // session instead, so the old one is gone.
+                self.end_session(now, SessionEnd::Expired, None, true);
+            }
+            if self.out.rewind(0).is_err() {
+                // Unreachable: a fresh outbound has nothing acknowledged.
+                self.out.take_unacked();
+            }
+            self.inb.reset();
+            self.session = Some(SessionCtx {
+                id: w.session_id,
+                token: w.token,
+                idle_timeout: server_idle,
+                grace: Duration::from_millis(u64::from(w.grace_ms)),
+            });
+            self.events.push_back(ClientEvent::Connected { session: w.session_id });
+        }
+        self.inb.handshake_acked();
+        self.link = Link::Established { tid, since: now };
+        self.hb.reset(now);
+        self.resumable_until = None;
+        self.retry_not_before = None;
+    }
+
+    fn on_established_frame(&mut self, now: Instant, frame: Frame) {
+        if let Frame::Pong { nonce, .. } = &frame {
+            if let Some(rtt) = self.hb.rtt_for(now, *nonce) {
+                self.events.push_back(ClientEvent::Rtt(rtt));
+            }
+        }
+        if let Some(ProbeCause::Idle { gap, interval }) = self.hb.on_heard(now) {
+            if let Some(a) = &mut self.adaptive {
+                a.survived(&self.network, gap, interval);
+                self.hb.set_interval(a.interval(&self.network));
+            }
+        }
+        let ack = match frame {
+            Frame::Data { seq, payload } => {
+                match self.inb.on_data(now, seq, &self.cfg.ack) {
+                    Ok(DataVerdict::Deliver) => self.events.push_back(ClientEvent::Message(payload)),
+                    Ok(DataVerdict::Duplicate) => {}
+                    Err(e) => return self.end_session(now, SessionEnd::SequenceViolation(e), Some((CloseCode::SequenceViolation, e.to_string())), true),
+                }
+                None
+            }
+            Frame::Ack { ack } => Some(ack),
+            Frame::Ping { nonce, ack, payload } => {
+                if !payload.is_empty() {
+                    self.events.push_back(ClientEvent::PingPayload(payload));
+                }
+                if let Some(tid) = self.current_tid() {
+                    let mine = self.inb.ack_sent();
+                    self.transmit(tid, Frame::Pong { nonce, ack: mine, payload: Bytes::new() });
+                }
+                Some(ack)
+            }
+            Frame::Pong { ack, payload, .. } => {
+                if !payload.is_empty() {
+                    self.events.push_back(ClientEvent::PongPayload(payload));
+                }
+                Some(ack)
+            }
+            Frame::Close(c) => return self.on_close(now, c),
+            other => {
+                let kind = other.kind();
+                return self.protocol_error(now, CloseCode::ProtocolError, format!("frame 0x{kind:02x} after WELCOME"), TransportLoss::UnexpectedFrame { kind });
+            }
+        };
+        if let Some(ack) = ack {
+            if let Err(e) = self.out.on_ack(ack) {
+                self.end_session(now, SessionEnd::SequenceViolation(e), Some((CloseCode::SequenceViolation, e.to_string())), true);
+            }
+        }
+    }
+
+    fn on_close(&mut self, now: Instant, c: Close) {
+        if let Some(tid) = self.current_tid() {
+            self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+        }
+        if c.retry_after_ms > 0 {
+            self.retry_not_before = Some(now + Duration::from_millis(u64::from(c.retry_after_ms)));
+        }
+        if c.code.ends_session() {
+            // The server ended the session. Restart only if it ended for a
+            // reason a fresh session fixes (not a kick or a deliberate close).
+            let restart = matches!(c.code, CloseCode::ReplayOverflow | CloseCode::SessionExpired | CloseCode::SequenceViolation);
+            self.link = Link::Waiting { until: now };
+            let reason = if c.code == CloseCode::SessionExpired {
+                SessionEnd::Expired
+            } else {
+                SessionEnd::PeerClosed { code: c.code, reason: c.reason }
+            };
+            self.end_session(now, reason, None, restart);
+        } else {
+            self.lose(now, TransportLoss::PeerClosed { code: c.code, reason: c.reason }, false);
+        }
+    }
+
+    fn protocol_error(&mut self, now: Instant, code: CloseCode, text: String, loss: TransportLoss) {
+        if let Some(tid) = self.current_tid() {
+            let reason = text.chars().take(frame::MAX_REASON_LEN / 4).collect();
+            self.transmit(tid, Frame::Close(Close { code, retry_after_ms: 0, reason }));
+            self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
+        }
+        self.lose_no_close(now, loss, false);
+    }
+
+    /// The current transport is gone: close it and schedule the next attempt.
+    fn lose(&mut self, now: Instant, reason: TransportLoss, immediate: bool) {
+        if let Some(tid) = self.current_tid() {
+            self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+        }
+        self.lose_no_close(now, reason, immediate);
+    }
+
+    fn lose_no_close(&mut self, now: Instant, reason: TransportLoss, immediate: bool) {
+        match self.link {
+            Link::Established { since, .. } => {
+                if now.saturating_duration_since(since) >= self.cfg.backoff.stable_after {
+                    self.backoff.reset();
+                }
+                if let Some(s) = &self.session {
+                    self.resumable_until = Some(self.hb.last_heard() + s.idle_timeout + s.grace);
+                }
+                self.events.push_back(ClientEvent::Disconnected { reason });
+            }
+            Link::Closed => return,
+            _ => {}
+        }
+        self.schedule(now, immediate);
+    }
+
+    fn schedule(&mut self, now: Instant, immediate: bool) {
+        let retry_after = self.retry_not_before.map(|r| r.saturating_duration_since(now));
+        let delay = if immediate && retry_after.is_none() {
+            Duration::ZERO
+        } else {
+            let ctx = DelayContext {
+                resumable_until: self.resumable_until,
+                attempt_budget: self.cfg.handshake_timeout,
+                retry_after,
+            };
+            self.backoff.next_delay(now, &mut self.rng, ctx)
+        };
+        self.events.push_back(ClientEvent::Reconnecting { attempt: self.backoff.attempts(), delay });
+        self.link = Link::Waiting { until: now + delay };
+    }
+
+    /// Ends the session: tells the server with `code` if a transport is up,
+    /// hands back what was unacknowledged, and either restarts fresh or stops.
+    fn end_session(&mut self, now: Instant, reason: SessionEnd, close: Option<(CloseCode, String)>, restart: bool) {
+        if let (Some((code, text)), Link::Established { tid, .. }) = (close, self.link) {
+            let text = text.chars().take(frame::MAX_REASON_LEN / 4).collect();
+            self.transmit(tid, Frame::Close(Close { code, retry_after_ms: 0, reason: text }));
+            self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
+        }
+        let session = self.session.take().map(|s| s.id);
+        let unacked = self.out.take_unacked();
+        self.inb.reset();
+        self.resumable_until = None;
+        self.events.push_back(ClientEvent::SessionEnded { session, reason, unacked, restarting: restart });
+        if restart {
+            let until = self.retry_not_before.map_or(now, |r| r.max(now));
+            self.link = Link::Waiting { until };
+        } else {
+            self.link = Link::Closed;
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_to_connect_at_once_then_sends_hello() {
+        let t = crate::test_epoch();
+        let mut c = Client::new(ClientConfig::profile(Profile::Default), Rng::from_seed(1), t).expect("valid");
+        assert_eq!(c.poll_timeout(), Some(t));
+        c.handle_timeout(t);
+        let Some(Transmit::Connect { transport }) = c.poll_transmit() else { panic!("expected connect") };
+        c.handle_connected(t, transport);
+        match c.poll_transmit() {
+            Some(Transmit::Send { frame: Frame::Hello(h), .. }) => {
+                assert!(h.resume.is_none());
+                assert_eq!(h.idle_timeout_ms, 40_000);
+            }
+            other => panic!("expected HELLO, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_config_is_refused() {
+        let mut cfg = ClientConfig::profile(Profile::Default);
+        cfg.max_frame = 10;
+        let err = Client::new(cfg, Rng::from_seed(1), crate::test_epoch()).expect_err("too small");
+        assert_eq!(err.field, "max_frame");
+    }
+}

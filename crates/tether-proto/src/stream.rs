@@ -1,0 +1,298 @@
+//! The reliable stream of each direction of a session: sequence numbers,
+//! cumulative acks, the bounded replay buffer and de-duplication
+//! (`docs/PROTOCOL.md` §7).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error::{ConfigError, SequenceError};
+
+/// What to do when the replay buffer is full and the application sends more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// `send` returns [`crate::SendError::BufferFull`]; nothing is lost and the
+    /// caller decides (the client default: the caller is the user's app).
+    RefuseSend,
+    /// The session ends with close code 3001 and every unacknowledged message
+    /// is handed back (the server default: a peer that stopped reading for
+    /// longer than the buffer lasts must not pin memory).
+    EndSession,
+}
+
+/// Bounds on the messages kept until the peer acknowledges them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayLimits {
+    /// Most payload bytes kept.
+    pub max_bytes: usize,
+    /// Most messages kept.
+    pub max_messages: usize,
+    /// What happens beyond either bound.
+    pub overflow: OverflowPolicy,
+}
+
+impl ReplayLimits {
+    /// 1 MiB / 4096 messages, refusing further sends.
+    pub fn client_default() -> Self {
+        ReplayLimits { max_bytes: 1 << 20, max_messages: 4096, overflow: OverflowPolicy::RefuseSend }
+    }
+
+    /// 1 MiB / 4096 messages, ending the session on overflow.
+    pub fn server_default() -> Self {
+        ReplayLimits { max_bytes: 1 << 20, max_messages: 4096, overflow: OverflowPolicy::EndSession }
+    }
+
+    /// Checks the settings can work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_bytes == 0 || self.max_messages == 0 {
+            return Err(ConfigError::new(
+                "replay.max_bytes",
+                "a zero bound would refuse every message",
+                "set max_bytes and max_messages above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Acknowledgement pacing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckConfig {
+    /// Longest an ack is held back waiting to coalesce with more data.
+    pub delay: Duration,
+    /// Ack at once after this many unacknowledged messages.
+    pub every: u32,
+}
+
+impl Default for AckConfig {
+    /// 50 ms / 32 messages: far below any heartbeat timer, and frequent enough
+    /// that a peer's 4096-message replay buffer never fills from lack of acks.
+    fn default() -> Self {
+        AckConfig { delay: Duration::from_millis(50), every: 32 }
+    }
+}
+
+/// Refusal by [`Outbound::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overflow {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// Our messages: numbered, kept until acknowledged, replayed after a resume.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    limits: ReplayLimits,
+    /// Sequence number the next message gets.
+    next_seq: u64,
+    /// Unacknowledged messages, oldest first; seqs are contiguous.
+    buf: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    /// Highest seq the peer acknowledged.
+    acked: u64,
+    /// Highest seq written to the current transport.
+    written: u64,
+}
+
+impl Outbound {
+    pub(crate) fn new(limits: ReplayLimits) -> Self {
+        Outbound { limits, next_seq: 1, buf: VecDeque::new(), bytes: 0, acked: 0, written: 0 }
+    }
+
+    pub(crate) fn limits(&self) -> &ReplayLimits {
+        &self.limits
+    }
+
+    /// Queues a message; it will be written when a transport is up.
+    pub(crate) fn push(&mut self, payload: Bytes) -> Result<u64, Overflow> {
+        if self.buf.len() >= self.limits.max_messages || self.bytes + payload.len() > self.limits.max_bytes {
+            return Err(Overflow { messages: self.buf.len(), bytes: self.bytes });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += payload.len();
+        self.buf.push_back((seq, payload));
+        Ok(seq)
+    }
+
+    /// Highest sequence number assigned so far.
+    pub(crate) fn last_assigned(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    pub(crate) fn buffered(&self) -> (usize, usize) {
+        (self.buf.len(), self.bytes)
+    }
+
+    /// A cumulative ack arrived. Stale (smaller) acks are ignored: they can
+    /// be overtaken by a resume handshake.
+    pub(crate) fn on_ack(&mut self, ack: u64) -> Result<(), SequenceError> {
+        if ack > self.last_assigned() {
+            return Err(SequenceError::AckBeyondSent { ack, sent: self.last_assigned() });
+        }
+        if ack > self.written {
+            // The peer cannot have received what we never wrote on this
+            // transport, unless it came on an earlier one: accept, it is
+            // within what we assigned, and skip rewriting it.
+            self.written = ack;
+        }
+        while let Some((seq, p)) = self.buf.front() {
+            if *seq > ack {
+                break;
+            }
+            self.bytes -= p.len();
+            self.buf.pop_front();
+        }
+        self.acked = self.acked.max(ack);
+        Ok(())
+    }
+
+    /// A new transport starts after a resume in which the peer said it
+    /// received everything up to `peer_received`: everything after is
+    /// written again, in order.
+    pub(crate) fn rewind(&mut self, peer_received: u64) -> Result<(), SequenceError> {
+        if peer_received < self.acked {
+            return Err(SequenceError::AckWentBack { claimed: peer_received, acked: self.acked });
+        }
+        self.on_ack(peer_received)?;
+        self.written = peer_received;
+        Ok(())
+    }
+
+    /// The next message to write on the current transport, if any.
+    pub(crate) fn next_to_write(&mut self) -> Option<(u64, Bytes)> {
+        let want = self.written + 1;
+        let front = self.buf.front()?.0;
+        let idx = usize::try_from(want.checked_sub(front)?).ok()?;
+        let (seq, p) = self.buf.get(idx)?.clone();
+        self.written = seq;
+        Some((seq, p))
+    }
+
+    /// Hands back every unacknowledged message and starts over from seq 1
+    /// (the session ended; a new one numbers from scratch).
+    pub(crate) fn take_unacked(&mut self) -> Vec<Bytes> {
+        let out = self.buf.drain(..).map(|(_, p)| p).collect();
+        let limits = self.limits.clone();
+        *self = Outbound::new(limits);
+        out
+    }
+}
+
+/// The peer's messages: de-duplicated, delivered in order, acknowledged.
+#[derive(Debug, Default)]
+pub(crate) struct Inbound {
+    /// Highest seq delivered to the application.
+    delivered: u64,
+    /// Highest seq we told the peer about.
+    acked: u64,
+    /// When an ack must go out at the latest.
+    ack_due: Option<Instant>,
+}
+
+/// What to do with a received DATA frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataVerdict {
+    /// New: deliver it.
+    Deliver,
+    /// Already delivered (a replay overlap): drop it silently.
+    Duplicate,
+}
+
+impl Inbound {
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    pub(crate) fn on_data(&mut self, now: Instant, seq: u64, cfg: &AckConfig) -> Result<DataVerdict, SequenceError> {
+        if seq <= self.delivered {
+            // Make sure the peer learns it can stop replaying.
+            self.ack_due.get_or_insert(now + cfg.delay);
+            return Ok(DataVerdict::Duplicate);
+        }
+        if seq != self.delivered + 1 {
+            return Err(SequenceError::Gap { expected: self.delivered + 1, got: seq });
+        }
+        self.delivered = seq;
+        let pending = self.delivered - self.acked;
+        if pending >= u64::from(cfg.every) {
+            self.ack_due = Some(now);
+        } else {
+            self.ack_due.get_or_insert(now + cfg.delay);
+        }
+        Ok(DataVerdict::Deliver)
+    }
+
+    /// When an ACK frame must be sent, if one is owed.
+    pub(crate) fn ack_due(&self) -> Option<Instant> {
+        self.ack_due
+    }
+
+    /// The ack value is going out (in ACK, PING or PONG).
+    pub(crate) fn ack_sent(&mut self) -> u64 {
+        self.acked = self.delivered;
+        self.ack_due = None;
+        self.delivered
+    }
+
+    /// A resume told the peer our `delivered` in the handshake itself.
+    pub(crate) fn handshake_acked(&mut self) {
+        self.ack_sent();
+    }
+
+    /// Forget everything (new session).
+    pub(crate) fn reset(&mut self) {
+        *self = Inbound::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn replay_after_rewind_resends_exactly_the_unacknowledged_tail() {
+        let mut o = Outbound::new(ReplayLimits::client_default());
+        for s in ["a", "b", "c", "d"] {
+            o.push(b(s)).expect("room");
+        }
+        let written: Vec<_> = std::iter::from_fn(|| o.next_to_write()).map(|(s, _)| s).collect();
+        assert_eq!(written, [1, 2, 3, 4]);
+        o.on_ack(1).expect("ack");
+        o.rewind(2).expect("rewind");
+        let again: Vec<_> = std::iter::from_fn(|| o.next_to_write()).map(|(s, _)| s).collect();
+        assert_eq!(again, [3, 4]);
+        assert_eq!(o.rewind(1), Err(SequenceError::AckWentBack { claimed: 1, acked: 2 }));
+        assert_eq!(o.on_ack(9), Err(SequenceError::AckBeyondSent { ack: 9, sent: 4 }));
+    }
+
+    #[test]
+    fn bounds_refuse_by_count_and_by_bytes() {
+        let mut o = Outbound::new(ReplayLimits { max_bytes: 10, max_messages: 3, overflow: OverflowPolicy::RefuseSend });
+        o.push(b("12345")).expect("room");
+        assert!(o.push(b("123456")).is_err(), "11 bytes > 10");
+        o.push(b("1")).expect("room");
+        o.push(b("1")).expect("room");
+        assert_eq!(o.push(b("")), Err(Overflow { messages: 3, bytes: 7 }));
+        o.on_ack(1).expect("ack");
+        o.push(b("1234")).expect("room after ack");
+    }
+
+    #[test]
+    fn inbound_drops_duplicates_and_refuses_gaps() {
+        let t = crate::test_epoch();
+        let cfg = AckConfig::default();
+        let mut i = Inbound::default();
+        assert_eq!(i.on_data(t, 1, &cfg), Ok(DataVerdict::Deliver));
+        assert_eq!(i.on_data(t, 1, &cfg), Ok(DataVerdict::Duplicate));
+        assert_eq!(i.on_data(t, 3, &cfg), Err(SequenceError::Gap { expected: 2, got: 3 }));
+        assert_eq!(i.ack_due(), Some(t + cfg.delay));
+        assert_eq!(i.ack_sent(), 1);
+        assert_eq!(i.ack_due(), None);
+    }
+}
