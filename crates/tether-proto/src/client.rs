@@ -690,7 +690,7 @@ impl Client {
                     self.backoff.reset();
                 }
                 if let Some(s) = &self.session {
-                    self.resumable_until = Some(self.hb.last_heard() + s.idle_timeout + s.grace);
+                    self.resumable_until = Some(self.hb.last_heard() + self.local_expiry_after(s));
                 }
                 self.events.push_back(ClientEvent::Disconnected { reason });
             }
@@ -702,6 +702,7 @@ impl Client {
 
     fn schedule(&mut self, now: Instant, immediate: bool) {
         let retry_after = self.retry_not_before.map(|r| r.saturating_duration_since(now));
+        let attempt = self.backoff.attempts();
         let delay = if immediate && retry_after.is_none() {
             Duration::ZERO
         } else {
@@ -712,7 +713,7 @@ impl Client {
             };
             self.backoff.next_delay(now, &mut self.rng, ctx)
         };
-        self.events.push_back(ClientEvent::Reconnecting { attempt: self.backoff.attempts(), delay });
+        self.events.push_back(ClientEvent::Reconnecting { attempt, delay });
         self.link = Link::Waiting { until: now + delay };
     }
 
@@ -735,6 +736,19 @@ impl Client {
         } else {
             self.link = Link::Closed;
         }
+    }
+}
+
+impl Client {
+    /// How long after the last frame heard the client gives a detached session
+    /// up by itself. Never earlier than the server: the server may have heard
+    /// this client's probes for up to a whole probe cycle after the client last
+    /// heard the server, and counts grace from the detach instead of the last
+    /// frame when its idle timeout exceeds grace (`docs/PROTOCOL.md` §10).
+    fn local_expiry_after(&self, s: &SessionCtx) -> Duration {
+        let cycle = self.hb.interval() + self.cfg.heartbeat.probe_cycle();
+        let detach_slack = if s.idle_timeout > s.grace { s.idle_timeout } else { Duration::ZERO };
+        cycle + detach_slack + s.grace
     }
 }
 

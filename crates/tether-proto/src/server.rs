@@ -115,7 +115,6 @@ pub enum SessionEvent {
 #[derive(Debug, Clone, Copy)]
 struct Attached {
     tid: TransportId,
-    last_heard: Instant,
 }
 
 /// One session on the server.
@@ -132,6 +131,8 @@ pub struct ServerSession {
     max_frame: u32,
     peer_max_frame: u32,
     attached: Option<Attached>,
+    /// Last frame received on any transport of this session.
+    last_heard: Instant,
     detached_at: Option<Instant>,
     ended: bool,
     pong_payload: Bytes,
@@ -155,7 +156,8 @@ impl ServerSession {
             enforce_idle: cfg.enforce_idle,
             max_frame: cfg.max_frame,
             peer_max_frame: hello.max_frame,
-            attached: Some(Attached { tid, last_heard: now }),
+            attached: Some(Attached { tid }),
+            last_heard: now,
             detached_at: None,
             ended: false,
             pong_payload: Bytes::new(),
@@ -176,9 +178,24 @@ impl ServerSession {
         self.attached.map(|a| a.tid)
     }
 
-    /// When the session was last heard from (None while detached).
-    pub fn last_heard(&self) -> Option<Instant> {
-        self.attached.map(|a| a.last_heard)
+    /// When the session last received a frame.
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
+    /// When a detached session expires (None while attached).
+    ///
+    /// Grace counts from the last frame heard — the server's best estimate of
+    /// when contact was lost — so an outage longer than grace expires the
+    /// session even though detection came later. When the granted idle
+    /// timeout exceeds grace (long adaptive intervals), silence alone cannot
+    /// be told from an outage, and grace counts from the detach instead.
+    pub fn expires_at(&self) -> Option<Instant> {
+        if self.attached.is_some() || self.ended {
+            return None;
+        }
+        let detached = self.detached_at?;
+        Some(if self.idle_timeout <= self.grace { (self.last_heard + self.grace).max(detached) } else { detached + self.grace })
     }
 
     /// True once ended; drop it after draining its outputs.
@@ -240,7 +257,8 @@ impl ServerSession {
         self.tokens.rotate(&r.token, &fresh);
         self.idle_timeout = cfg.grant_idle_timeout(hello.idle_timeout_ms);
         self.peer_max_frame = hello.max_frame;
-        self.attached = Some(Attached { tid, last_heard: now });
+        self.attached = Some(Attached { tid });
+        self.last_heard = now;
         self.detached_at = None;
         self.welcome(tid, true, fresh);
         self.events.push_back(SessionEvent::Resumed { replayed: before - r.last_received });
@@ -292,11 +310,11 @@ impl ServerSession {
 
     /// A whole frame arrived on `tid`.
     pub fn handle_frame(&mut self, now: Instant, tid: TransportId, frame: Frame) {
-        let Some(att) = &mut self.attached else { return };
+        let Some(att) = self.attached else { return };
         if att.tid != tid || self.ended {
             return; // a replaced transport delivers nothing
         }
-        att.last_heard = now;
+        self.last_heard = now;
         // Any frame after WELCOME proves the client holds the new token.
         self.tokens.confirm();
         let ack = match frame {
@@ -365,17 +383,15 @@ impl ServerSession {
             return;
         }
         if let Some(att) = self.attached {
-            let silent = now.saturating_duration_since(att.last_heard);
+            let silent = now.saturating_duration_since(self.last_heard);
             if self.enforce_idle && silent >= self.idle_timeout {
                 self.transmits.push_back(Transmit::Close { transport: att.tid, flush: false });
                 self.attached = None;
                 return self.detach_now(now, TransportLoss::HeartbeatTimeout { silent_for: silent });
             }
             self.flush(now);
-        } else if let Some(at) = self.detached_at {
-            if now >= at + self.grace {
-                self.end(SessionEnd::Expired, None);
-            }
+        } else if self.expires_at().is_some_and(|at| now >= at) {
+            self.end(SessionEnd::Expired, None);
         }
     }
 
@@ -385,14 +401,14 @@ impl ServerSession {
             return None;
         }
         match self.attached {
-            Some(att) => {
-                let idle = self.enforce_idle.then(|| att.last_heard + self.idle_timeout);
+            Some(_) => {
+                let idle = self.enforce_idle.then(|| self.last_heard + self.idle_timeout);
                 match (idle, self.inb.ack_due()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
             }
-            None => self.detached_at.map(|at| at + self.grace),
+            None => self.expires_at(),
         }
     }
 

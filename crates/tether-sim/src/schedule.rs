@@ -1,0 +1,193 @@
+//! Random fault schedules and the guarantees checked on them.
+//!
+//! Two families, both with messages streaming both ways:
+//! - **survivable**: up to four faults (outages up to 40 s with or without a
+//!   link signal, one-way stalls, loss up to 50 %, resets, kills during
+//!   replay) inside a 40 s window, so the session is never without contact
+//!   for as long as its 60 s grace. Every message must arrive exactly once,
+//!   in order, in the one session of the run.
+//! - **expiring**: one outage of grace + 5..40 s. Both ends must expire the
+//!   session explicitly, within the bounds of `docs/PROTOCOL.md` §10, hand
+//!   back what was not acknowledged, deliver nothing of it afterwards, and
+//!   carry on in a fresh session.
+
+use std::time::Duration;
+
+use tether_proto::{ClientConfig, ClientEvent, Profile, Rng, ServerEvent, SessionEnd, SessionEvent, SessionId};
+
+use crate::net::{Dir, Fault};
+use crate::sim::{Sim, SimConfig};
+
+/// What a schedule must end in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// One session throughout, everything delivered.
+    Survive,
+    /// The session expires on both ends, then a fresh one carries on.
+    Expire {
+        /// When the outage starts.
+        start: Duration,
+        /// How long it lasts.
+        len: Duration,
+    },
+}
+
+/// The command that replays one seed.
+pub fn repro(seed: u64) -> String {
+    format!("TETHER_SIM_SEED={seed} cargo test -p tether-sim --test fault_schedules -- --nocapture")
+}
+
+fn secs(rng: &mut Rng, lo: f64, hi: f64) -> Duration {
+    Duration::from_secs_f64(lo + (hi - lo) * rng.unit())
+}
+
+/// The schedule for a seed: about one in ten expires, the rest survive.
+pub fn random(seed: u64) -> (SimConfig, Expect) {
+    let mut rng = Rng::from_seed(seed ^ 0x5EED_5EED);
+    let profile = if rng.unit() < 0.5 { Profile::Default } else { Profile::Realtime };
+    let mut cfg = SimConfig::new(seed, ClientConfig::profile(profile));
+    cfg.client_every = Some(secs(&mut rng, 0.1, 2.0));
+    cfg.server_every = Some(secs(&mut rng, 0.1, 2.0));
+    cfg.max_pad = 64;
+    let start = secs(&mut rng, 5.0, 20.0);
+    let grace = cfg.server.grace;
+    if rng.unit() < 0.1 {
+        let len = grace + secs(&mut rng, 5.0, 40.0);
+        cfg.faults.push(Fault::Outage { start, len, link_signal: rng.unit() < 0.5 });
+        cfg.traffic_until = start + len + Duration::from_secs(30);
+        cfg.duration = cfg.traffic_until + Duration::from_secs(30);
+        return (cfg, Expect::Expire { start, len });
+    }
+    let window = Duration::from_secs(40);
+    let n = 1 + rng.below_inclusive(3);
+    for _ in 0..n {
+        let at = start + secs(&mut rng, 0.0, window.as_secs_f64() - 1.0);
+        let room = (start + window).saturating_sub(at).as_secs_f64().max(1.0);
+        let f = match rng.below_inclusive(5) {
+            0 => Fault::Outage { start: at, len: secs(&mut rng, 0.5, room), link_signal: rng.unit() < 0.5 },
+            1 => Fault::Stall { start: at, len: secs(&mut rng, 0.5, room.min(20.0)), dir: if rng.unit() < 0.5 { Dir::Up } else { Dir::Down } },
+            2 => Fault::Loss { start: at, len: secs(&mut rng, 1.0, room), up: rng.unit() * 0.5, down: rng.unit() * 0.5 },
+            3 => Fault::Kill { at },
+            _ => Fault::KillDuringReplay { count: 1 + rng.below_inclusive(2) as u32, after: secs(&mut rng, 0.0, 0.2) },
+        };
+        cfg.faults.push(f);
+    }
+    // A kill during replay needs a resume to act on: add a reset to cause one.
+    if cfg.faults.iter().any(|f| matches!(f, Fault::KillDuringReplay { .. })) {
+        cfg.faults.push(Fault::Kill { at: start });
+    }
+    cfg.traffic_until = start + window + Duration::from_secs(20);
+    cfg.duration = cfg.traffic_until + Duration::from_secs(40);
+    (cfg, Expect::Survive)
+}
+
+/// Summary of a passed run, for aggregate figures.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    /// Messages delivered client → server.
+    pub up: u64,
+    /// Messages delivered server → client.
+    pub down: u64,
+    /// Resumes.
+    pub resumes: u64,
+    /// Whether the session expired.
+    pub expired: bool,
+}
+
+/// Runs one seed and checks its guarantees.
+pub fn run_seed(seed: u64) -> Result<Summary, String> {
+    let (cfg, expect) = random(seed);
+    let mut sim = Sim::new(cfg);
+    sim.run();
+    verify(&sim, &expect).map_err(|e| {
+        format!(
+            "seed {seed}: {e}\nschedule: {:?}\nexpected: {expect:?}\nre-run exactly this schedule with:\n  {}\ntimeline:\n{}",
+            sim.cfg.faults,
+            repro(seed),
+            sim.timeline()
+        )
+    })
+}
+
+fn first_session(sim: &Sim) -> Option<SessionId> {
+    sim.client_log.iter().find_map(|(_, e)| match e {
+        ClientEvent::Connected { session } => Some(*session),
+        _ => None,
+    })
+}
+
+/// Checks a finished run against what it must end in.
+pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
+    let l = &sim.ledger;
+    if let Some(v) = l.violations.first() {
+        return Err(format!("{} violation(s); first: {v}", l.violations.len()));
+    }
+    if !sim.client.is_established() {
+        return Err("client not established at the end of the run".into());
+    }
+    let s1 = first_session(sim).ok_or("no session was ever established")?;
+    let ends_c: Vec<_> = sim.client_log.iter().filter_map(|(t, e)| match e {
+        ClientEvent::SessionEnded { session, reason, .. } => Some((*t, *session, reason.clone())),
+        _ => None,
+    }).collect();
+    let ends_s: Vec<_> = sim.server_log.iter().filter_map(|(t, e)| match e {
+        ServerEvent::Session { session, event: SessionEvent::Ended { reason, .. } } => Some((*t, *session, reason.clone())),
+        _ => None,
+    }).collect();
+    let last = sim.client_session().ok_or("client has no session at the end")?;
+    let mut summary = Summary { resumes: sim.client.resumes(), ..Default::default() };
+    match expect {
+        Expect::Survive => {
+            if !ends_c.is_empty() || !ends_s.is_empty() {
+                return Err(format!("session ended in a survivable schedule: client {ends_c:?} server {ends_s:?}"));
+            }
+            if last != s1 {
+                return Err(format!("session changed from {s1:?} to {last:?}"));
+            }
+        }
+        Expect::Expire { start, len } => {
+            let grace = sim.cfg.server.grace;
+            let hb = &sim.cfg.client.heartbeat;
+            let (ts, _, rs) = ends_s.iter().find(|(_, s, _)| *s == s1).cloned().ok_or("server never ended the first session")?;
+            let (tc, _, rc) = ends_c.iter().find(|(_, s, _)| *s == Some(s1)).cloned().ok_or("client never ended the first session")?;
+            if rs != SessionEnd::Expired || rc != SessionEnd::Expired {
+                return Err(format!("ended for the wrong reason: server {rs:?}, client {rc:?}"));
+            }
+            // Server: grace counts from the last frame heard, which is at most
+            // a few seconds before the outage with traffic flowing.
+            let s_hi = *start + grace + Duration::from_secs(1);
+            let s_lo = (*start + grace).saturating_sub(Duration::from_secs(10));
+            if ts < s_lo || ts > s_hi {
+                return Err(format!("server expired at {ts:?}, outside [{s_lo:?}, {s_hi:?}]"));
+            }
+            // Client: never before the server; at the latest its local timer
+            // (last heard + grace + dead_after) or, if the path came back
+            // first, one resume-backoff plus a handshake after it did.
+            let by_timer = *start + grace + hb.dead_after() + Duration::from_secs(1);
+            let by_reject = *start + *len + sim.cfg.client.backoff.resume_max + sim.cfg.client.handshake_timeout + Duration::from_secs(1);
+            let c_hi = by_timer.min(by_reject.max(ts + Duration::from_secs(1)));
+            if tc + Duration::from_millis(100) < ts || tc > c_hi {
+                return Err(format!("client expired at {tc:?}: must be within [{ts:?} (server), {c_hi:?}]"));
+            }
+            if last == s1 {
+                return Err("no fresh session after expiry".into());
+            }
+            summary.expired = true;
+        }
+    }
+    // Everything of the final session arrived, both ways.
+    let epoch = l.epoch_session.iter().find(|(_, s)| **s == last).map(|(e, _)| *e);
+    let sent_up = epoch.and_then(|e| l.client_sent.get(&e)).copied().unwrap_or(0);
+    let got_up = l.at_server.get(&last).map_or(0, |x| x.1);
+    let sent_down = l.server_sent.get(&last).copied().unwrap_or(0);
+    let got_down = l.at_client.get(&last).copied().unwrap_or(0);
+    if sent_up != got_up || sent_down != got_down {
+        return Err(format!("final session incomplete: up {got_up}/{sent_up}, down {got_down}/{sent_down}"));
+    }
+    if sim.server.session_count() != 1 {
+        return Err(format!("server holds {} sessions at the end, expected 1", sim.server.session_count()));
+    }
+    summary.up = u64::from(got_up);
+    summary.down = u64::from(got_down);
+    Ok(summary)
+}
