@@ -20,7 +20,10 @@ pub struct BackoffConfig {
     /// Ceiling of any delay when no session is waiting to be resumed.
     pub max: Duration,
     /// Ceiling of any delay while a session is resumable: small, so the
-    /// session comes back quickly once the network does (≤ 5 s, issue #4).
+    /// session comes back quickly once the network does. Without a link
+    /// signal the worst case is the tail of a hung attempt (a SYN retransmit
+    /// schedule of 0, 1, 3 s inside a 5 s handshake timeout leaves at most
+    /// 2 s) plus this: 2 s keeps a resume within 5 s of the path's return.
     pub resume_max: Duration,
     /// A connection that lasted this long resets the backoff.
     pub stable_after: Duration,
@@ -31,7 +34,7 @@ impl Default for BackoffConfig {
         BackoffConfig {
             initial: Duration::from_millis(500),
             max: Duration::from_secs(30),
-            resume_max: Duration::from_secs(4),
+            resume_max: Duration::from_secs(2),
             stable_after: Duration::from_secs(10),
         }
     }

@@ -15,7 +15,7 @@ use tether_proto::{
 };
 
 use crate::check::{client_msg, server_msg, Ledger};
-use crate::net::{jitter, Dir, Fault, Path, PathConfig};
+use crate::net::{Dir, Fault, Path, PathConfig};
 
 /// Everything that defines one run. Two runs with equal configs are identical.
 #[derive(Debug, Clone)]
@@ -40,6 +40,9 @@ pub struct SimConfig {
     pub server_every: Option<Duration>,
     /// Messages get 0..=max_pad extra bytes.
     pub max_pad: usize,
+    /// Gaps between messages: exponential around the mean (true) or exactly
+    /// the mean (false, for tests that need a fixed cadence).
+    pub poisson: bool,
 }
 
 impl SimConfig {
@@ -56,6 +59,7 @@ impl SimConfig {
             client_every: None,
             server_every: None,
             max_pad: 32,
+            poisson: true,
         }
     }
 }
@@ -150,6 +154,8 @@ pub struct Sim {
     pub stats: Stats,
     /// Times the client sent a PING.
     pub ping_times: Vec<Duration>,
+    /// Times the client asked for a connection.
+    pub connect_times: Vec<Duration>,
     epoch: u32,
     client_session: Option<SessionId>,
     server_session: Option<SessionId>,
@@ -188,6 +194,7 @@ impl Sim {
             server_log: Vec::new(),
             stats: Stats::default(),
             ping_times: Vec::new(),
+            connect_times: Vec::new(),
             epoch: 0,
             client_session: None,
             server_session: None,
@@ -283,6 +290,9 @@ impl Sim {
     }
 
     fn exp_gap(&mut self, mean: Duration) -> Duration {
+        if !self.cfg.poisson {
+            return mean;
+        }
         let u = self.app_rng.unit().max(1e-9);
         mean.mul_f64(-u.ln()).min(mean * 20)
     }
@@ -439,6 +449,7 @@ impl Sim {
         match t {
             Transmit::Connect { transport } => {
                 self.stats.connects += 1;
+                self.connect_times.push(self.t());
                 let c = transport.0;
                 self.links.insert(
                     c,
@@ -447,11 +458,13 @@ impl Sim {
                 match self.path.outage_at(now) {
                     Some((_, true)) => self.push(now + Duration::from_millis(1), Ev::ConnectFail(c)),
                     Some((end, false)) => {
-                        // SYNs are retransmitted at 1, 3, 7, 15 s…: one lands
-                        // some time after the path returns.
-                        let j = jitter(&mut self.net_rng, Duration::from_secs(3));
-                        let at = end + j + self.cfg.path.delay * 2;
-                        self.push(at, Ev::ConnectDone(c));
+                        // Linux retransmits a SYN 1, 3, 7, 15, 31 s after the
+                        // first: the first one sent after the path returns
+                        // connects (unless the client gave up before).
+                        let syn = [1u64, 3, 7, 15, 31, 63].iter().map(|s| now + Duration::from_secs(*s)).find(|t| *t >= end);
+                        if let Some(syn) = syn {
+                            self.push(syn + self.cfg.path.delay * 2, Ev::ConnectDone(c));
+                        }
                     }
                     None => {
                         let up = self.path.arrival(&mut self.net_rng, Dir::Up, now);
