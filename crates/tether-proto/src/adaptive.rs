@@ -130,8 +130,7 @@ impl Adaptive {
 
     /// Every network learned about, for persisting across restarts.
     pub fn export(&self) -> Vec<(String, Duration)> {
-        let mut v: Vec<_> =
-            self.nets.iter().filter_map(|(k, l)| l.good.map(|g| (k.clone(), g))).collect();
+        let mut v: Vec<_> = self.nets.iter().filter_map(|(k, l)| l.good.map(|g| (k.clone(), g))).collect();
         v.sort();
         v
     }

@@ -49,10 +49,7 @@ impl BackoffConfig {
         if self.max < self.initial || self.resume_max < self.initial {
             return Err(ConfigError::new(
                 "backoff.max",
-                format!(
-                    "max {:?} or resume_max {:?} is below initial {:?}",
-                    self.max, self.resume_max, self.initial
-                ),
+                format!("max {:?} or resume_max {:?} is below initial {:?}", self.max, self.resume_max, self.initial),
                 "make max and resume_max at least initial",
             ));
         }
@@ -148,7 +145,12 @@ mod tests {
         // Full jitter really spreads: delays at the cap cover the whole range.
         let mut b = Backoff::new(cfg.clone());
         b.attempt = 30;
-        let ds: Vec<_> = (0..1000).map(|_| { b.attempt = 30; b.next_delay(now, &mut rng, DelayContext::default()) }).collect();
+        let ds: Vec<_> = (0..1000)
+            .map(|_| {
+                b.attempt = 30;
+                b.next_delay(now, &mut rng, DelayContext::default())
+            })
+            .collect();
         assert!(ds.iter().any(|d| *d < cfg.max / 10) && ds.iter().any(|d| *d > cfg.max * 9 / 10));
     }
 
@@ -160,12 +162,24 @@ mod tests {
         let mut b = Backoff::new(cfg.clone());
         let until = now + Duration::from_secs(60);
         for _ in 0..50 {
-            let d = b.next_delay(now, &mut rng, DelayContext { resumable_until: Some(until), attempt_budget: Duration::from_secs(5), retry_after: None });
+            let d = b.next_delay(
+                now,
+                &mut rng,
+                DelayContext {
+                    resumable_until: Some(until),
+                    attempt_budget: Duration::from_secs(5),
+                    retry_after: None,
+                },
+            );
             assert!(d <= cfg.resume_max);
         }
         // Two seconds before expiry with a 5 s budget: start at once.
         let late = until - Duration::from_secs(2);
-        let d = b.next_delay(late, &mut rng, DelayContext { resumable_until: Some(until), attempt_budget: Duration::from_secs(5), retry_after: None });
+        let d = b.next_delay(
+            late,
+            &mut rng,
+            DelayContext { resumable_until: Some(until), attempt_budget: Duration::from_secs(5), retry_after: None },
+        );
         assert_eq!(d, Duration::ZERO);
     }
 
@@ -175,7 +189,11 @@ mod tests {
         let mut rng = Rng::from_seed(3);
         let mut b = Backoff::new(BackoffConfig::default());
         for _ in 0..100 {
-            let d = b.next_delay(now, &mut rng, DelayContext { retry_after: Some(Duration::from_secs(7)), ..Default::default() });
+            let d = b.next_delay(
+                now,
+                &mut rng,
+                DelayContext { retry_after: Some(Duration::from_secs(7)), ..Default::default() },
+            );
             assert!(d >= Duration::from_secs(7));
         }
     }

@@ -19,7 +19,7 @@ use crate::error::{CloseCode, ConfigError, SendError, SessionEnd, TransportLoss}
 use crate::frame::{self, Close, Frame, Hello, Resume, Welcome};
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig, ProbeCause, Profile};
 use crate::rng::Rng;
-use crate::stream::{AckConfig, DataVerdict, Inbound, OverflowPolicy, Outbound, ReplayLimits};
+use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, OverflowPolicy, ReplayLimits};
 use crate::token::{ResumeToken, SessionId};
 use crate::{Transmit, TransportId};
 
@@ -269,7 +269,12 @@ impl Client {
             }
             Err(o) => {
                 let reason = SessionEnd::ReplayOverflow { messages: o.messages, bytes: o.bytes };
-                self.end_session(now, reason.clone(), Some((CloseCode::ReplayOverflow, "replay buffer overflow".into())), true);
+                self.end_session(
+                    now,
+                    reason.clone(),
+                    Some((CloseCode::ReplayOverflow, "replay buffer overflow".into())),
+                    true,
+                );
                 Err(SendError::SessionEnded(reason))
             }
         }
@@ -520,7 +525,12 @@ impl Client {
             Frame::Close(c) => self.on_close(now, c),
             other => {
                 let kind = other.kind();
-                self.protocol_error(now, CloseCode::ProtocolError, format!("frame 0x{kind:02x} before WELCOME"), TransportLoss::UnexpectedFrame { kind });
+                self.protocol_error(
+                    now,
+                    CloseCode::ProtocolError,
+                    format!("frame 0x{kind:02x} before WELCOME"),
+                    TransportLoss::UnexpectedFrame { kind },
+                );
             }
         }
     }
@@ -528,13 +538,21 @@ impl Client {
     fn on_welcome(&mut self, now: Instant, tid: TransportId, w: Welcome) {
         if w.version != frame::VERSION {
             let kind = frame::kind::WELCOME;
-            return self.protocol_error(now, CloseCode::ProtocolError, format!("WELCOME chose version {}", w.version), TransportLoss::UnexpectedFrame { kind });
+            return self.protocol_error(
+                now,
+                CloseCode::ProtocolError,
+                format!("WELCOME chose version {}", w.version),
+                TransportLoss::UnexpectedFrame { kind },
+            );
         }
         let server_idle = Duration::from_millis(u64::from(w.idle_timeout_ms));
         let max_interval = match self.cfg.heartbeat.fit_server(server_idle) {
             Ok(m) => m,
             Err(e) => {
-                self.transmit(tid, Frame::Close(Close { code: CloseCode::Normal, retry_after_ms: 0, reason: e.to_string() }));
+                self.transmit(
+                    tid,
+                    Frame::Close(Close { code: CloseCode::Normal, retry_after_ms: 0, reason: e.to_string() }),
+                );
                 self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
                 self.link = Link::Waiting { until: now };
                 return self.end_session(now, SessionEnd::Incompatible(e.to_string()), None, false);
@@ -552,12 +570,22 @@ impl Client {
         if w.resumed {
             if resuming != Some(w.session_id) {
                 let kind = frame::kind::WELCOME;
-                return self.protocol_error(now, CloseCode::ProtocolError, "WELCOME resumed a session that was not asked for".into(), TransportLoss::UnexpectedFrame { kind });
+                return self.protocol_error(
+                    now,
+                    CloseCode::ProtocolError,
+                    "WELCOME resumed a session that was not asked for".into(),
+                    TransportLoss::UnexpectedFrame { kind },
+                );
             }
             let before = self.out.last_assigned();
             if let Err(e) = self.out.rewind(w.last_received) {
                 self.link = Link::Established { tid, since: now };
-                return self.end_session(now, SessionEnd::SequenceViolation(e), Some((CloseCode::SequenceViolation, e.to_string())), true);
+                return self.end_session(
+                    now,
+                    SessionEnd::SequenceViolation(e),
+                    Some((CloseCode::SequenceViolation, e.to_string())),
+                    true,
+                );
             }
             if let Some(s) = &mut self.session {
                 s.token = w.token;
@@ -609,7 +637,14 @@ impl Client {
                 match self.inb.on_data(now, seq, &self.cfg.ack) {
                     Ok(DataVerdict::Deliver) => self.events.push_back(ClientEvent::Message(payload)),
                     Ok(DataVerdict::Duplicate) => {}
-                    Err(e) => return self.end_session(now, SessionEnd::SequenceViolation(e), Some((CloseCode::SequenceViolation, e.to_string())), true),
+                    Err(e) => {
+                        return self.end_session(
+                            now,
+                            SessionEnd::SequenceViolation(e),
+                            Some((CloseCode::SequenceViolation, e.to_string())),
+                            true,
+                        )
+                    }
                 }
                 None
             }
@@ -633,12 +668,22 @@ impl Client {
             Frame::Close(c) => return self.on_close(now, c),
             other => {
                 let kind = other.kind();
-                return self.protocol_error(now, CloseCode::ProtocolError, format!("frame 0x{kind:02x} after WELCOME"), TransportLoss::UnexpectedFrame { kind });
+                return self.protocol_error(
+                    now,
+                    CloseCode::ProtocolError,
+                    format!("frame 0x{kind:02x} after WELCOME"),
+                    TransportLoss::UnexpectedFrame { kind },
+                );
             }
         };
         if let Some(ack) = ack {
             if let Err(e) = self.out.on_ack(ack) {
-                self.end_session(now, SessionEnd::SequenceViolation(e), Some((CloseCode::SequenceViolation, e.to_string())), true);
+                self.end_session(
+                    now,
+                    SessionEnd::SequenceViolation(e),
+                    Some((CloseCode::SequenceViolation, e.to_string())),
+                    true,
+                );
             }
         }
     }
@@ -653,7 +698,8 @@ impl Client {
         if c.code.ends_session() {
             // The server ended the session. Restart only if it ended for a
             // reason a fresh session fixes (not a kick or a deliberate close).
-            let restart = matches!(c.code, CloseCode::ReplayOverflow | CloseCode::SessionExpired | CloseCode::SequenceViolation);
+            let restart =
+                matches!(c.code, CloseCode::ReplayOverflow | CloseCode::SessionExpired | CloseCode::SequenceViolation);
             self.link = Link::Waiting { until: now };
             let reason = if c.code == CloseCode::SessionExpired {
                 SessionEnd::Expired

@@ -349,10 +349,18 @@ impl Frame {
                 let auth = r.u16_prefixed("auth", MAX_AUTH_LEN)?;
                 r.finish()?;
                 if min_version > max_version {
-                    return Err(DecodeError::InvalidValue { frame: ty, field: "min_version", reason: "greater than max_version" });
+                    return Err(DecodeError::InvalidValue {
+                        frame: ty,
+                        field: "min_version",
+                        reason: "greater than max_version",
+                    });
                 }
                 if max_frame < MIN_MAX_FRAME {
-                    return Err(DecodeError::InvalidValue { frame: ty, field: "max_frame", reason: "below the 16384-byte minimum" });
+                    return Err(DecodeError::InvalidValue {
+                        frame: ty,
+                        field: "max_frame",
+                        reason: "below the 16384-byte minimum",
+                    });
                 }
                 Frame::Hello(Hello {
                     min_version,
@@ -381,7 +389,11 @@ impl Frame {
                 };
                 r.finish()?;
                 if w.max_frame < MIN_MAX_FRAME {
-                    return Err(DecodeError::InvalidValue { frame: ty, field: "max_frame", reason: "below the 16384-byte minimum" });
+                    return Err(DecodeError::InvalidValue {
+                        frame: ty,
+                        field: "max_frame",
+                        reason: "below the 16384-byte minimum",
+                    });
                 }
                 Frame::Welcome(w)
             }
@@ -402,7 +414,11 @@ impl Frame {
             kind::DATA => {
                 let seq = r.u64("seq")?;
                 if seq == 0 {
-                    return Err(DecodeError::InvalidValue { frame: ty, field: "seq", reason: "sequence numbers start at 1" });
+                    return Err(DecodeError::InvalidValue {
+                        frame: ty,
+                        field: "seq",
+                        reason: "sequence numbers start at 1",
+                    });
                 }
                 Frame::Data { seq, payload: Bytes::copy_from_slice(r.rest()) }
             }
@@ -416,7 +432,12 @@ impl Frame {
                 let ack = r.u64("ack")?;
                 let rest = r.rest();
                 if rest.len() > MAX_PING_PAYLOAD {
-                    return Err(DecodeError::TooLong { frame: ty, field: "payload", len: rest.len(), max: MAX_PING_PAYLOAD });
+                    return Err(DecodeError::TooLong {
+                        frame: ty,
+                        field: "payload",
+                        len: rest.len(),
+                        max: MAX_PING_PAYLOAD,
+                    });
                 }
                 let payload = Bytes::copy_from_slice(rest);
                 if ty == kind::PING {
@@ -615,9 +636,7 @@ impl<'a> Reader<'a> {
 
     fn utf8(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let bytes = self.u16_prefixed(field, MAX_REASON_LEN)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8 { frame: self.frame, field })
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { frame: self.frame, field })
     }
 
     fn rest(&mut self) -> &'a [u8] {

@@ -145,7 +145,10 @@ impl HeartbeatConfig {
             if self.interval < a.min_interval || self.interval > a.max_interval {
                 return Err(ConfigError::new(
                     "heartbeat.interval",
-                    format!("{:?} is outside the adaptive range {:?}..={:?}", self.interval, a.min_interval, a.max_interval),
+                    format!(
+                        "{:?} is outside the adaptive range {:?}..={:?}",
+                        self.interval, a.min_interval, a.max_interval
+                    ),
                     "set interval between adaptive.min_interval and adaptive.max_interval",
                 ));
             }
@@ -324,7 +327,10 @@ impl Heartbeat {
             Some(p) => {
                 if self.cfg.enforce {
                     self.probe = None;
-                    Some(HeartbeatAction::Dead { silent_for: now.saturating_duration_since(self.last_heard), cause: p.cause })
+                    Some(HeartbeatAction::Dead {
+                        silent_for: now.saturating_duration_since(self.last_heard),
+                        cause: p.cause,
+                    })
                 } else {
                     // Keep probing at the re-probe pace, never give up.
                     self.probe = Some(Probe { sent: 0, deadline: now, ..p });

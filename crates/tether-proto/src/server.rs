@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SessionEnd, TransportLoss};
 use crate::frame::{self, Close, DecodeError, Frame, Hello, Reject, Welcome};
 use crate::rng::Rng;
-use crate::stream::{AckConfig, DataVerdict, Inbound, OverflowPolicy, Outbound, ReplayLimits};
+use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, OverflowPolicy, ReplayLimits};
 use crate::token::{ResumeToken, SessionId, TokenCheck, TokenState};
 use crate::{Transmit, TransportId};
 
@@ -61,7 +61,11 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.replay.validate()?;
         if self.grace.is_zero() || self.grace.as_millis() > u128::from(u32::MAX) {
-            return Err(ConfigError::new("grace", format!("{:?} is out of range", self.grace), "use a duration between 1ms and 49 days (60s is typical)"));
+            return Err(ConfigError::new(
+                "grace",
+                format!("{:?} is out of range", self.grace),
+                "use a duration between 1ms and 49 days (60s is typical)",
+            ));
         }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::new("handshake_timeout", "is 0", "use a few seconds, e.g. 10s"));
@@ -74,7 +78,11 @@ impl ServerConfig {
             ));
         }
         if !(frame::MIN_MAX_FRAME..=frame::MAX_MAX_FRAME).contains(&self.max_frame) {
-            return Err(ConfigError::new("max_frame", format!("{} is outside 16384..=16777216", self.max_frame), "pick a frame limit within the protocol's range"));
+            return Err(ConfigError::new(
+                "max_frame",
+                format!("{} is outside 16384..=16777216", self.max_frame),
+                "pick a frame limit within the protocol's range",
+            ));
         }
         Ok(())
     }
@@ -195,7 +203,11 @@ impl ServerSession {
             return None;
         }
         let detached = self.detached_at?;
-        Some(if self.idle_timeout <= self.grace { (self.last_heard + self.grace).max(detached) } else { detached + self.grace })
+        Some(if self.idle_timeout <= self.grace {
+            (self.last_heard + self.grace).max(detached)
+        } else {
+            detached + self.grace
+        })
     }
 
     /// True once ended; drop it after draining its outputs.
@@ -236,7 +248,14 @@ impl ServerSession {
     /// A resume HELLO for this session arrived on `tid`. On success the WELCOME
     /// is queued, the old transport (if any) is closed and the unacknowledged
     /// messages are replayed; on failure nothing changes.
-    pub fn resume(&mut self, now: Instant, cfg: &ServerConfig, rng: &mut Rng, tid: TransportId, hello: &Hello) -> Result<(), RejectReason> {
+    pub fn resume(
+        &mut self,
+        now: Instant,
+        cfg: &ServerConfig,
+        rng: &mut Rng,
+        tid: TransportId,
+        hello: &Hello,
+    ) -> Result<(), RejectReason> {
         let Some(r) = &hello.resume else { return Err(RejectReason::BadHello) };
         if self.ended || r.session_id != self.id {
             return Err(RejectReason::UnknownSession);
@@ -285,7 +304,10 @@ impl ServerSession {
             }
             Err(o) => {
                 let reason = SessionEnd::ReplayOverflow { messages: o.messages, bytes: o.bytes };
-                self.end(reason.clone(), Some((CloseCode::ReplayOverflow, "replay buffer overflow: the client fell too far behind")));
+                self.end(
+                    reason.clone(),
+                    Some((CloseCode::ReplayOverflow, "replay buffer overflow: the client fell too far behind")),
+                );
                 Err(SendError::SessionEnded(reason))
             }
         }
@@ -293,7 +315,11 @@ impl ServerSession {
 
     /// Ends the session deliberately (application close or operator kick).
     pub fn close(&mut self, code: CloseCode, reason: &str) {
-        let end = if code == CloseCode::Normal { SessionEnd::LocalClose } else { SessionEnd::PeerClosed { code, reason: reason.to_owned() } };
+        let end = if code == CloseCode::Normal {
+            SessionEnd::LocalClose
+        } else {
+            SessionEnd::PeerClosed { code, reason: reason.to_owned() }
+        };
         self.end(end, Some((code, reason)));
     }
 
@@ -302,7 +328,14 @@ impl ServerSession {
     pub fn go_away(&mut self, now: Instant, retry_after: Duration, reason: &str) {
         if let Some(a) = self.attached.take() {
             let ms = u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX);
-            self.transmits.push_back(Transmit::Send { transport: a.tid, frame: Frame::Close(Close { code: CloseCode::GoingAway, retry_after_ms: ms, reason: reason.to_owned() }) });
+            self.transmits.push_back(Transmit::Send {
+                transport: a.tid,
+                frame: Frame::Close(Close {
+                    code: CloseCode::GoingAway,
+                    retry_after_ms: ms,
+                    reason: reason.to_owned(),
+                }),
+            });
             self.transmits.push_back(Transmit::Close { transport: a.tid, flush: true });
             self.detach_now(now, TransportLoss::Closed);
         }
@@ -335,7 +368,10 @@ impl ServerSession {
                     self.events.push_back(SessionEvent::PingPayload(payload));
                 }
                 let mine = self.inb.ack_sent();
-                self.transmits.push_back(Transmit::Send { transport: tid, frame: Frame::Pong { nonce, ack: mine, payload: self.pong_payload.clone() } });
+                self.transmits.push_back(Transmit::Send {
+                    transport: tid,
+                    frame: Frame::Pong { nonce, ack: mine, payload: self.pong_payload.clone() },
+                });
                 Some(ack)
             }
             Frame::Pong { ack, .. } => Some(ack),
@@ -350,7 +386,12 @@ impl ServerSession {
             }
             other => {
                 let kind = other.kind();
-                return self.protocol_error(now, CloseCode::ProtocolError, &format!("frame 0x{kind:02x} after WELCOME"), TransportLoss::UnexpectedFrame { kind });
+                return self.protocol_error(
+                    now,
+                    CloseCode::ProtocolError,
+                    &format!("frame 0x{kind:02x} after WELCOME"),
+                    TransportLoss::UnexpectedFrame { kind },
+                );
             }
         };
         if let Some(ack) = ack {
@@ -434,7 +475,10 @@ impl ServerSession {
     }
 
     fn close_transport(&mut self, tid: TransportId, code: CloseCode, reason: &str) {
-        self.transmits.push_back(Transmit::Send { transport: tid, frame: Frame::Close(Close { code, retry_after_ms: 0, reason: reason.to_owned() }) });
+        self.transmits.push_back(Transmit::Send {
+            transport: tid,
+            frame: Frame::Close(Close { code, retry_after_ms: 0, reason: reason.to_owned() }),
+        });
         self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
     }
 
@@ -602,7 +646,12 @@ impl Server {
             self.handshakes.remove(&tid);
             self.refuse_transport(tid, CloseCode::HandshakeTimeout, "no valid HELLO within the handshake timeout");
         }
-        let due: Vec<_> = self.sessions.iter().filter(|(_, s)| s.poll_timeout().is_some_and(|d| d <= now)).map(|(id, _)| *id).collect();
+        let due: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.poll_timeout().is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
         for id in due {
             if let Some(s) = self.sessions.get_mut(&id) {
                 s.handle_timeout(now);
@@ -650,10 +699,19 @@ impl Server {
     fn on_handshake(&mut self, now: Instant, tid: TransportId, frame: Frame) {
         let Frame::Hello(hello) = frame else {
             let kind = frame.kind();
-            return self.refuse_transport(tid, CloseCode::ProtocolError, &format!("expected HELLO, got frame 0x{kind:02x}"));
+            return self.refuse_transport(
+                tid,
+                CloseCode::ProtocolError,
+                &format!("expected HELLO, got frame 0x{kind:02x}"),
+            );
         };
         if !(hello.min_version..=hello.max_version).contains(&frame::VERSION) {
-            let msg = format!("this server speaks protocol version {} only; the client offered {}..={}", frame::VERSION, hello.min_version, hello.max_version);
+            let msg = format!(
+                "this server speaks protocol version {} only; the client offered {}..={}",
+                frame::VERSION,
+                hello.min_version,
+                hello.max_version
+            );
             return self.reject(tid, RejectReason::UnsupportedVersion, Duration::ZERO, &msg);
         }
         if let Some((reason, retry)) = self.refuse {
@@ -665,7 +723,12 @@ impl Server {
             Some(r) => {
                 let id = r.session_id;
                 let Some(s) = self.sessions.get_mut(&id) else {
-                    return self.reject(tid, RejectReason::UnknownSession, Duration::ZERO, "no such session: it expired or never existed; start a new one");
+                    return self.reject(
+                        tid,
+                        RejectReason::UnknownSession,
+                        Duration::ZERO,
+                        "no such session: it expired or never existed; start a new one",
+                    );
                 };
                 let old = s.transport();
                 match s.resume(now, &self.cfg, &mut self.rng, tid, &hello) {
@@ -679,7 +742,9 @@ impl Server {
                     Err(reason) => {
                         let msg = match reason {
                             RejectReason::InvalidToken => "the resume token does not match this session",
-                            RejectReason::TokenReused => "the resume token was already used and rotated (replayed or duplicated handshake)",
+                            RejectReason::TokenReused => {
+                                "the resume token was already used and rotated (replayed or duplicated handshake)"
+                            }
                             _ => "the resume request is inconsistent with the session's state",
                         };
                         self.reject(tid, reason, Duration::ZERO, msg);
@@ -712,7 +777,10 @@ impl Server {
 
     fn refuse_transport(&mut self, tid: TransportId, code: CloseCode, reason: &str) {
         let reason = reason.chars().take(frame::MAX_REASON_LEN / 4).collect();
-        self.transmits.push_back(Transmit::Send { transport: tid, frame: Frame::Close(Close { code, retry_after_ms: 0, reason }) });
+        self.transmits.push_back(Transmit::Send {
+            transport: tid,
+            frame: Frame::Close(Close { code, retry_after_ms: 0, reason }),
+        });
         self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
     }
 

@@ -273,7 +273,8 @@ mod tests {
 
     #[test]
     fn bounds_refuse_by_count_and_by_bytes() {
-        let mut o = Outbound::new(ReplayLimits { max_bytes: 10, max_messages: 3, overflow: OverflowPolicy::RefuseSend });
+        let mut o =
+            Outbound::new(ReplayLimits { max_bytes: 10, max_messages: 3, overflow: OverflowPolicy::RefuseSend });
         o.push(b("12345")).expect("room");
         assert!(o.push(b("123456")).is_err(), "11 bytes > 10");
         o.push(b("1")).expect("room");

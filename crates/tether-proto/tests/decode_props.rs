@@ -18,26 +18,90 @@ fn arb_text() -> impl Strategy<Value = String> {
 }
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
-    let resume = (any::<[u8; 16]>(), any::<[u8; 32]>(), any::<u64>())
-        .prop_map(|(s, t, l)| Resume { session_id: SessionId::from_bytes(s), token: ResumeToken::from_bytes(t), last_received: l });
+    let resume = (any::<[u8; 16]>(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(s, t, l)| Resume {
+        session_id: SessionId::from_bytes(s),
+        token: ResumeToken::from_bytes(t),
+        last_received: l,
+    });
     prop_oneof![
-        (1u8..=3, 0u8..=2, frame::MIN_MAX_FRAME..=frame::MAX_MAX_FRAME, any::<u32>(), prop::option::of(resume), arb_bytes(64)).prop_map(
-            |(min, extra, max_frame, idle, resume, auth)| Frame::Hello(Hello { min_version: min, max_version: min + extra, max_frame, idle_timeout_ms: idle, resume, auth })
-        ),
-        (any::<u8>(), any::<bool>(), any::<[u8; 16]>(), any::<[u8; 32]>(), any::<u64>(), frame::MIN_MAX_FRAME..=u32::MAX, any::<u32>(), any::<u32>()).prop_map(
-            |(version, resumed, s, t, last_received, max_frame, idle_timeout_ms, grace_ms)| Frame::Welcome(Welcome {
-                version, resumed, session_id: SessionId::from_bytes(s), token: ResumeToken::from_bytes(t), last_received, max_frame, idle_timeout_ms, grace_ms
+        (
+            1u8..=3,
+            0u8..=2,
+            frame::MIN_MAX_FRAME..=frame::MAX_MAX_FRAME,
+            any::<u32>(),
+            prop::option::of(resume),
+            arb_bytes(64)
+        )
+            .prop_map(|(min, extra, max_frame, idle, resume, auth)| Frame::Hello(Hello {
+                min_version: min,
+                max_version: min + extra,
+                max_frame,
+                idle_timeout_ms: idle,
+                resume,
+                auth
+            })),
+        (
+            any::<u8>(),
+            any::<bool>(),
+            any::<[u8; 16]>(),
+            any::<[u8; 32]>(),
+            any::<u64>(),
+            frame::MIN_MAX_FRAME..=u32::MAX,
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|(version, resumed, s, t, last_received, max_frame, idle_timeout_ms, grace_ms)| {
+                Frame::Welcome(Welcome {
+                    version,
+                    resumed,
+                    session_id: SessionId::from_bytes(s),
+                    token: ResumeToken::from_bytes(t),
+                    last_received,
+                    max_frame,
+                    idle_timeout_ms,
+                    grace_ms,
+                })
+            }),
+        (1u8..=8, any::<u32>(), any::<u8>(), any::<u8>(), arb_text()).prop_map(
+            |(r, retry_after_ms, min_version, max_version, message)| Frame::Reject(Reject {
+                reason: RejectReason::from_u8(r).expect("assigned"),
+                retry_after_ms,
+                min_version,
+                max_version,
+                message
             })
         ),
-        (1u8..=8, any::<u32>(), any::<u8>(), any::<u8>(), arb_text()).prop_map(|(r, retry_after_ms, min_version, max_version, message)| Frame::Reject(Reject {
-            reason: RejectReason::from_u8(r).expect("assigned"), retry_after_ms, min_version, max_version, message
-        })),
         (1u64.., arb_bytes(200)).prop_map(|(seq, payload)| Frame::Data { seq, payload }),
         any::<u64>().prop_map(|ack| Frame::Ack { ack }),
-        (any::<u32>(), any::<u64>(), arb_bytes(frame::MAX_PING_PAYLOAD)).prop_map(|(nonce, ack, payload)| Frame::Ping { nonce, ack, payload }),
-        (any::<u32>(), any::<u64>(), arb_bytes(64)).prop_map(|(nonce, ack, payload)| Frame::Pong { nonce, ack, payload }),
-        (prop_oneof![Just(1000u16), Just(1001), Just(1002), Just(2000), Just(2001), Just(3000), Just(3001), Just(3002), Just(3003), Just(3004), 4000u16..5000], any::<u32>(), arb_text())
-            .prop_map(|(c, retry_after_ms, reason)| Frame::Close(Close { code: CloseCode::from_u16(c).expect("assigned"), retry_after_ms, reason })),
+        (any::<u32>(), any::<u64>(), arb_bytes(frame::MAX_PING_PAYLOAD))
+            .prop_map(|(nonce, ack, payload)| Frame::Ping { nonce, ack, payload }),
+        (any::<u32>(), any::<u64>(), arb_bytes(64)).prop_map(|(nonce, ack, payload)| Frame::Pong {
+            nonce,
+            ack,
+            payload
+        }),
+        (
+            prop_oneof![
+                Just(1000u16),
+                Just(1001),
+                Just(1002),
+                Just(2000),
+                Just(2001),
+                Just(3000),
+                Just(3001),
+                Just(3002),
+                Just(3003),
+                Just(3004),
+                4000u16..5000
+            ],
+            any::<u32>(),
+            arb_text()
+        )
+            .prop_map(|(c, retry_after_ms, reason)| Frame::Close(Close {
+                code: CloseCode::from_u16(c).expect("assigned"),
+                retry_after_ms,
+                reason
+            })),
     ]
 }
 

@@ -7,12 +7,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tether_proto::frame::{Hello, Resume, Welcome, VERSION};
 use tether_proto::{
-    Client, ClientConfig, ClientEvent, CloseCode, Frame, Profile, RejectReason, ResumeToken, Rng, Server, ServerConfig, ServerEvent,
-    SessionEvent, SessionId, Transmit, TransportId,
+    Client, ClientConfig, ClientEvent, CloseCode, Frame, Profile, RejectReason, ResumeToken, Rng, Server, ServerConfig,
+    ServerEvent, SessionEvent, SessionId, Transmit, TransportId,
 };
 
 fn hello(resume: Option<Resume>) -> Hello {
-    Hello { min_version: VERSION, max_version: VERSION, max_frame: 1 << 20, idle_timeout_ms: 40_000, resume, auth: Bytes::new() }
+    Hello {
+        min_version: VERSION,
+        max_version: VERSION,
+        max_frame: 1 << 20,
+        idle_timeout_ms: 40_000,
+        resume,
+        auth: Bytes::new(),
+    }
 }
 
 fn sent(server: &mut Server) -> Vec<(TransportId, Frame)> {
@@ -142,7 +149,9 @@ fn after_a_resume_the_old_transport_is_closed_and_delivers_nothing() {
     while let Some(t) = f.server.poll_transmit() {
         match t {
             Transmit::Close { transport, .. } if transport == f.tid => closed_old = true,
-            Transmit::Send { transport, frame: Frame::Close(c) } if transport == f.tid => replaced = c.code == CloseCode::TransportReplaced,
+            Transmit::Send { transport, frame: Frame::Close(c) } if transport == f.tid => {
+                replaced = c.code == CloseCode::TransportReplaced
+            }
             _ => {}
         }
     }

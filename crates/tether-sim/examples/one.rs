@@ -4,5 +4,11 @@ fn main() {
     let mut sim = tether_sim::Sim::new(cfg);
     sim.run();
     println!("{}", sim.timeline());
-    println!("expect {expect:?}\nstats {:?}\nsent {:?} {:?}\nverify {:?}", sim.stats, sim.ledger.client_sent, sim.ledger.server_sent, tether_sim::schedule::verify(&sim, &expect));
+    println!(
+        "expect {expect:?}\nstats {:?}\nsent {:?} {:?}\nverify {:?}",
+        sim.stats,
+        sim.ledger.client_sent,
+        sim.ledger.server_sent,
+        tether_sim::schedule::verify(&sim, &expect)
+    );
 }

@@ -80,7 +80,9 @@ impl Ledger {
             self.violations.push(format!("server delivered epoch {epoch} #{idx} in {s:?} after it ended"));
         }
         match self.epoch_session.get(&epoch) {
-            Some(prev) if *prev != s => self.violations.push(format!("epoch {epoch} delivered in two sessions {prev:?} and {s:?}: duplication across sessions")),
+            Some(prev) if *prev != s => self.violations.push(format!(
+                "epoch {epoch} delivered in two sessions {prev:?} and {s:?}: duplication across sessions"
+            )),
             _ => {
                 self.epoch_session.insert(epoch, s);
             }
@@ -135,16 +137,19 @@ impl Ledger {
         let idxs: Vec<_> = idxs.collect();
         let Some(first) = idxs.first().copied().flatten() else {
             if delivered < sent && idxs.is_empty() {
-                self.violations.push(format!("{who} lost messages: sent {sent}, delivered {delivered}, none handed back"));
+                self.violations
+                    .push(format!("{who} lost messages: sent {sent}, delivered {delivered}, none handed back"));
             }
             return;
         };
         let contiguous = idxs.iter().enumerate().all(|(k, i)| *i == Some(first + k as u32));
         if !contiguous || first + idxs.len() as u32 != sent {
-            self.violations.push(format!("{who} handed back a non-tail: first #{first}, {} messages, sent {sent}", idxs.len()));
+            self.violations
+                .push(format!("{who} handed back a non-tail: first #{first}, {} messages, sent {sent}", idxs.len()));
         }
         if first > delivered {
-            self.violations.push(format!("{who} lost messages #{delivered}..#{first}: neither delivered nor handed back"));
+            self.violations
+                .push(format!("{who} lost messages #{delivered}..#{first}: neither delivered nor handed back"));
         }
     }
 }

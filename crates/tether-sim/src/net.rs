@@ -109,7 +109,11 @@ pub struct PathConfig {
 
 impl Default for PathConfig {
     fn default() -> Self {
-        PathConfig { delay: Duration::from_millis(20), jitter: Duration::from_millis(10), rto: Duration::from_millis(200) }
+        PathConfig {
+            delay: Duration::from_millis(20),
+            jitter: Duration::from_millis(10),
+            rto: Duration::from_millis(200),
+        }
     }
 }
 
@@ -133,7 +137,9 @@ impl Path {
             .iter()
             .filter_map(|f| match f {
                 Fault::Outage { start, len, .. } if t >= *start && t < *start + *len => Some(*start + *len),
-                Fault::Stall { start, len, dir: d } if *d == dir && t >= *start && t < *start + *len => Some(*start + *len),
+                Fault::Stall { start, len, dir: d } if *d == dir && t >= *start && t < *start + *len => {
+                    Some(*start + *len)
+                }
                 _ => None,
             })
             .max()
@@ -144,7 +150,9 @@ impl Path {
     pub(crate) fn outage_at(&self, at: Instant) -> Option<(Instant, bool)> {
         let t = self.t(at);
         self.faults.iter().find_map(|f| match f {
-            Fault::Outage { start, len, link_signal } if t >= *start && t < *start + *len => Some((self.base + *start + *len, *link_signal)),
+            Fault::Outage { start, len, link_signal } if t >= *start && t < *start + *len => {
+                Some((self.base + *start + *len, *link_signal))
+            }
             _ => None,
         })
     }
@@ -154,7 +162,9 @@ impl Path {
         self.faults
             .iter()
             .filter_map(|f| match f {
-                Fault::Loss { start, len, up, down } if t >= *start && t < *start + *len => Some(if dir == Dir::Up { *up } else { *down }),
+                Fault::Loss { start, len, up, down } if t >= *start && t < *start + *len => {
+                    Some(if dir == Dir::Up { *up } else { *down })
+                }
                 _ => None,
             })
             .fold(0.0, f64::max)

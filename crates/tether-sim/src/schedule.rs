@@ -65,8 +65,14 @@ pub fn random(seed: u64) -> (SimConfig, Expect) {
         let room = (start + window).saturating_sub(at).as_secs_f64().max(1.0);
         let f = match rng.below_inclusive(5) {
             0 => Fault::Outage { start: at, len: secs(&mut rng, 0.5, room), link_signal: rng.unit() < 0.5 },
-            1 => Fault::Stall { start: at, len: secs(&mut rng, 0.5, room.min(20.0)), dir: if rng.unit() < 0.5 { Dir::Up } else { Dir::Down } },
-            2 => Fault::Loss { start: at, len: secs(&mut rng, 1.0, room), up: rng.unit() * 0.5, down: rng.unit() * 0.5 },
+            1 => Fault::Stall {
+                start: at,
+                len: secs(&mut rng, 0.5, room.min(20.0)),
+                dir: if rng.unit() < 0.5 { Dir::Up } else { Dir::Down },
+            },
+            2 => {
+                Fault::Loss { start: at, len: secs(&mut rng, 1.0, room), up: rng.unit() * 0.5, down: rng.unit() * 0.5 }
+            }
             3 => Fault::Kill { at },
             _ => Fault::KillDuringReplay { count: 1 + rng.below_inclusive(2) as u32, after: secs(&mut rng, 0.0, 0.2) },
         };
@@ -126,14 +132,24 @@ pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
         return Err("client not established at the end of the run".into());
     }
     let s1 = first_session(sim).ok_or("no session was ever established")?;
-    let ends_c: Vec<_> = sim.client_log.iter().filter_map(|(t, e)| match e {
-        ClientEvent::SessionEnded { session, reason, .. } => Some((*t, *session, reason.clone())),
-        _ => None,
-    }).collect();
-    let ends_s: Vec<_> = sim.server_log.iter().filter_map(|(t, e)| match e {
-        ServerEvent::Session { session, event: SessionEvent::Ended { reason, .. } } => Some((*t, *session, reason.clone())),
-        _ => None,
-    }).collect();
+    let ends_c: Vec<_> = sim
+        .client_log
+        .iter()
+        .filter_map(|(t, e)| match e {
+            ClientEvent::SessionEnded { session, reason, .. } => Some((*t, *session, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    let ends_s: Vec<_> = sim
+        .server_log
+        .iter()
+        .filter_map(|(t, e)| match e {
+            ServerEvent::Session { session, event: SessionEvent::Ended { reason, .. } } => {
+                Some((*t, *session, reason.clone()))
+            }
+            _ => None,
+        })
+        .collect();
     let last = sim.client_session().ok_or("client has no session at the end")?;
     let mut summary = Summary { resumes: sim.client.resumes(), ..Default::default() };
     match expect {
@@ -148,8 +164,13 @@ pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
         Expect::Expire { start, len } => {
             let grace = sim.cfg.server.grace;
             let hb = &sim.cfg.client.heartbeat;
-            let (ts, _, rs) = ends_s.iter().find(|(_, s, _)| *s == s1).cloned().ok_or("server never ended the first session")?;
-            let (tc, _, rc) = ends_c.iter().find(|(_, s, _)| *s == Some(s1)).cloned().ok_or("client never ended the first session")?;
+            let (ts, _, rs) =
+                ends_s.iter().find(|(_, s, _)| *s == s1).cloned().ok_or("server never ended the first session")?;
+            let (tc, _, rc) = ends_c
+                .iter()
+                .find(|(_, s, _)| *s == Some(s1))
+                .cloned()
+                .ok_or("client never ended the first session")?;
             if rs != SessionEnd::Expired || rc != SessionEnd::Expired {
                 return Err(format!("ended for the wrong reason: server {rs:?}, client {rc:?}"));
             }
@@ -164,7 +185,11 @@ pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
             // (last heard + grace + dead_after) or, if the path came back
             // first, one resume-backoff plus a handshake after it did.
             let by_timer = *start + grace + hb.dead_after() + Duration::from_secs(1);
-            let by_reject = *start + *len + sim.cfg.client.backoff.resume_max + sim.cfg.client.handshake_timeout + Duration::from_secs(1);
+            let by_reject = *start
+                + *len
+                + sim.cfg.client.backoff.resume_max
+                + sim.cfg.client.handshake_timeout
+                + Duration::from_secs(1);
             let c_hi = by_timer.min(by_reject.max(ts + Duration::from_secs(1)));
             if tc + Duration::from_millis(100) < ts || tc > c_hi {
                 return Err(format!("client expired at {tc:?}: must be within [{ts:?} (server), {c_hi:?}]"));

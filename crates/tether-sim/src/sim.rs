@@ -10,8 +10,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use tether_proto::{
-    Client, ClientConfig, ClientEvent, Frame, Rng, SendError, Server, ServerConfig, ServerEvent, SessionEvent, SessionId,
-    Transmit, TransportId,
+    Client, ClientConfig, ClientEvent, Frame, Rng, SendError, Server, ServerConfig, ServerEvent, SessionEvent,
+    SessionId, Transmit, TransportId,
 };
 
 use crate::check::{client_msg, server_msg, Ledger};
@@ -318,10 +318,8 @@ impl Sim {
                 }
             }
             Ev::ToServer(c, bytes) => {
-                if let Some((stid, true)) = self.links.get(&c).map(|l| (l.stid, l.server_open && !l.reset)) {
-                    if let Some(stid) = stid {
-                        self.server.handle_frame(now, stid, &bytes);
-                    }
+                if let Some((Some(stid), true)) = self.links.get(&c).map(|l| (l.stid, l.server_open && !l.reset)) {
+                    self.server.handle_frame(now, stid, &bytes);
                 }
             }
             Ev::ToClient(c, bytes) => {
@@ -345,7 +343,12 @@ impl Sim {
             }
             Ev::KillAll => {
                 let delay = self.cfg.path.delay;
-                let ids: Vec<u64> = self.links.iter().filter(|(_, l)| !l.reset && (l.client_open || l.server_open)).map(|(c, _)| *c).collect();
+                let ids: Vec<u64> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| !l.reset && (l.client_open || l.server_open))
+                    .map(|(c, _)| *c)
+                    .collect();
                 for c in ids {
                     if let Some(l) = self.links.get_mut(&c) {
                         l.reset = true;
@@ -453,7 +456,16 @@ impl Sim {
                 let c = transport.0;
                 self.links.insert(
                     c,
-                    SimLink { stid: None, client_open: true, server_open: true, reset: false, last_up: now, last_down: now, nat_last: now, nat_dead: false },
+                    SimLink {
+                        stid: None,
+                        client_open: true,
+                        server_open: true,
+                        reset: false,
+                        last_up: now,
+                        last_down: now,
+                        nat_last: now,
+                        nat_dead: false,
+                    },
                 );
                 match self.path.outage_at(now) {
                     Some((_, true)) => self.push(now + Duration::from_millis(1), Ev::ConnectFail(c)),
@@ -461,7 +473,8 @@ impl Sim {
                         // Linux retransmits a SYN 1, 3, 7, 15, 31 s after the
                         // first: the first one sent after the path returns
                         // connects (unless the client gave up before).
-                        let syn = [1u64, 3, 7, 15, 31, 63].iter().map(|s| now + Duration::from_secs(*s)).find(|t| *t >= end);
+                        let syn =
+                            [1u64, 3, 7, 15, 31, 63].iter().map(|s| now + Duration::from_secs(*s)).find(|t| *t >= end);
                         if let Some(syn) = syn {
                             self.push(syn + self.cfg.path.delay * 2, Ev::ConnectDone(c));
                         }
@@ -527,12 +540,10 @@ impl Sim {
         match &e {
             ClientEvent::Message(b) => return self.ledger.delivered_at_client(self.client_session, b),
             ClientEvent::Connected { session } => self.client_session = Some(*session),
-            ClientEvent::Resumed { .. } => {
-                if self.kills_after_resume.0 > 0 {
-                    self.kills_after_resume.0 -= 1;
-                    let at = self.now + self.kills_after_resume.1;
-                    self.push(at, Ev::KillAll);
-                }
+            ClientEvent::Resumed { .. } if self.kills_after_resume.0 > 0 => {
+                self.kills_after_resume.0 -= 1;
+                let at = self.now + self.kills_after_resume.1;
+                self.push(at, Ev::KillAll);
             }
             ClientEvent::SessionEnded { session, unacked, .. } => {
                 if let Some(s) = session {
@@ -550,7 +561,9 @@ impl Sim {
     fn server_event(&mut self, e: ServerEvent) {
         let t = self.t();
         match &e {
-            ServerEvent::Session { session, event: SessionEvent::Message(b) } => return self.ledger.delivered_at_server(*session, b),
+            ServerEvent::Session { session, event: SessionEvent::Message(b) } => {
+                return self.ledger.delivered_at_server(*session, b)
+            }
             ServerEvent::Opened { session, .. } => self.server_session = Some(*session),
             ServerEvent::Session { session, event: SessionEvent::Ended { unacked, .. } } => {
                 self.ledger.ended_server.push(*session);
@@ -579,7 +592,11 @@ impl Sim {
                     lines.push((*start, 0, format!("network  {dir:?} direction stalls for {len:?}")));
                 }
                 Fault::Loss { start, len, up, down } => {
-                    lines.push((*start, 0, format!("network  loss {:.0}% up / {:.0}% down for {len:?}", up * 100.0, down * 100.0)));
+                    lines.push((
+                        *start,
+                        0,
+                        format!("network  loss {:.0}% up / {:.0}% down for {len:?}", up * 100.0, down * 100.0),
+                    ));
                 }
                 Fault::Kill { at } => lines.push((*at, 0, "network  transport reset".into())),
                 _ => {}
@@ -588,9 +605,14 @@ impl Sim {
         for (t, e) in &self.client_log {
             let s = match e {
                 ClientEvent::Rtt(_) | ClientEvent::PongPayload(_) | ClientEvent::PingPayload(_) => continue,
-                ClientEvent::Reconnecting { attempt, delay } => format!("attempt {} in {:.1}s", attempt + 1, delay.as_secs_f64()),
+                ClientEvent::Reconnecting { attempt, delay } => {
+                    format!("attempt {} in {:.1}s", attempt + 1, delay.as_secs_f64())
+                }
                 ClientEvent::SessionEnded { session, reason, unacked, restarting } => {
-                    format!("session {session:?} ended: {reason:?}; {} unacked handed back; restarting: {restarting}", unacked.len())
+                    format!(
+                        "session {session:?} ended: {reason:?}; {} unacked handed back; restarting: {restarting}",
+                        unacked.len()
+                    )
                 }
                 other => format!("{other:?}"),
             };
@@ -609,7 +631,7 @@ impl Sim {
             };
             lines.push((*t, 2, format!("server   {s}")));
         }
-        lines.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        lines.sort_by_key(|l| (l.0, l.1));
         lines.iter().map(|(t, _, s)| format!("{:>9.3}s  {s}\n", t.as_secs_f64())).collect()
     }
 }

@@ -15,7 +15,9 @@ fn run(nat: Duration, seed: u64) -> (Sim, Vec<Duration>) {
     let deaths = sim
         .client_log
         .iter()
-        .filter_map(|(t, e)| matches!(e, ClientEvent::Disconnected { reason: TransportLoss::HeartbeatTimeout { .. } }).then_some(*t))
+        .filter_map(|(t, e)| {
+            matches!(e, ClientEvent::Disconnected { reason: TransportLoss::HeartbeatTimeout { .. } }).then_some(*t)
+        })
         .collect();
     (sim, deaths)
 }
@@ -29,7 +31,10 @@ fn adaptive_interval_settles_just_below_the_nat_timeout_and_stops_losing_the_lin
         assert!(interval < nat, "NAT {nat:?}: settled at {interval:?}, not below it");
         assert!(interval + Duration::from_secs(20) >= nat, "NAT {nat:?}: settled at {interval:?}, not close to it");
         let last = deaths.last().copied().unwrap_or_default();
-        assert!(last < Duration::from_secs(2 * 3600), "NAT {nat:?}: still losing the link at {last:?} (deaths {deaths:?})");
+        assert!(
+            last < Duration::from_secs(2 * 3600),
+            "NAT {nat:?}: still losing the link at {last:?} (deaths {deaths:?})"
+        );
         assert!(!deaths.is_empty(), "NAT {nat:?}: the learner never probed past the limit");
         // Every loss was recovered by a resume: one session for 4 hours.
         let ended = sim.client_log.iter().any(|(_, e)| matches!(e, ClientEvent::SessionEnded { .. }));
@@ -62,7 +67,11 @@ fn a_fixed_interval_above_the_nat_timeout_loses_the_link_every_idle_period() {
 #[ignore = "prints the learning curve; run with --ignored --nocapture"]
 fn print_learning_curve() {
     let (sim, deaths) = run(Duration::from_secs(137), 2);
-    println!("deaths at {deaths:?}\nfinal interval {:?}\nlearned {:?}", sim.client.heartbeat_interval(), sim.client.adaptive().and_then(|a| a.learned("")));
+    println!(
+        "deaths at {deaths:?}\nfinal interval {:?}\nlearned {:?}",
+        sim.client.heartbeat_interval(),
+        sim.client.adaptive().and_then(|a| a.learned(""))
+    );
     let gaps: Vec<u64> = sim.ping_times.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
     println!("ping gaps (s): {gaps:?}");
 }

@@ -17,7 +17,10 @@ fn client_detection(sim: &Sim) -> Option<Duration> {
 
 fn server_detection(sim: &Sim) -> Option<Duration> {
     sim.server_log.iter().find_map(|(t, e)| match e {
-        ServerEvent::Session { event: SessionEvent::Detached { reason: TransportLoss::HeartbeatTimeout { .. } }, .. } => Some(*t),
+        ServerEvent::Session {
+            event: SessionEvent::Detached { reason: TransportLoss::HeartbeatTimeout { .. } },
+            ..
+        } => Some(*t),
         _ => None,
     })
 }
@@ -38,12 +41,21 @@ fn detection_within(profile: Profile, bound: Duration, streaming: bool) {
         }
         let mut sim = Sim::new(cfg);
         sim.run();
-        let c = client_detection(&sim).unwrap_or_else(|| panic!("{profile:?} phase {phase}: client never detected the dead link\n{}", sim.timeline()));
-        let s = server_detection(&sim).unwrap_or_else(|| panic!("{profile:?} phase {phase}: server never detected the dead link\n{}", sim.timeline()));
+        let c = client_detection(&sim).unwrap_or_else(|| {
+            panic!("{profile:?} phase {phase}: client never detected the dead link\n{}", sim.timeline())
+        });
+        let s = server_detection(&sim).unwrap_or_else(|| {
+            panic!("{profile:?} phase {phase}: server never detected the dead link\n{}", sim.timeline())
+        });
         assert!(c > start && s > start, "detected before the link died");
         worst = (worst.0.max(c - start), worst.1.max(s - start));
     }
-    assert!(worst.0 <= bound && worst.1 <= bound, "{profile:?} (streaming: {streaming}): worst detection client {:?} server {:?} > {bound:?}", worst.0, worst.1);
+    assert!(
+        worst.0 <= bound && worst.1 <= bound,
+        "{profile:?} (streaming: {streaming}): worst detection client {:?} server {:?} > {bound:?}",
+        worst.0,
+        worst.1
+    );
 }
 
 #[test]
@@ -109,7 +121,11 @@ fn debug_switch_keeps_pinging_but_never_declares_death() {
 
 /// Time from the network's return to the session resumed.
 fn resume_delay(sim: &Sim, back: Duration) -> Duration {
-    let t = sim.client_log.iter().find_map(|(t, e)| matches!(e, ClientEvent::Resumed { .. }).then_some(*t)).expect("resumed");
+    let t = sim
+        .client_log
+        .iter()
+        .find_map(|(t, e)| matches!(e, ClientEvent::Resumed { .. }).then_some(*t))
+        .expect("resumed");
     t - back
 }
 
@@ -123,7 +139,10 @@ fn network_up_signal_gives_an_immediate_attempt_and_a_fast_resume() {
         let mut sim = Sim::new(cfg);
         sim.run();
         let first_after = sim.connect_times.iter().find(|t| **t >= S(60)).copied().expect("an attempt after link-up");
-        assert!(first_after - S(60) < Duration::from_millis(5), "seed {seed}: first attempt {first_after:?} after link-up at 60 s");
+        assert!(
+            first_after - S(60) < Duration::from_millis(5),
+            "seed {seed}: first attempt {first_after:?} after link-up at 60 s"
+        );
         let d = resume_delay(&sim, S(60));
         assert!(d < Duration::from_millis(500), "seed {seed}: resumed {d:?} after link-up");
     }

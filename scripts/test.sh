@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test tether has, installing what they need. This is the README's
+# test command and what CI runs (.ci/run). Debug builds only: release builds
+# are for benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+
+step "format (cargo fmt --check)"
+cargo fmt --all --check
+
+step "lints (cargo clippy --all-targets -- -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
+cargo test --workspace
+
+# A further batch of fault schedules whose seeds move daily, so coverage grows
+# run after run. A failure prints its seed and the command replaying it.
+first=${TETHER_SIM_FIRST:-$(( ($(date +%s) / 86400) * 10000 ))}
+step "4000 more fault schedules from seed $first"
+TETHER_SIM_FIRST=$first TETHER_SIM_SCHEDULES=4000 \
+  cargo test -q -p tether-sim --test fault_schedules -- --nocapture
+
+step "fuzz target compiles (needs nightly)"
+if cargo +nightly --version >/dev/null 2>&1; then
+  cargo +nightly check --quiet --manifest-path fuzz/Cargo.toml
+else
+  echo "nightly toolchain not installed: skipping the cargo-fuzz target check"
+fi
+
+step "all tests passed"
