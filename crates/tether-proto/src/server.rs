@@ -17,7 +17,7 @@ use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SessionEnd, 
 use crate::frame::{self, Close, DecodeError, Frame, Hello, Reject, Welcome};
 use crate::rng::Rng;
 use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, OverflowPolicy, ReplayLimits};
-use crate::token::{ResumeToken, SessionId, TokenCheck, TokenState};
+use crate::token::{ResumeToken, SessionId, TokenCheck, TokenHash, TokenState};
 use crate::{Transmit, TransportId};
 
 /// Server settings.
@@ -123,6 +123,9 @@ pub enum SessionEvent {
 #[derive(Debug, Clone, Copy)]
 struct Attached {
     tid: TransportId,
+    /// The token issued in this transport's WELCOME, until the client proves
+    /// it has it by sending a frame here.
+    unconfirmed: Option<TokenHash>,
 }
 
 /// One session on the server.
@@ -164,7 +167,7 @@ impl ServerSession {
             enforce_idle: cfg.enforce_idle,
             max_frame: cfg.max_frame,
             peer_max_frame: hello.max_frame,
-            attached: Some(Attached { tid }),
+            attached: Some(Attached { tid, unconfirmed: None }),
             last_heard: now,
             detached_at: None,
             ended: false,
@@ -273,10 +276,10 @@ impl ServerSession {
             self.close_transport(old.tid, CloseCode::TransportReplaced, "resumed on another transport");
         }
         let fresh = ResumeToken::random(rng);
-        self.tokens.rotate(&r.token, &fresh);
+        let issued = self.tokens.issue(&fresh);
         self.idle_timeout = cfg.grant_idle_timeout(hello.idle_timeout_ms);
         self.peer_max_frame = hello.max_frame;
-        self.attached = Some(Attached { tid });
+        self.attached = Some(Attached { tid, unconfirmed: Some(issued) });
         self.last_heard = now;
         self.detached_at = None;
         self.welcome(tid, true, fresh);
@@ -343,13 +346,15 @@ impl ServerSession {
 
     /// A whole frame arrived on `tid`.
     pub fn handle_frame(&mut self, now: Instant, tid: TransportId, frame: Frame) {
-        let Some(att) = self.attached else { return };
+        let Some(att) = &mut self.attached else { return };
         if att.tid != tid || self.ended {
             return; // a replaced transport delivers nothing
         }
         self.last_heard = now;
-        // Any frame after WELCOME proves the client holds the new token.
-        self.tokens.confirm();
+        // Any frame after WELCOME proves the client holds this transport's token.
+        if let Some(issued) = att.unconfirmed.take() {
+            self.tokens.confirm(issued);
+        }
         let ack = match frame {
             Frame::Data { seq, payload } => {
                 match self.inb.on_data(now, seq, &self.ack_cfg) {

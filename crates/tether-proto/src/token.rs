@@ -101,17 +101,26 @@ impl std::fmt::Debug for TokenHash {
     }
 }
 
+/// Most unconfirmed tokens kept valid at once (each from a WELCOME whose
+/// transport has not yet proven the client received it).
+const MAX_PENDING: usize = 4;
+/// Most retired tokens remembered, to tell a replay from a stranger.
+const MAX_RETIRED: usize = 4;
+
 /// The server's view of a session's tokens across rotations.
 ///
-/// A WELCOME carrying a new token can be lost with its transport. The old
-/// token therefore stays valid until the client proves it received the new one
-/// by sending any frame after that WELCOME; only then does it become
-/// `previous`, and presenting it again is a replayed handshake.
+/// Every WELCOME of a resume issues a new token, but a WELCOME can be lost
+/// with its transport, and handshakes can overtake each other (a stale
+/// attempt's HELLO arriving after a newer one succeeded). So every issued
+/// token stays valid until a transport proves the client holds *its* token by
+/// sending any frame after that WELCOME. Then that token becomes the only
+/// valid one, and all others are retired: presenting them again is a replayed
+/// handshake ([`TokenCheck::Reused`]).
 #[derive(Debug, Clone)]
 pub struct TokenState {
     current: TokenHash,
-    pending: Option<TokenHash>,
-    previous: Option<TokenHash>,
+    pending: Vec<TokenHash>,
+    retired: Vec<TokenHash>,
 }
 
 /// Outcome of checking a presented token.
@@ -128,49 +137,58 @@ pub enum TokenCheck {
 impl TokenState {
     /// State for a new session whose first token is `token`.
     pub fn new(token: &ResumeToken) -> Self {
-        TokenState { current: token.hash(), pending: None, previous: None }
+        TokenState { current: token.hash(), pending: Vec::new(), retired: Vec::new() }
     }
 
-    /// Checks a presented token. All candidates are compared, in constant
-    /// time each, whatever matches first.
+    /// Checks a presented token. Every candidate is compared in constant
+    /// time, whichever matches.
     pub fn check(&self, presented: &ResumeToken) -> TokenCheck {
         let h = presented.hash();
-        let cur = h.matches(&self.current);
-        let pend = self.pending.as_ref().is_some_and(|p| h.matches(p));
-        let prev = self.previous.as_ref().is_some_and(|p| h.matches(p));
-        if cur || pend {
+        let valid = self.pending.iter().fold(h.matches(&self.current), |acc, p| acc | h.matches(p));
+        let reused = self.retired.iter().fold(false, |acc, p| acc | h.matches(p));
+        if valid {
             TokenCheck::Valid
-        } else if prev {
+        } else if reused {
             TokenCheck::Reused
         } else {
             TokenCheck::Invalid
         }
     }
 
-    /// Rotation on a successful resume: `fresh` becomes pending. If the client
-    /// presented the pending token it had received, that one becomes current
-    /// first (its WELCOME arrived, only the confirmation was lost).
-    pub fn rotate(&mut self, presented: &ResumeToken, fresh: &ResumeToken) {
-        let h = presented.hash();
-        if self.pending.as_ref().is_some_and(|p| h.matches(p)) {
-            self.previous = Some(self.current);
-            self.current = h;
+    /// A WELCOME carries `fresh`: it is valid from now on, beside the others,
+    /// until some transport confirms its own token.
+    pub fn issue(&mut self, fresh: &ResumeToken) -> TokenHash {
+        let h = fresh.hash();
+        if self.pending.len() == MAX_PENDING {
+            let oldest = self.pending.remove(0);
+            self.retire(oldest);
         }
-        self.pending = Some(fresh.hash());
+        self.pending.push(h);
+        h
     }
 
-    /// The client sent a frame after the WELCOME carrying the pending token,
-    /// so it holds that token: make it current and retire the old one.
-    pub fn confirm(&mut self) {
-        if let Some(p) = self.pending.take() {
-            self.previous = Some(self.current);
-            self.current = p;
+    /// The transport that received the WELCOME carrying `issued` sent a
+    /// frame: the client holds that token. Everything else is retired.
+    pub fn confirm(&mut self, issued: TokenHash) {
+        let old = std::mem::replace(&mut self.current, issued);
+        self.retire(old);
+        for p in std::mem::take(&mut self.pending) {
+            if !p.matches(&issued) {
+                self.retire(p);
+            }
         }
     }
 
-    /// True while a rotated token awaits confirmation.
+    fn retire(&mut self, h: TokenHash) {
+        if self.retired.len() == MAX_RETIRED {
+            self.retired.remove(0);
+        }
+        self.retired.push(h);
+    }
+
+    /// True while issued tokens await confirmation.
     pub fn has_pending(&self) -> bool {
-        self.pending.is_some()
+        !self.pending.is_empty()
     }
 }
 
@@ -179,35 +197,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rotation_accepts_new_token_and_refuses_the_retired_one() {
+    fn rotation_accepts_the_confirmed_token_and_refuses_the_retired_one() {
         let mut rng = Rng::from_seed(7);
         let t0 = ResumeToken::random(&mut rng);
         let mut s = TokenState::new(&t0);
         assert_eq!(s.check(&t0), TokenCheck::Valid);
         let t1 = ResumeToken::random(&mut rng);
-        s.rotate(&t0, &t1);
-        // WELCOME may have been lost: both still work until confirmation.
+        let h1 = s.issue(&t1);
+        // The WELCOME may have been lost: both work until confirmation.
         assert_eq!(s.check(&t0), TokenCheck::Valid);
         assert_eq!(s.check(&t1), TokenCheck::Valid);
-        s.confirm();
+        s.confirm(h1);
         assert_eq!(s.check(&t1), TokenCheck::Valid);
         assert_eq!(s.check(&t0), TokenCheck::Reused);
         assert_eq!(s.check(&ResumeToken::random(&mut rng)), TokenCheck::Invalid);
     }
 
     #[test]
-    fn resuming_with_the_pending_token_promotes_it() {
+    fn overtaking_handshakes_leave_every_issued_token_valid_until_one_is_confirmed() {
         let mut rng = Rng::from_seed(8);
         let t0 = ResumeToken::random(&mut rng);
         let mut s = TokenState::new(&t0);
+        // Two resumes with t0 race: the client keeps the first WELCOME's token.
         let t1 = ResumeToken::random(&mut rng);
-        s.rotate(&t0, &t1);
-        // The client got t1 but its confirmation never arrived; it resumes with t1.
+        s.issue(&t1);
         let t2 = ResumeToken::random(&mut rng);
-        s.rotate(&t1, &t2);
-        s.confirm();
-        assert_eq!(s.check(&t2), TokenCheck::Valid);
-        assert_eq!(s.check(&t1), TokenCheck::Reused);
-        assert_eq!(s.check(&t0), TokenCheck::Invalid);
+        s.issue(&t2);
+        assert_eq!(s.check(&t1), TokenCheck::Valid, "the token the client holds must still work");
+        let t3 = ResumeToken::random(&mut rng);
+        let h3 = s.issue(&t3);
+        s.confirm(h3);
+        for old in [&t0, &t1, &t2] {
+            assert_eq!(s.check(old), TokenCheck::Reused);
+        }
+        assert!(!s.has_pending());
     }
 }
