@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::adaptive::Adaptive;
 use crate::backoff::{Backoff, BackoffConfig, DelayContext};
-use crate::error::{CloseCode, ConfigError, SendError, SessionEnd, TransportLoss};
+use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SessionEnd, TransportLoss};
 use crate::frame::{self, Close, Frame, Hello, Resume, Welcome};
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig, ProbeCause, Profile};
 use crate::rng::Rng;
@@ -193,7 +193,8 @@ impl Client {
             retry_not_before: None,
             next_tid: 0,
             ping_payload: Bytes::new(),
-            peer_max_frame: cfg.max_frame,
+            // Every server accepts MIN_MAX_FRAME; the real limit comes in WELCOME.
+            peer_max_frame: frame::MIN_MAX_FRAME,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             link: Link::Waiting { until: now },
@@ -290,6 +291,15 @@ impl Client {
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) {
         if self.link == Link::Closed {
             return;
+        }
+        // Only session-ending codes end a session; anything else (or an
+        // application code outside 4000–4999) is sent as 3000.
+        let code = match CloseCode::from_u16(code.to_u16()) {
+            Some(c) if c.ends_session() => c,
+            _ => CloseCode::Normal,
+        };
+        if let (Some(tid), false) = (self.current_tid(), self.is_established()) {
+            self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
         }
         self.end_session(now, SessionEnd::LocalClose, Some((code, reason.to_owned())), false);
     }
@@ -511,9 +521,16 @@ impl Client {
                     self.retry_not_before = Some(now + Duration::from_millis(u64::from(r.retry_after_ms)));
                 }
                 let loss = TransportLoss::Rejected { reason: r.reason, message: r.message.clone() };
-                if r.reason.session_gone() && self.session.is_some() {
+                let resuming = self.session.is_some();
+                if resuming && (r.reason.session_gone() || r.reason == RejectReason::BadHello) {
+                    // The session cannot be resumed: say why (an invalid or
+                    // reused token may mean a stolen one) and start fresh.
+                    let reason = match r.reason {
+                        RejectReason::UnknownSession => SessionEnd::Expired,
+                        _ => SessionEnd::Refused { reason: r.reason, message: r.message },
+                    };
                     self.link = Link::Waiting { until: now };
-                    self.end_session(now, SessionEnd::Expired, None, true);
+                    self.end_session(now, reason, None, true);
                 } else if r.reason.is_transient() || r.reason.session_gone() {
                     self.lose(now, loss, false);
                 } else {
@@ -565,8 +582,25 @@ impl Client {
             }
             None => self.hb.set_interval(self.cfg.heartbeat.interval),
         }
-        self.peer_max_frame = w.max_frame;
+        self.peer_max_frame = w.max_frame.min(frame::MAX_MAX_FRAME);
         let resuming = self.session.as_ref().map(|s| s.id);
+        let max_payload = self.peer_max_frame as usize - 9;
+        if self.out.longest() > max_payload {
+            // A queued message can never be delivered to this server: end the
+            // session and hand everything back rather than loop on 2001.
+            self.transmit(
+                tid,
+                Frame::Close(Close {
+                    code: CloseCode::Normal,
+                    retry_after_ms: 0,
+                    reason: "a queued message exceeds the server's frame limit".into(),
+                }),
+            );
+            self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
+            self.link = Link::Waiting { until: now };
+            let msg = format!("a queued message is larger than the server's {max_payload}-byte payload limit");
+            return self.end_session(now, SessionEnd::Incompatible(msg), None, true);
+        }
         if w.resumed {
             if resuming != Some(w.session_id) {
                 let kind = frame::kind::WELCOME;
@@ -714,8 +748,7 @@ impl Client {
 
     fn protocol_error(&mut self, now: Instant, code: CloseCode, text: String, loss: TransportLoss) {
         if let Some(tid) = self.current_tid() {
-            let reason = text.chars().take(frame::MAX_REASON_LEN / 4).collect();
-            self.transmit(tid, Frame::Close(Close { code, retry_after_ms: 0, reason }));
+            self.transmit(tid, Frame::Close(Close { code, retry_after_ms: 0, reason: frame::clip_reason(&text) }));
             self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
         }
         self.lose_no_close(now, loss, false);
@@ -767,8 +800,7 @@ impl Client {
     /// hands back what was unacknowledged, and either restarts fresh or stops.
     fn end_session(&mut self, now: Instant, reason: SessionEnd, close: Option<(CloseCode, String)>, restart: bool) {
         if let (Some((code, text)), Link::Established { tid, .. }) = (close, self.link) {
-            let text = text.chars().take(frame::MAX_REASON_LEN / 4).collect();
-            self.transmit(tid, Frame::Close(Close { code, retry_after_ms: 0, reason: text }));
+            self.transmit(tid, Frame::Close(Close { code, retry_after_ms: 0, reason: frame::clip_reason(&text) }));
             self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
         }
         let session = self.session.take().map(|s| s.id);
@@ -777,8 +809,11 @@ impl Client {
         self.resumable_until = None;
         self.events.push_back(ClientEvent::SessionEnded { session, reason, unacked, restarting: restart });
         if restart {
-            let until = self.retry_not_before.map_or(now, |r| r.max(now));
-            self.link = Link::Waiting { until };
+            // The server answered, so the network works: restart from the
+            // first backoff step, jittered, so a server ending many sessions
+            // at once does not get them all back at the same instant.
+            self.backoff.reset();
+            self.schedule(now, false);
         } else {
             self.link = Link::Closed;
         }
@@ -792,7 +827,9 @@ impl Client {
     /// heard the server, and counts grace from the detach instead of the last
     /// frame when its idle timeout exceeds grace (`docs/PROTOCOL.md` §10).
     fn local_expiry_after(&self, s: &SessionCtx) -> Duration {
-        let cycle = self.hb.interval() + self.cfg.heartbeat.probe_cycle();
+        // The longest interval this config may use, not the current one: the
+        // adaptive learner may just have lowered it after this very loss.
+        let cycle = self.cfg.heartbeat.dead_after();
         let detach_slack = if s.idle_timeout > s.grace { s.idle_timeout } else { Duration::ZERO };
         cycle + detach_slack + s.grace
     }

@@ -580,6 +580,16 @@ impl DecodeError {
     }
 }
 
+/// Cuts a reason text to at most [`MAX_REASON_LEN`] bytes on a character
+/// boundary, so a CLOSE or REJECT built from it always decodes.
+pub fn clip_reason(text: &str) -> String {
+    let mut end = text.len().min(MAX_REASON_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 fn put_u16_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
     // Callers keep every u16-prefixed field under its (u16-sized) limit;
     // saturate rather than wrap if a test deliberately builds an oversize one.

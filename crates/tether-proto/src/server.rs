@@ -8,7 +8,7 @@
 //! carries is read. When grace runs out the session expires and its
 //! unacknowledged messages are handed back to the application.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -206,7 +206,8 @@ impl ServerSession {
             return None;
         }
         let detached = self.detached_at?;
-        Some(if self.idle_timeout <= self.grace {
+        // Without idle enforcement (debug), silence is not an outage.
+        Some(if self.enforce_idle && self.idle_timeout <= self.grace {
             (self.last_heard + self.grace).max(detached)
         } else {
             detached + self.grace
@@ -336,7 +337,7 @@ impl ServerSession {
                 frame: Frame::Close(Close {
                     code: CloseCode::GoingAway,
                     retry_after_ms: ms,
-                    reason: reason.to_owned(),
+                    reason: frame::clip_reason(reason),
                 }),
             });
             self.transmits.push_back(Transmit::Close { transport: a.tid, flush: true });
@@ -351,9 +352,12 @@ impl ServerSession {
             return; // a replaced transport delivers nothing
         }
         self.last_heard = now;
-        // Any frame after WELCOME proves the client holds this transport's token.
-        if let Some(issued) = att.unconfirmed.take() {
-            self.tokens.confirm(issued);
+        // Any frame after WELCOME proves the client holds this transport's
+        // token — except a CLOSE, which may be the client refusing the WELCOME.
+        if !matches!(frame, Frame::Close(_)) {
+            if let Some(issued) = att.unconfirmed.take() {
+                self.tokens.confirm(issued);
+            }
         }
         let ack = match frame {
             Frame::Data { seq, payload } => {
@@ -482,15 +486,14 @@ impl ServerSession {
     fn close_transport(&mut self, tid: TransportId, code: CloseCode, reason: &str) {
         self.transmits.push_back(Transmit::Send {
             transport: tid,
-            frame: Frame::Close(Close { code, retry_after_ms: 0, reason: reason.to_owned() }),
+            frame: Frame::Close(Close { code, retry_after_ms: 0, reason: frame::clip_reason(reason) }),
         });
         self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
     }
 
     fn protocol_error(&mut self, now: Instant, code: CloseCode, text: &str, loss: TransportLoss) {
         if let Some(att) = self.attached.take() {
-            let reason: String = text.chars().take(frame::MAX_REASON_LEN / 4).collect();
-            self.close_transport(att.tid, code, &reason);
+            self.close_transport(att.tid, code, text);
             self.detach_now(now, loss);
         }
     }
@@ -552,9 +555,11 @@ pub enum ServerEvent {
 pub struct Server {
     cfg: ServerConfig,
     rng: Rng,
-    handshakes: HashMap<TransportId, Instant>,
+    // Ordered maps: timeouts are handled in a fixed order, so a run replays
+    // exactly from its seed.
+    handshakes: BTreeMap<TransportId, Instant>,
     owners: HashMap<TransportId, SessionId>,
-    sessions: HashMap<SessionId, ServerSession>,
+    sessions: BTreeMap<SessionId, ServerSession>,
     next_tid: u64,
     refuse: Option<(RejectReason, Duration)>,
     transmits: VecDeque<Transmit>,
@@ -568,9 +573,9 @@ impl Server {
         Ok(Server {
             cfg,
             rng,
-            handshakes: HashMap::new(),
+            handshakes: BTreeMap::new(),
             owners: HashMap::new(),
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
             next_tid: 0,
             refuse: None,
             transmits: VecDeque::new(),
@@ -773,7 +778,7 @@ impl Server {
             retry_after_ms: u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX),
             min_version: frame::VERSION,
             max_version: frame::VERSION,
-            message: message.to_owned(),
+            message: frame::clip_reason(message),
         };
         self.transmits.push_back(Transmit::Send { transport: tid, frame: Frame::Reject(r) });
         self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
@@ -781,7 +786,7 @@ impl Server {
     }
 
     fn refuse_transport(&mut self, tid: TransportId, code: CloseCode, reason: &str) {
-        let reason = reason.chars().take(frame::MAX_REASON_LEN / 4).collect();
+        let reason = frame::clip_reason(reason);
         self.transmits.push_back(Transmit::Send {
             transport: tid,
             frame: Frame::Close(Close { code, retry_after_ms: 0, reason }),

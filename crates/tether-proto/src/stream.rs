@@ -121,6 +121,11 @@ impl Outbound {
         self.next_seq - 1
     }
 
+    /// Length of the longest message waiting for acknowledgement.
+    pub(crate) fn longest(&self) -> usize {
+        self.buf.iter().map(|(_, p)| p.len()).max().unwrap_or(0)
+    }
+
     pub(crate) fn buffered(&self) -> (usize, usize) {
         (self.buf.len(), self.bytes)
     }
@@ -128,14 +133,10 @@ impl Outbound {
     /// A cumulative ack arrived. Stale (smaller) acks are ignored: they can
     /// be overtaken by a resume handshake.
     pub(crate) fn on_ack(&mut self, ack: u64) -> Result<(), SequenceError> {
-        if ack > self.last_assigned() {
-            return Err(SequenceError::AckBeyondSent { ack, sent: self.last_assigned() });
-        }
+        // The peer cannot acknowledge what was never written to it: after a
+        // resume `written` restarts at what the peer said it had received.
         if ack > self.written {
-            // The peer cannot have received what we never wrote on this
-            // transport, unless it came on an earlier one: accept, it is
-            // within what we assigned, and skip rewriting it.
-            self.written = ack;
+            return Err(SequenceError::AckBeyondSent { ack, sent: self.written });
         }
         while let Some((seq, p)) = self.buf.front() {
             if *seq > ack {
@@ -155,9 +156,11 @@ impl Outbound {
         if peer_received < self.acked {
             return Err(SequenceError::AckWentBack { claimed: peer_received, acked: self.acked });
         }
-        self.on_ack(peer_received)?;
+        if peer_received > self.last_assigned() {
+            return Err(SequenceError::AckBeyondSent { ack: peer_received, sent: self.last_assigned() });
+        }
         self.written = peer_received;
-        Ok(())
+        self.on_ack(peer_received)
     }
 
     /// The next message to write on the current transport, if any.
@@ -269,6 +272,8 @@ mod tests {
         assert_eq!(again, [3, 4]);
         assert_eq!(o.rewind(1), Err(SequenceError::AckWentBack { claimed: 1, acked: 2 }));
         assert_eq!(o.on_ack(9), Err(SequenceError::AckBeyondSent { ack: 9, sent: 4 }));
+        o.push(b("e")).expect("room");
+        assert_eq!(o.on_ack(5), Err(SequenceError::AckBeyondSent { ack: 5, sent: 4 }), "queued but never written");
     }
 
     #[test]
@@ -280,6 +285,7 @@ mod tests {
         o.push(b("1")).expect("room");
         o.push(b("1")).expect("room");
         assert_eq!(o.push(b("")), Err(Overflow { messages: 3, bytes: 7 }));
+        o.next_to_write();
         o.on_ack(1).expect("ack");
         o.push(b("1234")).expect("room after ack");
     }

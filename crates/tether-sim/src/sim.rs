@@ -6,7 +6,7 @@
 //! the next network event and both machines' `poll_timeout`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use tether_proto::{
@@ -140,7 +140,7 @@ pub struct Sim {
     /// The server machine under test.
     pub server: Server,
     path: Path,
-    links: HashMap<u64, SimLink>,
+    links: BTreeMap<u64, SimLink>,
     by_stid: HashMap<TransportId, u64>,
     queue: BinaryHeap<Reverse<Queued>>,
     seq: u64,
@@ -185,7 +185,7 @@ impl Sim {
             client,
             server,
             path: Path { base, cfg: cfg.path.clone(), faults: cfg.faults.clone() },
-            links: HashMap::new(),
+            links: BTreeMap::new(),
             by_stid: HashMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
