@@ -319,6 +319,12 @@ impl ServerSession {
 
     /// Ends the session deliberately (application close or operator kick).
     pub fn close(&mut self, code: CloseCode, reason: &str) {
+        // Only session-ending codes end a session; anything else (or an
+        // application code outside 4000–4999) is sent as 3000.
+        let code = match CloseCode::from_u16(code.to_u16()) {
+            Some(c) if c.ends_session() => c,
+            _ => CloseCode::Normal,
+        };
         let end = if code == CloseCode::Normal {
             SessionEnd::LocalClose
         } else {
