@@ -19,7 +19,7 @@ use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SessionEnd, 
 use crate::frame::{self, Close, Frame, Hello, Resume, Welcome};
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig, ProbeCause, Profile};
 use crate::rng::Rng;
-use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, OverflowPolicy, ReplayLimits};
+use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, Refused, ReplayLimits};
 use crate::token::{ResumeToken, SessionId};
 use crate::{Transmit, TransportId};
 
@@ -256,26 +256,15 @@ impl Client {
         if self.link == Link::Closed {
             return Err(SendError::SessionEnded(SessionEnd::LocalClose));
         }
-        let max = self.peer_max_frame as usize - 9;
-        if payload.len() > max {
-            return Err(SendError::TooLarge { len: payload.len(), max });
-        }
-        match self.out.push(payload) {
+        match self.out.admit(payload, self.peer_max_frame) {
             Ok(seq) => {
                 self.flush(now);
                 Ok(seq)
             }
-            Err(o) if self.out.limits().overflow == OverflowPolicy::RefuseSend => {
-                Err(SendError::BufferFull { messages: o.messages, bytes: o.bytes })
-            }
-            Err(o) => {
-                let reason = SessionEnd::ReplayOverflow { messages: o.messages, bytes: o.bytes };
-                self.end_session(
-                    now,
-                    reason.clone(),
-                    Some((CloseCode::ReplayOverflow, "replay buffer overflow".into())),
-                    true,
-                );
+            Err(Refused::Send(e)) => Err(e),
+            Err(Refused::EndSession(reason)) => {
+                let close = Some((CloseCode::ReplayOverflow, "replay buffer overflow".into()));
+                self.end_session(now, reason.clone(), close, true);
                 Err(SendError::SessionEnded(reason))
             }
         }

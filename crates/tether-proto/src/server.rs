@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SessionEnd, TransportLoss};
 use crate::frame::{self, Close, DecodeError, Frame, Hello, Reject, Welcome};
 use crate::rng::Rng;
-use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, OverflowPolicy, ReplayLimits};
+use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, Refused, ReplayLimits};
 use crate::token::{ResumeToken, SessionId, TokenCheck, TokenHash, TokenState};
 use crate::{Transmit, TransportId};
 
@@ -294,24 +294,15 @@ impl ServerSession {
         if self.ended {
             return Err(SendError::SessionEnded(SessionEnd::Expired));
         }
-        let max = self.peer_max_frame as usize - 9;
-        if payload.len() > max {
-            return Err(SendError::TooLarge { len: payload.len(), max });
-        }
-        match self.out.push(payload) {
+        match self.out.admit(payload, self.peer_max_frame) {
             Ok(seq) => {
                 self.flush(now);
                 Ok(seq)
             }
-            Err(o) if self.out.limits().overflow == OverflowPolicy::RefuseSend => {
-                Err(SendError::BufferFull { messages: o.messages, bytes: o.bytes })
-            }
-            Err(o) => {
-                let reason = SessionEnd::ReplayOverflow { messages: o.messages, bytes: o.bytes };
-                self.end(
-                    reason.clone(),
-                    Some((CloseCode::ReplayOverflow, "replay buffer overflow: the client fell too far behind")),
-                );
+            Err(Refused::Send(e)) => Err(e),
+            Err(Refused::EndSession(reason)) => {
+                let close = Some((CloseCode::ReplayOverflow, "replay buffer overflow: the client fell too far behind"));
+                self.end(reason.clone(), close);
                 Err(SendError::SessionEnded(reason))
             }
         }

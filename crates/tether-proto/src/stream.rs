@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::error::{ConfigError, SequenceError};
+use crate::error::{ConfigError, SendError, SequenceError, SessionEnd};
 
 /// What to do when the replay buffer is full and the application sends more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,16 @@ impl Default for AckConfig {
     }
 }
 
+/// Why [`Outbound::admit`] did not queue a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Refused; the session goes on (the caller returns this error).
+    Send(SendError),
+    /// The buffer overflowed under [`OverflowPolicy::EndSession`]: the caller
+    /// must end the session for this reason.
+    EndSession(SessionEnd),
+}
+
 /// Refusal by [`Outbound::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Overflow {
@@ -100,10 +110,6 @@ impl Outbound {
         Outbound { limits, next_seq: 1, buf: VecDeque::new(), bytes: 0, acked: 0, written: 0 }
     }
 
-    pub(crate) fn limits(&self) -> &ReplayLimits {
-        &self.limits
-    }
-
     /// Queues a message; it will be written when a transport is up.
     pub(crate) fn push(&mut self, payload: Bytes) -> Result<u64, Overflow> {
         if self.buf.len() >= self.limits.max_messages || self.bytes + payload.len() > self.limits.max_bytes {
@@ -114,6 +120,21 @@ impl Outbound {
         self.bytes += payload.len();
         self.buf.push_back((seq, payload));
         Ok(seq)
+    }
+
+    /// Queues an application message after checking it fits one frame of the
+    /// peer's and the replay bounds, applying the overflow policy.
+    pub(crate) fn admit(&mut self, payload: Bytes, peer_max_frame: u32) -> Result<u64, Refused> {
+        let max = (peer_max_frame as usize).saturating_sub(9);
+        if payload.len() > max {
+            return Err(Refused::Send(SendError::TooLarge { len: payload.len(), max }));
+        }
+        self.push(payload).map_err(|o| match self.limits.overflow {
+            OverflowPolicy::RefuseSend => Refused::Send(SendError::BufferFull { messages: o.messages, bytes: o.bytes }),
+            OverflowPolicy::EndSession => {
+                Refused::EndSession(SessionEnd::ReplayOverflow { messages: o.messages, bytes: o.bytes })
+            }
+        })
     }
 
     /// Highest sequence number assigned so far.
