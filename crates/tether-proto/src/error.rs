@@ -297,7 +297,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    /// An error for `field`: what is wrong and what to do.
+    pub fn new(field: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
         ConfigError { field, problem: problem.into(), fix: fix.into() }
     }
 }

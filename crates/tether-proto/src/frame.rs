@@ -472,6 +472,21 @@ impl Frame {
 /// [`DecodeError::close_code`]. An oversize length is refused as soon as the
 /// prefix arrives, before any of the body is buffered.
 pub fn decode_stream(buf: &[u8], max_frame: u32) -> Result<Option<(Frame, usize)>, DecodeError> {
+    let Some(len) = stream_frame_len(buf, max_frame)? else {
+        return Ok(None);
+    };
+    let total = LENGTH_PREFIX + len;
+    let Some(body) = buf.get(LENGTH_PREFIX..total) else {
+        return Ok(None);
+    };
+    Frame::decode(body, max_frame).map(|f| Some((f, total)))
+}
+
+/// Reads the length prefix at the front of `buf` (TCP/TLS mapping):
+/// `Ok(None)` until all four bytes are there, else the length of the frame
+/// that follows. A zero length and a length above `max_frame` are refused
+/// from the prefix alone, so a runtime never buffers an oversize body.
+pub fn stream_frame_len(buf: &[u8], max_frame: u32) -> Result<Option<usize>, DecodeError> {
     let Some(prefix) = buf.get(..LENGTH_PREFIX) else {
         return Ok(None);
     };
@@ -484,11 +499,7 @@ pub fn decode_stream(buf: &[u8], max_frame: u32) -> Result<Option<(Frame, usize)
     if len > max_frame {
         return Err(DecodeError::FrameTooLarge { len: u64::from(len), max: max_frame });
     }
-    let total = LENGTH_PREFIX + len as usize;
-    let Some(body) = buf.get(LENGTH_PREFIX..total) else {
-        return Ok(None);
-    };
-    Frame::decode(body, max_frame).map(|f| Some((f, total)))
+    Ok(Some(len as usize))
 }
 
 /// Why bytes are not a valid frame. Each maps to a [`CloseCode`].

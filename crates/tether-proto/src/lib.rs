@@ -82,7 +82,7 @@ pub use error::{CloseCode, ConfigError, RejectReason, SendError, SequenceError, 
 pub use frame::{DecodeError, Frame};
 pub use heartbeat::{HeartbeatConfig, Profile};
 pub use rng::Rng;
-pub use server::{Server, ServerConfig, ServerEvent, ServerSession, SessionEvent};
+pub use server::{check_hello, HelloVerdict, Refusal, Server, ServerConfig, ServerEvent, ServerSession, SessionEvent};
 pub use stream::{AckConfig, OverflowPolicy, ReplayLimits};
 pub use token::{ResumeToken, SessionId};
 

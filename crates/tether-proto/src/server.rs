@@ -625,7 +625,7 @@ impl Server {
     /// Bytes on `tid` could not be decoded (TCP framing).
     pub fn handle_decode_error(&mut self, now: Instant, tid: TransportId, err: DecodeError) {
         if self.handshakes.remove(&tid).is_some() {
-            return self.refuse_transport(tid, err.close_code(), &err.to_string());
+            return self.refuse(tid, Refusal::decode(&err));
         }
         if let Some(id) = self.owners.get(&tid).copied() {
             if let Some(s) = self.sessions.get_mut(&id) {
@@ -651,7 +651,7 @@ impl Server {
         let expired: Vec<_> = self.handshakes.iter().filter(|(_, d)| **d <= now).map(|(t, _)| *t).collect();
         for tid in expired {
             self.handshakes.remove(&tid);
-            self.refuse_transport(tid, CloseCode::HandshakeTimeout, "no valid HELLO within the handshake timeout");
+            self.refuse(tid, Refusal::handshake_timeout());
         }
         let due: Vec<_> = self
             .sessions
@@ -704,38 +704,12 @@ impl Server {
     }
 
     fn on_handshake(&mut self, now: Instant, tid: TransportId, frame: Frame) {
-        let Frame::Hello(hello) = frame else {
-            let kind = frame.kind();
-            return self.refuse_transport(
-                tid,
-                CloseCode::ProtocolError,
-                &format!("expected HELLO, got frame 0x{kind:02x}"),
-            );
-        };
-        if !(hello.min_version..=hello.max_version).contains(&frame::VERSION) {
-            let msg = format!(
-                "this server speaks protocol version {} only; the client offered {}..={}",
-                frame::VERSION,
-                hello.min_version,
-                hello.max_version
-            );
-            return self.reject(tid, RejectReason::UnsupportedVersion, Duration::ZERO, &msg);
-        }
-        if let Some((reason, retry)) = self.refuse {
-            if hello.resume.is_none() || reason == RejectReason::ShuttingDown {
-                return self.reject(tid, reason, retry, "the server is not accepting handshakes now; retry later");
-            }
-        }
-        match &hello.resume {
-            Some(r) => {
-                let id = r.session_id;
+        match check_hello(frame, self.refuse) {
+            HelloVerdict::Refuse(r) => self.refuse(tid, r),
+            HelloVerdict::Resume(hello) => {
+                let Some(id) = hello.resume.as_ref().map(|r| r.session_id) else { return };
                 let Some(s) = self.sessions.get_mut(&id) else {
-                    return self.reject(
-                        tid,
-                        RejectReason::UnknownSession,
-                        Duration::ZERO,
-                        "no such session: it expired or never existed; start a new one",
-                    );
+                    return self.refuse(tid, Refusal::resume_failed(RejectReason::UnknownSession));
                 };
                 let old = s.transport();
                 match s.resume(now, &self.cfg, &mut self.rng, tid, &hello) {
@@ -746,19 +720,10 @@ impl Server {
                         self.owners.insert(tid, id);
                         self.collect(id);
                     }
-                    Err(reason) => {
-                        let msg = match reason {
-                            RejectReason::InvalidToken => "the resume token does not match this session",
-                            RejectReason::TokenReused => {
-                                "the resume token was already used and rotated (replayed or duplicated handshake)"
-                            }
-                            _ => "the resume request is inconsistent with the session's state",
-                        };
-                        self.reject(tid, reason, Duration::ZERO, msg);
-                    }
+                    Err(reason) => self.refuse(tid, Refusal::resume_failed(reason)),
                 }
             }
-            None => {
+            HelloVerdict::Open(hello) => {
                 let s = ServerSession::open(now, &self.cfg, &mut self.rng, tid, &hello);
                 let id = s.id();
                 self.sessions.insert(id, s);
@@ -769,26 +734,13 @@ impl Server {
         }
     }
 
-    fn reject(&mut self, tid: TransportId, reason: RejectReason, retry_after: Duration, message: &str) {
-        let r = Reject {
-            reason,
-            retry_after_ms: u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX),
-            min_version: frame::VERSION,
-            max_version: frame::VERSION,
-            message: frame::clip_reason(message),
-        };
-        self.transmits.push_back(Transmit::Send { transport: tid, frame: Frame::Reject(r) });
+    fn refuse(&mut self, tid: TransportId, r: Refusal) {
+        let reason = r.reason;
+        self.transmits.push_back(Transmit::Send { transport: tid, frame: r.frame });
         self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
-        self.events.push_back(ServerEvent::Rejected { transport: tid, reason });
-    }
-
-    fn refuse_transport(&mut self, tid: TransportId, code: CloseCode, reason: &str) {
-        let reason = frame::clip_reason(reason);
-        self.transmits.push_back(Transmit::Send {
-            transport: tid,
-            frame: Frame::Close(Close { code, retry_after_ms: 0, reason }),
-        });
-        self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
+        if let Some(reason) = reason {
+            self.events.push_back(ServerEvent::Rejected { transport: tid, reason });
+        }
     }
 
     /// Moves a session's outputs to the server's queues and forgets it if it ended.
@@ -807,5 +759,112 @@ impl Server {
             self.sessions.remove(&id);
             self.owners.retain(|_, sid| *sid != id);
         }
+    }
+}
+
+/// What a server does with the first frame of a new transport
+/// (`docs/PROTOCOL.md` §5): the rules shared by [`Server`] and any runtime
+/// that drives [`ServerSession`]s itself.
+#[derive(Debug)]
+pub enum HelloVerdict {
+    /// A valid HELLO for a new session: [`ServerSession::open`].
+    Open(Hello),
+    /// A valid HELLO resuming a session: find it and call
+    /// [`ServerSession::resume`]; refuse with
+    /// [`Refusal::resume_failed`] if it is unknown or the resume fails.
+    Resume(Hello),
+    /// Send the refusal, flush, close the transport.
+    Refuse(Refusal),
+}
+
+/// A refused handshake: the one frame to send before closing the transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// REJECT (a HELLO that was understood) or CLOSE (one that was not).
+    pub frame: Frame,
+    /// The REJECT reason, when the frame is a REJECT.
+    pub reason: Option<RejectReason>,
+}
+
+impl Refusal {
+    /// A REJECT with this reason, retry-after and human-readable message.
+    pub fn reject(reason: RejectReason, retry_after: Duration, message: &str) -> Self {
+        let r = Reject {
+            reason,
+            retry_after_ms: u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX),
+            min_version: frame::VERSION,
+            max_version: frame::VERSION,
+            message: frame::clip_reason(message),
+        };
+        Refusal { frame: Frame::Reject(r), reason: Some(reason) }
+    }
+
+    /// A REJECT for a resume that failed (unknown session, token checks).
+    pub fn resume_failed(reason: RejectReason) -> Self {
+        let msg = match reason {
+            RejectReason::UnknownSession => "no such session: it expired or never existed; start a new one",
+            RejectReason::InvalidToken => "the resume token does not match this session",
+            RejectReason::TokenReused => {
+                "the resume token was already used and rotated (replayed or duplicated handshake)"
+            }
+            _ => "the resume request is inconsistent with the session's state",
+        };
+        Refusal::reject(reason, Duration::ZERO, msg)
+    }
+
+    /// A CLOSE for bytes that did not decode as a frame.
+    pub fn decode(err: &DecodeError) -> Self {
+        Refusal::close(err.close_code(), &err.to_string())
+    }
+
+    /// A CLOSE 1002 for a transport that sent no valid HELLO in time. The
+    /// transport may be abandoned instead (§5.5); a runtime that can write
+    /// without blocking sends this first.
+    pub fn handshake_timeout() -> Self {
+        Refusal::close(CloseCode::HandshakeTimeout, "no valid HELLO within the handshake timeout")
+    }
+
+    fn close(code: CloseCode, reason: &str) -> Self {
+        Refusal {
+            frame: Frame::Close(Close { code, retry_after_ms: 0, reason: frame::clip_reason(reason) }),
+            reason: None,
+        }
+    }
+}
+
+/// Judges the first frame of a new transport: version negotiation, the
+/// admission `refusal` in force (new sessions are refused with it; resumes
+/// only when it is `ShuttingDown`), new session or resume.
+pub fn check_hello(frame: Frame, refusal: Option<(RejectReason, Duration)>) -> HelloVerdict {
+    let Frame::Hello(hello) = frame else {
+        let kind = frame.kind();
+        return HelloVerdict::Refuse(Refusal::close(
+            CloseCode::ProtocolError,
+            &format!("expected HELLO, got frame 0x{kind:02x}"),
+        ));
+    };
+    if !(hello.min_version..=hello.max_version).contains(&frame::VERSION) {
+        let msg = format!(
+            "this server speaks protocol version {} only; the client offered {}..={}",
+            frame::VERSION,
+            hello.min_version,
+            hello.max_version
+        );
+        return HelloVerdict::Refuse(Refusal::reject(RejectReason::UnsupportedVersion, Duration::ZERO, &msg));
+    }
+    if let Some((reason, retry)) = refusal {
+        if hello.resume.is_none() || reason == RejectReason::ShuttingDown {
+            let msg = match reason {
+                RejectReason::ShuttingDown => "the server is shutting down; reconnect after the delay given",
+                RejectReason::Overloaded => "too many handshakes at once; retry after the delay given",
+                _ => "the server is not accepting handshakes now; retry later",
+            };
+            return HelloVerdict::Refuse(Refusal::reject(reason, retry, msg));
+        }
+    }
+    if hello.resume.is_some() {
+        HelloVerdict::Resume(hello)
+    } else {
+        HelloVerdict::Open(hello)
     }
 }

@@ -1,0 +1,340 @@
+//! The reconnecting client: one task drives a [`tether_proto::Client`] over
+//! real transports. It connects, detects dead links, reconnects with the
+//! core's backoff, resumes and replays — the application only sends and
+//! receives.
+//!
+//! The task's loop (the drive contract of `tether-proto`):
+//! 1. carry out every [`Transmit`] (dial, queue a frame, close);
+//! 2. hand every event to the application;
+//! 3. wait for the first of: a frame or error on the transport (queued
+//!    frames are written meanwhile), a dial finishing, a command, or the
+//!    core's next deadline — the timer is re-armed only when the deadline
+//!    moves earlier, so frames that push it later cost nothing.
+//!
+//! Commands ([`ClientHandle::send`] and friends) lock the core briefly, act
+//! on it synchronously (so `send` returns the core's verdict, e.g.
+//! backpressure) and wake the task.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tether_proto::{
+    ClientConfig, ClientEvent, CloseCode, ConfigError, Rng, SendError, SessionId, Transmit, TransportId,
+};
+use tokio::sync::{mpsc, Notify};
+
+use crate::endpoint::{dial, DialConfig, Endpoint};
+use crate::transport::{self, Kind, RecvError, Transport};
+use crate::tune::{SocketReport, SocketTuning};
+
+/// Everything a [`Client`] needs.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Protocol settings (heartbeat, backoff, replay bounds).
+    pub core: ClientConfig,
+    /// Socket options, TLS trust and frame limit for each connection.
+    pub dial: DialConfig,
+    /// Watch the OS for address and link changes (Linux netlink) and probe
+    /// the link at once when one happens.
+    pub watch_network: bool,
+    /// Seed for the client's randomness (tests); None draws from the OS.
+    pub seed: Option<u64>,
+}
+
+impl ClientOptions {
+    /// Options for a protocol configuration, with socket tuning derived
+    /// from its heartbeat.
+    pub fn new(core: ClientConfig) -> Self {
+        let dial =
+            DialConfig { tuning: SocketTuning::from_heartbeat(&core.heartbeat), tls: None, max_frame: core.max_frame };
+        ClientOptions { core, dial, watch_network: true, seed: None }
+    }
+}
+
+/// What the client tells its application.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection was opened (before the tether handshake).
+    Dialed {
+        /// The address reached.
+        addr: SocketAddr,
+        /// The transport.
+        kind: Kind,
+        /// The socket options in effect, read back from the kernel.
+        socket: Option<SocketReport>,
+    },
+    /// A connection attempt failed.
+    DialFailed {
+        /// What went wrong.
+        error: String,
+    },
+    /// The OS reported an address or link change.
+    NetworkChanged,
+    /// Everything the protocol core reports: connected, resumed,
+    /// disconnected (with reason), reconnecting, message, RTT, session ended.
+    Session(ClientEvent),
+}
+
+struct Shared {
+    core: Mutex<tether_proto::Client>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, tether_proto::Client> {
+        // A panic while holding the lock is a bug; the state is still the
+        // core's own and safe to keep using.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A running client: its handle and its events.
+pub struct Client {
+    handle: ClientHandle,
+    events: mpsc::Receiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Sends and controls a running client; cheap to clone.
+#[derive(Clone)]
+pub struct ClientHandle {
+    shared: Arc<Shared>,
+}
+
+impl Client {
+    /// Starts a client for `endpoint` on the current tokio runtime. It
+    /// connects at once and keeps the session alive until
+    /// [`ClientHandle::close`].
+    pub fn start(endpoint: Endpoint, opts: ClientOptions) -> Result<Client, ConfigError> {
+        let rng = match opts.seed {
+            Some(s) => Rng::from_seed(s),
+            None => Rng::from_entropy_bytes(entropy()),
+        };
+        let core = tether_proto::Client::new(opts.core.clone(), rng, now())?;
+        let shared = Arc::new(Shared { core: Mutex::new(core), wake: Notify::new() });
+        let (tx, events) = mpsc::channel(256);
+        if opts.watch_network {
+            crate::netwatch::spawn(Watched(Arc::downgrade(&shared)), tx.clone());
+        }
+        let task = tokio::spawn(drive(shared.clone(), endpoint, opts.dial, tx));
+        Ok(Client { handle: ClientHandle { shared }, events, task })
+    }
+
+    /// A handle for sending and control.
+    pub fn handle(&self) -> ClientHandle {
+        self.handle.clone()
+    }
+
+    /// The next event; None once the client is closed and every event was read.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Closes the session and waits for the client task to finish.
+    pub async fn shutdown(self) {
+        self.handle.close();
+        let Client { events, task, .. } = self;
+        drop(events);
+        let _ = task.await;
+    }
+}
+
+impl ClientHandle {
+    /// Queues a message. It is kept until the server acknowledges it,
+    /// across reconnects and resumes; while disconnected it waits in the
+    /// bounded replay buffer. Overflow returns an error, never drops.
+    pub fn send(&self, payload: impl Into<Bytes>) -> Result<u64, SendError> {
+        let r = self.shared.lock().send(now(), payload.into());
+        self.shared.wake.notify_one();
+        r
+    }
+
+    /// Tells the client the network changed: a live link is probed at
+    /// once, a pending reconnect is attempted at once.
+    pub fn network_changed(&self) {
+        network_changed(&self.shared);
+    }
+
+    /// Ends the session (CLOSE 3000) and stops the client.
+    pub fn close(&self) {
+        self.shared.lock().close(now(), CloseCode::Normal, "client closed");
+        self.shared.wake.notify_one();
+    }
+
+    /// The current session, if one is established or resumable.
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.shared.lock().session_id()
+    }
+
+    /// True while a transport carries the session.
+    pub fn is_established(&self) -> bool {
+        self.shared.lock().is_established()
+    }
+
+    /// Resumes so far.
+    pub fn resumes(&self) -> u64 {
+        self.shared.lock().resumes()
+    }
+
+    /// Unacknowledged outgoing messages and their bytes.
+    pub fn buffered(&self) -> (usize, usize) {
+        self.shared.lock().buffered()
+    }
+}
+
+fn network_changed(shared: &Shared) {
+    shared.lock().handle_network_change(now(), None);
+    shared.wake.notify_one();
+}
+
+pub(crate) fn entropy() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if getrandom::fill(&mut seed).is_err() {
+        // No OS randomness: fall back to time and address entropy. Tokens
+        // would be guessable, so say so loudly.
+        tracing::error!("the OS random source failed; resume tokens are weak");
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        seed[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
+    }
+    seed
+}
+
+type DialFuture = Pin<Box<dyn Future<Output = io::Result<(Transport, SocketAddr)>> + Send>>;
+
+async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx: mpsc::Sender<Event>) {
+    let mut current: Option<(TransportId, Transport)> = None;
+    let mut dialing: Option<(TransportId, DialFuture)> = None;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    let sleep = tokio::time::sleep_until(far());
+    tokio::pin!(sleep);
+    let mut events = Vec::new();
+    loop {
+        let (deadline, closed) = {
+            let mut core = shared.lock();
+            while let Some(t) = core.poll_transmit() {
+                match t {
+                    Transmit::Connect { transport } => {
+                        let (ep, cfg) = (endpoint.clone(), dial_cfg.clone());
+                        dialing = Some((transport, Box::pin(async move { dial(&ep, &cfg).await })));
+                    }
+                    Transmit::Send { transport, frame } => {
+                        if let Some((tid, t)) = &mut current {
+                            if *tid == transport {
+                                t.queue(&frame);
+                            }
+                        }
+                    }
+                    Transmit::Close { transport, flush } => {
+                        if current.as_ref().is_some_and(|(tid, _)| *tid == transport) {
+                            if let Some((_, t)) = current.take() {
+                                if flush {
+                                    tokio::spawn(transport::close_with(t, None, Duration::from_secs(2)));
+                                }
+                            }
+                        }
+                        if dialing.as_ref().is_some_and(|(tid, _)| *tid == transport) {
+                            dialing = None;
+                        }
+                    }
+                }
+            }
+            while let Some(e) = core.poll_event() {
+                events.push(Event::Session(e));
+            }
+            (core.poll_timeout(), core.is_closed())
+        };
+        for e in events.drain(..) {
+            // A dropped receiver only means nobody listens any more.
+            let _ = tx.send(e).await;
+        }
+        if closed {
+            if let Some((_, t)) = current.take() {
+                transport::close_with(t, None, Duration::from_secs(2)).await;
+            }
+            return;
+        }
+        if let Some(d) = deadline {
+            let d = tokio::time::Instant::from_std(d);
+            if d < sleep.deadline() || sleep.is_elapsed() {
+                sleep.as_mut().reset(d);
+            }
+        } else if sleep.is_elapsed() {
+            sleep.as_mut().reset(far());
+        }
+
+        tokio::select! {
+            r = recv(&mut current) => {
+                let Some((tid, _)) = &current else { continue };
+                let tid = *tid;
+                let mut core = shared.lock();
+                match r {
+                    Ok(bytes) => core.handle_frame(now(), tid, &bytes),
+                    Err(RecvError::Decode(e)) => core.handle_decode_error(now(), tid, e),
+                    Err(RecvError::Io(e)) => {
+                        tracing::debug!(%e, "transport ended");
+                        current = None;
+                        core.handle_transport_closed(now(), tid);
+                    }
+                }
+            }
+            r = finish_dial(&mut dialing) => {
+                let Some((tid, _)) = dialing.take() else { continue };
+                match r {
+                    Ok((t, addr)) => {
+                        let socket = t.tcp().and_then(|s| SocketReport::read(s).ok());
+                        events.push(Event::Dialed { addr, kind: t.kind(), socket });
+                        current = Some((tid, t));
+                        shared.lock().handle_connected(now(), tid);
+                    }
+                    Err(e) => {
+                        events.push(Event::DialFailed { error: e.to_string() });
+                        shared.lock().handle_transport_closed(now(), tid);
+                    }
+                }
+            }
+            () = shared.wake.notified() => {}
+            () = &mut sleep => {
+                shared.lock().handle_timeout(now());
+            }
+        }
+    }
+}
+
+async fn recv(current: &mut Option<(TransportId, Transport)>) -> Result<Bytes, RecvError> {
+    match current {
+        Some((_, t)) => t.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn finish_dial(dialing: &mut Option<(TransportId, DialFuture)>) -> io::Result<(Transport, SocketAddr)> {
+    match dialing {
+        Some((_, f)) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Lets the network watcher reach a client without keeping it alive.
+pub(crate) struct Watched(std::sync::Weak<Shared>);
+
+impl Watched {
+    pub(crate) fn notify(&self) -> bool {
+        match self.0.upgrade() {
+            Some(s) => {
+                network_changed(&s);
+                true
+            }
+            None => false,
+        }
+    }
+}

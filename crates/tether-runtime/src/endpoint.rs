@@ -1,0 +1,147 @@
+//! Where a client connects: `tcp://`, `tls://`, `ws://` or `wss://` URLs,
+//! and the dialer that tries every resolved address in turn.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::transport::{self, Io, Kind, Transport};
+use crate::tune::SocketTuning;
+
+/// Port used when a `tcp://` or `tls://` URL names none.
+pub const DEFAULT_TCP_PORT: u16 = 7400;
+
+/// A server address with its transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    kind: Kind,
+    url: url::Url,
+    host: String,
+    port: u16,
+}
+
+/// A URL that cannot name a tether server.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {problem}; use tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH")]
+pub struct EndpointError {
+    url: String,
+    problem: String,
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = EndpointError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |problem: &str| EndpointError { url: s.to_owned(), problem: problem.to_owned() };
+        let url = url::Url::parse(s).map_err(|e| err(&e.to_string()))?;
+        let kind = match url.scheme() {
+            "tcp" => Kind::Tcp,
+            "tls" => Kind::Tls,
+            "ws" => Kind::Ws,
+            "wss" => Kind::Wss,
+            other => return Err(err(&format!("unknown scheme {other:?}"))),
+        };
+        let host = url.host_str().ok_or_else(|| err("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = url.port_or_known_default().unwrap_or(DEFAULT_TCP_PORT);
+        Ok(Endpoint { kind, url, host, port })
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.url.as_str())
+    }
+}
+
+impl Endpoint {
+    /// The transport this URL asks for.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Host name or address.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// What a connection attempt needs besides the address.
+#[derive(Clone)]
+pub struct DialConfig {
+    /// Socket options.
+    pub tuning: SocketTuning,
+    /// Trust for `tls://` and `wss://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Largest frame accepted from the server.
+    pub max_frame: u32,
+}
+
+impl std::fmt::Debug for DialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialConfig")
+            .field("tuning", &self.tuning)
+            .field("tls", &self.tls.is_some())
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
+}
+
+/// Opens a transport to `ep`: resolves the host, tries each address (IPv4
+/// and IPv6) with the per-address connect timeout, tunes the socket, then
+/// runs the TLS and WebSocket handshakes. Returns the transport and the
+/// address it reached.
+pub async fn dial(ep: &Endpoint, cfg: &DialConfig) -> io::Result<(Transport, SocketAddr)> {
+    let (tcp, addr) = connect_any(ep, cfg.tuning.connect_timeout).await?;
+    cfg.tuning.apply(&tcp)?;
+    let io = match ep.kind {
+        Kind::Tcp | Kind::Ws => Io::Plain(tcp),
+        Kind::Tls | Kind::Wss => {
+            let Some(tls) = &cfg.tls else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{ep} needs TLS trust: give the server's CA certificate (--ca FILE)"),
+                ));
+            };
+            let name = rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a valid TLS server name: {e}", ep.host))
+            })?;
+            let s = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?;
+            Io::ClientTls(Box::new(s))
+        }
+    };
+    let t = match ep.kind {
+        Kind::Tcp | Kind::Tls => Transport::stream(io, cfg.max_frame),
+        Kind::Ws | Kind::Wss => {
+            let ws = transport::ws::client_handshake(&ep.url, io, cfg.max_frame).await?;
+            Transport::ws(ws, ep.kind == Kind::Wss, cfg.max_frame)
+        }
+    };
+    Ok((t, addr))
+}
+
+async fn connect_any(ep: &Endpoint, per_address: Duration) -> io::Result<(TcpStream, SocketAddr)> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", ep.host)))?
+        .collect();
+    let mut failures = Vec::new();
+    for addr in &addrs {
+        match tokio::time::timeout(per_address, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => return Ok((s, *addr)),
+            Ok(Err(e)) => failures.push((format!("{addr}: {e}"), e.kind())),
+            Err(_) => failures
+                .push((format!("{addr}: no answer within {} ms", per_address.as_millis()), io::ErrorKind::TimedOut)),
+        }
+    }
+    let kind = failures.last().map_or(io::ErrorKind::NotFound, |f| f.1);
+    let list: Vec<_> = failures.into_iter().map(|f| f.0).collect();
+    Err(io::Error::new(kind, format!("cannot connect to {}: {}", ep, list.join("; "))))
+}

@@ -1,0 +1,132 @@
+//! Accepting connections: admission control, TLS and WebSocket set-up, the
+//! HELLO within the handshake timeout, then a new session or a resume.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_proto::{check_hello, Frame, HelloVerdict, Refusal, RejectReason, ServerSession, TransportId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::session::{self, Incoming, SessionCell};
+use super::{now, Inner, ServerEvent};
+use crate::transport::{self, ws, Io, Kind, RecvError, Transport};
+
+const REFUSAL_FLUSH: Duration = Duration::from_secs(1);
+
+pub(super) async fn accept_loop(inner: Arc<Inner>, kind: Kind, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = inner.accepting.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::warn!(%e, %kind, "accept failed; pausing 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if inner.pending.load(Ordering::Relaxed) >= inner.max_pending {
+            // A flood: dropping unanswered costs nothing; clients back off.
+            drop(tcp);
+            continue;
+        }
+        let permit = inner.handshakes.clone().try_acquire_owned().ok();
+        inner.pending.fetch_add(1, Ordering::Relaxed);
+        let inner2 = inner.clone();
+        tokio::spawn(async move {
+            handshake(&inner2, kind, tcp, peer, permit).await;
+            inner2.pending.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn handshake(
+    inner: &Arc<Inner>,
+    kind: Kind,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let deadline = tokio::time::Instant::now() + inner.cfg.handshake_timeout;
+    if let Err(e) = inner.tuning.apply(&tcp) {
+        tracing::debug!(%e, %peer, "socket tuning failed");
+    }
+    let max = inner.cfg.max_frame;
+    let setup = async {
+        let io = match (kind, &inner.tls) {
+            (Kind::Tcp | Kind::Ws, _) => Io::Plain(tcp),
+            (Kind::Tls | Kind::Wss, Some(acceptor)) => Io::ServerTls(Box::new(acceptor.accept(tcp).await?)),
+            (Kind::Tls | Kind::Wss, None) => return Err(std::io::Error::other("no TLS certificate configured")),
+        };
+        Ok(match kind {
+            Kind::Tcp | Kind::Tls => Transport::stream(io, max),
+            Kind::Ws | Kind::Wss => Transport::ws(ws::server_handshake(io, max).await?, kind == Kind::Wss, max),
+        })
+    };
+    let mut t = match tokio::time::timeout_at(deadline, setup).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return tracing::debug!(%e, %peer, %kind, "connection set-up failed"),
+        Err(_) => return tracing::debug!(%peer, %kind, "connection set-up timed out"),
+    };
+    let bytes = match tokio::time::timeout_at(deadline, t.recv()).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(RecvError::Decode(e))) => return refuse(inner, t, peer, Refusal::decode(&e)).await,
+        Ok(Err(RecvError::Io(e))) => return tracing::debug!(%e, %peer, "closed before HELLO"),
+        Err(_) => return refuse(inner, t, peer, Refusal::handshake_timeout()).await,
+    };
+    let frame = match Frame::decode(&bytes, max) {
+        Ok(f) => f,
+        Err(e) => return refuse(inner, t, peer, Refusal::decode(&e)).await,
+    };
+    let refusal = inner.refusal().or_else(|| {
+        permit
+            .is_none()
+            .then(|| (RejectReason::Overloaded, inner.spread(inner.overload_retry, inner.overload_retry * 2)))
+    });
+    let tid = TransportId(inner.next_tid.fetch_add(1, Ordering::Relaxed) + 1);
+    match check_hello(frame, refusal) {
+        HelloVerdict::Refuse(r) => refuse(inner, t, peer, r).await,
+        HelloVerdict::Open(hello) => {
+            let core = ServerSession::open(now(), &inner.cfg, &mut inner.rng(), tid, &hello);
+            let id = core.id();
+            let cell = Arc::new(SessionCell::new(core));
+            cell.lock().peer = Some((kind, peer));
+            inner.registry().insert(id, cell.clone());
+            tokio::spawn(session::run(inner.clone(), id, cell, Incoming { tid, transport: t, peer }));
+        }
+        HelloVerdict::Resume(hello) => {
+            let Some(id) = hello.resume.as_ref().map(|r| r.session_id) else { return };
+            let Some(cell) = inner.cell(id) else {
+                return refuse(inner, t, peer, Refusal::resume_failed(RejectReason::UnknownSession)).await;
+            };
+            let result = {
+                let mut st = cell.lock();
+                let r = st.core.resume(now(), &inner.cfg, &mut inner.rng(), tid, &hello);
+                if r.is_ok() {
+                    st.incoming = Some(Incoming { tid, transport: t, peer });
+                    st.peer = Some((kind, peer));
+                    Ok(())
+                } else {
+                    r.map_err(|reason| (reason, t))
+                }
+            };
+            match result {
+                Ok(()) => cell.wake(),
+                Err((reason, t)) => refuse(inner, t, peer, Refusal::resume_failed(reason)).await,
+            }
+        }
+    }
+}
+
+async fn refuse(inner: &Inner, t: Transport, peer: SocketAddr, r: Refusal) {
+    if let Some(reason) = r.reason {
+        let _ = inner.events.try_send(ServerEvent::Rejected { peer, reason });
+    }
+    transport::close_with(t, Some(r.frame), REFUSAL_FLUSH).await;
+}

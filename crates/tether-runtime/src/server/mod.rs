@@ -1,0 +1,402 @@
+//! The session server: listeners, handshakes with admission control, a
+//! session registry and one task per session.
+//!
+//! ```text
+//! listener ──accept──▶ handshake task ──HELLO──▶ check_hello (core)
+//!                         │  new session: ServerSession::open → spawn session task
+//!                         │  resume: registry → lock session → ServerSession::resume
+//!                         │          → hand the transport to the session task
+//!                         └─ refused: REJECT / CLOSE, flushed, closed
+//! session task: drives one ServerSession (its transport's frames, its
+//! deadlines, commands); lives through grace; removes itself when it ends.
+//! ```
+//!
+//! A session's state sits behind its own mutex so [`ServerHandle::send`]
+//! acts synchronously and returns the core's verdict; the task is woken to
+//! write. No lock is held across an `.await`, and locks never nest except
+//! registry → nothing (the registry lock is only held to look up or insert).
+
+mod handshake;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tether_proto::{
+    CloseCode, ConfigError, RejectReason, Rng, SendError, ServerConfig, SessionEnd, SessionId, TransportLoss,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::transport::Kind;
+use crate::tune::SocketTuning;
+
+pub(crate) use session::SessionCell;
+
+/// One listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// The transport spoken on it.
+    pub kind: Kind,
+    /// Where to listen (port 0 picks a free one).
+    pub addr: SocketAddr,
+}
+
+/// Everything a [`Server`] needs.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// Protocol settings (grace, handshake timeout, idle bounds, replay bounds).
+    pub core: ServerConfig,
+    /// Listening sockets.
+    pub listen: Vec<Listen>,
+    /// Certificate for `tls` and `wss` listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Options for every accepted socket.
+    pub tuning: SocketTuning,
+    /// Handshakes admitted at once; more are answered REJECT Overloaded
+    /// with a retry-after.
+    pub max_handshakes: usize,
+    /// Connections beyond this many in handshake are dropped unanswered
+    /// (a flood must not cost a TLS handshake each).
+    pub max_pending: usize,
+    /// The retry-after given with Overloaded is spread over
+    /// `[overload_retry, 3 × overload_retry]`.
+    pub overload_retry: Duration,
+    /// Seed for the server's randomness (tests); None draws from the OS.
+    pub seed: Option<u64>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("core", &self.core)
+            .field("listen", &self.listen)
+            .field("tls", &self.tls.is_some())
+            .field("tuning", &self.tuning)
+            .field("max_handshakes", &self.max_handshakes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerOptions {
+    /// Defaults around `core`, listening nowhere yet. Accepted sockets get
+    /// the tuning of the default heartbeat profile.
+    pub fn new(core: ServerConfig) -> Self {
+        let hb = tether_proto::HeartbeatConfig::profile(tether_proto::Profile::Default);
+        ServerOptions {
+            core,
+            listen: Vec::new(),
+            tls: None,
+            tuning: SocketTuning::from_heartbeat(&hb),
+            max_handshakes: 512,
+            max_pending: 4096,
+            overload_retry: Duration::from_secs(1),
+            seed: None,
+        }
+    }
+
+    /// Adds a listener.
+    pub fn listen(mut self, kind: Kind, addr: SocketAddr) -> Self {
+        self.listen.push(Listen { kind, addr });
+        self
+    }
+}
+
+/// What the server tells its application.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A new session was opened.
+    Opened {
+        /// The session.
+        session: SessionId,
+        /// The client's address.
+        peer: SocketAddr,
+        /// The transport.
+        kind: Kind,
+    },
+    /// A message from a session, exactly once and in order.
+    Message {
+        /// The session.
+        session: SessionId,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// A session lost its transport; it waits for a resume until grace ends.
+    Detached {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: TransportLoss,
+    },
+    /// A session continues on a new transport.
+    Resumed {
+        /// The session.
+        session: SessionId,
+        /// Messages written again because the client had not received them.
+        replayed: u64,
+        /// The client's new address.
+        peer: SocketAddr,
+        /// The new transport.
+        kind: Kind,
+    },
+    /// A session ended; what the client never acknowledged is handed back.
+    Ended {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: SessionEnd,
+        /// Unacknowledged messages, oldest first.
+        unacked: Vec<Bytes>,
+    },
+    /// A handshake was refused.
+    Rejected {
+        /// The client's address.
+        peer: SocketAddr,
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+/// A snapshot of one session, for listings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// The session.
+    pub id: SessionId,
+    /// True while a transport carries it.
+    pub attached: bool,
+    /// The transport kind and peer of the latest transport.
+    pub peer: Option<(Kind, SocketAddr)>,
+    /// Time since the last frame from the client.
+    pub silent_for: Duration,
+    /// Unacknowledged outgoing messages and bytes.
+    pub buffered: (usize, usize),
+}
+
+pub(crate) struct Inner {
+    cfg: ServerConfig,
+    tuning: SocketTuning,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    rng: Mutex<Rng>,
+    sessions: Mutex<HashMap<SessionId, Arc<SessionCell>>>,
+    refusal: Mutex<Option<(RejectReason, Duration)>>,
+    handshakes: Arc<Semaphore>,
+    pending: AtomicUsize,
+    max_pending: usize,
+    overload_retry: Duration,
+    next_tid: AtomicU64,
+    events: mpsc::Sender<ServerEvent>,
+    /// Stops the listeners (drain).
+    accepting: CancellationToken,
+    /// Stops everything.
+    stop: CancellationToken,
+}
+
+impl Inner {
+    fn rng(&self) -> MutexGuard<'_, Rng> {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<SessionCell>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refusal(&self) -> Option<(RejectReason, Duration)> {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cell(&self, id: SessionId) -> Option<Arc<SessionCell>> {
+        self.registry().get(&id).cloned()
+    }
+
+    /// A delay spread uniformly over `[base, base + spread]`.
+    fn spread(&self, base: Duration, spread: Duration) -> Duration {
+        let ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+        base + Duration::from_millis(self.rng().below_inclusive(ms))
+    }
+}
+
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A running server.
+pub struct Server {
+    handle: ServerHandle,
+    events: mpsc::Receiver<ServerEvent>,
+    local: Vec<Listen>,
+}
+
+/// Controls a running server; cheap to clone.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be opened.
+    #[error("cannot listen on {kind}://{addr}: {source}; pick a free port or another address")]
+    Listen {
+        /// The transport.
+        kind: Kind,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A TLS listener without a certificate.
+    #[error("a {0} listener needs a certificate and key (tls_cert, tls_key)")]
+    NoCertificate(Kind),
+}
+
+impl Server {
+    /// Binds every listener and starts serving on the current tokio runtime.
+    pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
+        opts.core.validate()?;
+        if opts.max_handshakes == 0 {
+            return Err(ConfigError::new("max_handshakes", "is 0", "admit at least 1 handshake at once").into());
+        }
+        let rng = match opts.seed {
+            Some(s) => Rng::from_seed(s),
+            None => Rng::from_entropy_bytes(crate::client::entropy()),
+        };
+        let mut listeners = Vec::new();
+        for l in &opts.listen {
+            if matches!(l.kind, Kind::Tls | Kind::Wss) && opts.tls.is_none() {
+                return Err(StartError::NoCertificate(l.kind));
+            }
+            let tl = TcpListener::bind(l.addr).await.map_err(|source| StartError::Listen {
+                kind: l.kind,
+                addr: l.addr,
+                source,
+            })?;
+            let addr = tl.local_addr().unwrap_or(l.addr);
+            listeners.push((Listen { kind: l.kind, addr }, tl));
+        }
+        let (tx, events) = mpsc::channel(1024);
+        let inner = Arc::new(Inner {
+            cfg: opts.core.clone(),
+            tuning: opts.tuning,
+            tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            rng: Mutex::new(rng),
+            sessions: Mutex::new(HashMap::new()),
+            refusal: Mutex::new(None),
+            handshakes: Arc::new(Semaphore::new(opts.max_handshakes)),
+            pending: AtomicUsize::new(0),
+            max_pending: opts.max_pending.max(opts.max_handshakes),
+            overload_retry: opts.overload_retry,
+            next_tid: AtomicU64::new(0),
+            events: tx,
+            accepting: CancellationToken::new(),
+            stop: CancellationToken::new(),
+        });
+        let local = listeners.iter().map(|(l, _)| *l).collect();
+        for (l, tl) in listeners {
+            tokio::spawn(handshake::accept_loop(inner.clone(), l.kind, tl));
+        }
+        Ok(Server { handle: ServerHandle { inner }, events, local })
+    }
+
+    /// Where the server listens (with the ports actually bound).
+    pub fn local_addrs(&self) -> &[Listen] {
+        &self.local
+    }
+
+    /// The address of the first listener of `kind`.
+    pub fn local_addr(&self, kind: Kind) -> Option<SocketAddr> {
+        self.local.iter().find(|l| l.kind == kind).map(|l| l.addr)
+    }
+
+    /// A handle for sending and control.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The next event. The application must keep reading events: sessions
+    /// wait for room in the queue (backpressure), they never drop one.
+    pub async fn next_event(&mut self) -> Option<ServerEvent> {
+        self.events.recv().await
+    }
+
+    /// Splits into the handle and the event receiver.
+    pub fn into_parts(self) -> (ServerHandle, mpsc::Receiver<ServerEvent>) {
+        (self.handle, self.events)
+    }
+}
+
+impl ServerHandle {
+    /// Queues a message for a session (attached or within grace).
+    pub fn send(&self, session: SessionId, payload: impl Into<Bytes>) -> Result<u64, SendError> {
+        let cell = self.inner.cell(session).ok_or(SendError::SessionEnded(SessionEnd::Expired))?;
+        cell.send(payload.into())
+    }
+
+    /// Ends a session deliberately (CLOSE with `code`, e.g. 3004 for a kick).
+    pub fn close_session(&self, session: SessionId, code: CloseCode, reason: &str) -> bool {
+        match self.inner.cell(session) {
+            Some(cell) => {
+                cell.close(code, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sessions held (attached or within grace).
+    pub fn session_count(&self) -> usize {
+        self.inner.registry().len()
+    }
+
+    /// Handshakes in progress.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.inner.pending.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of every session.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let cells: Vec<_> = self.inner.registry().values().cloned().collect();
+        cells.iter().map(|c| c.info()).collect()
+    }
+
+    /// Refuse new sessions with this reason and retry-after (None accepts
+    /// again). Resumes are refused too when the reason is `ShuttingDown`.
+    pub fn set_refusal(&self, refusal: Option<(RejectReason, Duration)>) {
+        *self.inner.refusal.lock().unwrap_or_else(|p| p.into_inner()) = refusal;
+    }
+
+    /// Graceful drain: stop listening, refuse handshakes, and tell every
+    /// attached client to reconnect after a delay spread uniformly over
+    /// `[0, spread]`, so they do not all come back at once. Sessions stay
+    /// in grace (another node, or this one restarted, may take them).
+    /// Returns how many clients were told.
+    pub fn drain(&self, spread: Duration) -> usize {
+        self.set_refusal(Some((RejectReason::ShuttingDown, spread)));
+        self.inner.accepting.cancel();
+        let cells: Vec<_> = self.inner.registry().values().cloned().collect();
+        let mut told = 0;
+        for c in cells {
+            let delay = self.inner.spread(Duration::ZERO, spread);
+            if c.go_away(delay) {
+                told += 1;
+            }
+        }
+        told
+    }
+
+    /// Stops everything at once: listeners, handshakes and sessions (no
+    /// goodbye; use [`ServerHandle::drain`] first for that).
+    pub fn shutdown(&self) {
+        self.inner.accepting.cancel();
+        self.inner.stop.cancel();
+    }
+}
