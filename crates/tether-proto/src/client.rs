@@ -104,6 +104,12 @@ pub enum ClientEvent {
         /// Why.
         reason: TransportLoss,
     },
+    /// A connection attempt failed before the session was (re)established:
+    /// refused (e.g. Overloaded with a retry-after), timed out, or closed.
+    AttemptFailed {
+        /// Why.
+        reason: TransportLoss,
+    },
     /// A connection attempt is scheduled.
     Reconnecting {
         /// Attempts that failed in a row before this one.
@@ -763,7 +769,10 @@ impl Client {
                 self.events.push_back(ClientEvent::Disconnected { reason });
             }
             Link::Closed => return,
-            _ => {}
+            Link::Connecting { .. } | Link::Handshaking { .. } => {
+                self.events.push_back(ClientEvent::AttemptFailed { reason });
+            }
+            Link::Waiting { .. } => {}
         }
         self.schedule(now, immediate);
     }

@@ -1,0 +1,272 @@
+//! Bad input on real sockets gets the documented close code and does not
+//! disturb other sessions; admission control and drain spread clients out;
+//! socket options are read back from the kernel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{client_core, server_core, start_client, start_server, wait_delivered, Rig};
+use tether_proto::frame::{decode_stream, Close, Hello};
+use tether_proto::{ClientEvent, CloseCode, Frame, RejectReason, TransportLoss};
+use tether_runtime::client::Event;
+use tether_runtime::server::ServerEvent;
+use tether_runtime::{ClientOptions, Kind, ServerOptions, SocketReport, SocketTuning};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECS_10: Duration = Duration::from_secs(10);
+
+/// Reads length-prefixed frames until one decodes or the stream ends.
+async fn read_frame(s: &mut TcpStream) -> Option<Frame> {
+    let mut buf = Vec::new();
+    loop {
+        if let Ok(Some((f, _))) = decode_stream(&buf, 1 << 20) {
+            return Some(f);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(SECS_10, s.read(&mut chunk)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn close_code(f: Option<Frame>) -> Option<CloseCode> {
+    match f {
+        Some(Frame::Close(Close { code, .. })) => Some(code),
+        other => panic!("expected CLOSE, got {other:?}"),
+    }
+}
+
+fn hello() -> Frame {
+    Frame::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        max_frame: 1 << 20,
+        idle_timeout_ms: 10_000,
+        resume: None,
+        auth: Bytes::new(),
+    })
+}
+
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
+/// A healthy session keeps exchanging messages while bad peers are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_their_close_codes_and_disturb_nobody() {
+    let rig = Rig::start(Kind::Tcp, Duration::from_secs(30)).await;
+    let id = rig.connected().await;
+    let addr = rig.proxy.addr;
+
+    // Unknown frame type → 2000.
+    let mut s = raw(addr, &[0, 0, 0, 1, 0xff]).await;
+    assert_eq!(close_code(read_frame(&mut s).await), Some(CloseCode::ProtocolError));
+    // Zero length → 2000.
+    let mut s = raw(addr, &[0, 0, 0, 0]).await;
+    assert_eq!(close_code(read_frame(&mut s).await), Some(CloseCode::ProtocolError));
+    // Oversize length, refused from the prefix alone → 2001.
+    let mut s = raw(addr, &[0x7f, 0xff, 0xff, 0xff]).await;
+    assert_eq!(close_code(read_frame(&mut s).await), Some(CloseCode::FrameTooLarge));
+    // Not a HELLO first → 2000.
+    let mut v = Vec::new();
+    Frame::Ack { ack: 1 }.encode_length_prefixed(&mut v);
+    let mut s = raw(addr, &v).await;
+    assert_eq!(close_code(read_frame(&mut s).await), Some(CloseCode::ProtocolError));
+    // An HTTP request on the TCP port → 2000 (bad magic / unknown type).
+    let mut s = raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let f = read_frame(&mut s).await;
+    assert!(matches!(close_code(f), Some(CloseCode::ProtocolError | CloseCode::FrameTooLarge)));
+
+    // A valid HELLO, then garbage on the established transport → 2000, and
+    // the session is detached, not ended.
+    let mut v = Vec::new();
+    hello().encode_length_prefixed(&mut v);
+    let mut s = raw(addr, &v).await;
+    assert!(matches!(read_frame(&mut s).await, Some(Frame::Welcome(_))));
+    s.write_all(&[0, 0, 0, 2, 0x10, 0x00]).await.unwrap(); // truncated DATA
+    let mut code = None;
+    while let Some(f) = read_frame(&mut s).await {
+        if let Frame::Close(c) = f {
+            code = Some(c.code);
+            break;
+        }
+    }
+    assert_eq!(code, Some(CloseCode::ProtocolError));
+    rig.sev
+        .wait(SECS_10, |e| matches!(e, ServerEvent::Detached { reason: TransportLoss::Malformed(_), .. }).then_some(()))
+        .await;
+
+    // The healthy session never noticed.
+    rig.client.send("c1").unwrap();
+    rig.server.send(id, "s1").unwrap();
+    wait_delivered(&rig, 1, 1, SECS_10).await;
+    assert_eq!(rig.client.resumes(), 0);
+}
+
+/// A connection that sends nothing gets CLOSE 1002 after the handshake
+/// timeout (2 s here), not before and not much after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handshake_gets_1002() {
+    let (_server, _log, addr) = start_server(Kind::Tcp, ServerOptions::new(server_core(SECS_10))).await;
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0, 0]).await.unwrap(); // half a length prefix, then nothing
+    assert_eq!(close_code(read_frame(&mut s).await), Some(CloseCode::HandshakeTimeout));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1900), "closed after only {took:?}");
+    assert!(took <= Duration::from_secs(5), "closed only after {took:?}");
+}
+
+/// WebSocket: a text message is 2000; an upgrade without `tether.v1` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_text_and_missing_subprotocol() {
+    let (_server, _log, addr) = start_server(Kind::Ws, ServerOptions::new(server_core(SECS_10))).await;
+    let url: url::Url = format!("ws://{addr}/t").parse().unwrap();
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let req = yawc::HttpRequest::builder().header("Sec-WebSocket-Protocol", "tether.v1");
+    let mut ws =
+        yawc::WebSocket::handshake_with_request(url.clone(), tcp, yawc::Options::default(), req).await.unwrap();
+    use futures_util::SinkExt;
+    ws.send(yawc::Frame::text("hello")).await.unwrap();
+    let msg = tokio::time::timeout(SECS_10, ws.next_frame()).await.unwrap().unwrap();
+    assert_eq!(msg.opcode(), yawc::OpCode::Binary);
+    let f = Frame::decode(msg.payload(), 1 << 20).unwrap();
+    assert!(matches!(f, Frame::Close(Close { code: CloseCode::ProtocolError, .. })), "{f:?}");
+
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("tether.v1"), "{resp}");
+}
+
+/// Too many handshakes at once: the extra client is refused with
+/// Overloaded and a retry-after, obeys it, and gets in once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_rejects_with_retry_after_that_clients_obey() {
+    let mut sopts = ServerOptions::new(server_core(SECS_10));
+    sopts.max_handshakes = 1;
+    sopts.overload_retry = Duration::from_millis(700);
+    let (server, _log, addr) = start_server(Kind::Tcp, sopts).await;
+    // Holds the only handshake slot until its 2 s handshake timeout.
+    let _slow = TcpStream::connect(addr).await.unwrap();
+    while server.handshakes_in_progress() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let mut copts = ClientOptions::new(client_core());
+    copts.watch_network = false;
+    let (client, log) = start_client(Kind::Tcp, addr, copts);
+    let (rejected_at, _) = log
+        .wait(SECS_10, |e| match e {
+            Event::Session(ClientEvent::AttemptFailed {
+                reason: TransportLoss::Rejected { reason: RejectReason::Overloaded, .. },
+            }) => Some(()),
+            _ => None,
+        })
+        .await;
+    let (_, delay) = log
+        .wait(SECS_10, |e| match e {
+            Event::Session(ClientEvent::Reconnecting { delay, .. }) if !delay.is_zero() => Some(*delay),
+            _ => None,
+        })
+        .await;
+    assert!(delay >= Duration::from_millis(700), "retry-after ignored: waited {delay:?}");
+    let (connected_at, _) =
+        log.wait(SECS_10, |e| matches!(e, Event::Session(ClientEvent::Connected { .. })).then_some(())).await;
+    assert!(connected_at - rejected_at >= Duration::from_millis(700));
+    assert!(client.is_established());
+}
+
+/// Drain: every attached client is told to go away with a delay spread over
+/// the window, so they do not all come back in the same instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_spreads_reconnects() {
+    let mut sopts = ServerOptions::new(server_core(SECS_10));
+    sopts.seed = Some(7);
+    let (server, slog, addr) = start_server(Kind::Tcp, sopts).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let mut copts = ClientOptions::new(client_core());
+        copts.watch_network = false;
+        clients.push(start_client(Kind::Tcp, addr, copts));
+    }
+    for (_, log) in &clients {
+        log.wait(SECS_10, |e| matches!(e, Event::Session(ClientEvent::Connected { .. })).then_some(())).await;
+    }
+    let told = server.drain(Duration::from_secs(2));
+    assert_eq!(told, 12);
+    let mut delays = Vec::new();
+    for (_, log) in &clients {
+        let (_, reason) = log
+            .wait(SECS_10, |e| match e {
+                Event::Session(ClientEvent::Disconnected { reason }) => Some(reason.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(matches!(&reason, TransportLoss::PeerClosed { code: CloseCode::GoingAway, .. }), "{reason:?}");
+        let (_, d) = log
+            .wait(SECS_10, |e| match e {
+                Event::Session(ClientEvent::Reconnecting { delay, .. }) => Some(*delay),
+                _ => None,
+            })
+            .await;
+        delays.push(d);
+    }
+    delays.sort();
+    let spread = delays[delays.len() - 1] - delays[0];
+    assert!(delays[delays.len() - 1] <= Duration::from_millis(2600), "{delays:?}");
+    assert!(spread >= Duration::from_millis(500), "reconnects not spread out: {delays:?}");
+    // Sessions stay in grace for another node (or a restart) to take.
+    assert_eq!(server.session_count(), 12);
+    drop(slog);
+}
+
+/// Keepalive, TCP_USER_TIMEOUT and NODELAY are in effect on real sockets,
+/// as derived from the heartbeat, on the client and on an accepted socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_options_read_back() {
+    let rig = Rig::start(Kind::Tcp, SECS_10).await;
+    rig.connected().await;
+    let want = SocketTuning::from_heartbeat(&rig.client_opts.core.heartbeat);
+    let (_, report) = rig
+        .cev
+        .wait(SECS_10, |e| match e {
+            Event::Dialed { socket, .. } => *socket,
+            _ => None,
+        })
+        .await;
+    assert_eq!(report.keepalive, want.keepalive);
+    assert_eq!(report.user_timeout, want.user_timeout);
+    assert!(report.nodelay);
+    assert_eq!(want.user_timeout, Some(Duration::from_millis(1500)), "dead-after of the test heartbeat");
+
+    // Server side: the tuning applied at accept.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = listener.local_addr().unwrap();
+    let _c = TcpStream::connect(a).await.unwrap();
+    let (s, _) = listener.accept().await.unwrap();
+    let before = SocketReport::read(&s).unwrap();
+    assert_eq!(before.keepalive, None);
+    let tuning = ServerOptions::new(server_core(SECS_10)).tuning;
+    tuning.apply(&s).unwrap();
+    let after = SocketReport::read(&s).unwrap();
+    assert_eq!(after.keepalive, tuning.keepalive);
+    assert_eq!(after.user_timeout, tuning.user_timeout);
+    assert!(after.nodelay);
+}
