@@ -151,20 +151,24 @@ impl RejectReason {
 
 /// Why one transport stopped carrying the session. The session itself may
 /// continue on another transport.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportLoss {
     /// Nothing was heard for the whole probe cycle (client) or idle timeout
     /// (server). Governed by the heartbeat settings.
+    #[error("heartbeat timeout: nothing heard for {:.1}s", silent_for.as_secs_f64())]
     HeartbeatTimeout {
         /// How long the peer had been silent.
         silent_for: Duration,
     },
     /// The runtime reported the transport closed or failed.
+    #[error("the connection closed or failed")]
     Closed,
     /// The handshake did not complete within the handshake timeout.
+    #[error("no handshake answer within the handshake timeout")]
     HandshakeTimeout,
     /// The peer sent a CLOSE that keeps the session (1xxx/2xxx).
+    #[error("the peer closed the transport ({}: {reason})", code.to_u16())]
     PeerClosed {
         /// The peer's code.
         code: CloseCode,
@@ -172,13 +176,16 @@ pub enum TransportLoss {
         reason: String,
     },
     /// The peer sent bytes that are not valid protocol.
+    #[error("malformed input from the peer: {0}")]
     Malformed(DecodeError),
     /// The peer sent a valid frame that is not allowed in this state.
+    #[error("unexpected frame 0x{kind:02x} from the peer")]
     UnexpectedFrame {
         /// The frame's type byte.
         kind: u8,
     },
     /// The server refused the handshake.
+    #[error("refused by the server ({reason:?}): {message}")]
     Rejected {
         /// Why.
         reason: RejectReason,
@@ -186,22 +193,27 @@ pub enum TransportLoss {
         message: String,
     },
     /// A newer transport of the same session took over.
+    #[error("replaced by a newer transport")]
     Replaced,
     /// A network-change probe found the link dead.
+    #[error("the network changed and the link did not answer a probe")]
     NetworkChanged,
 }
 
 /// Why a session ended for good. After this, nothing more of the session is
 /// delivered; unacknowledged outgoing messages are handed back with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionEnd {
     /// The grace period elapsed while the session had no transport (or, on the
     /// client, the server said the session is unknown).
+    #[error("expired: no transport for the whole grace period")]
     Expired,
     /// This side's application closed the session.
+    #[error("closed by this side")]
     LocalClose,
     /// The peer closed the session with a 3xxx/4xxx code.
+    #[error("closed by the peer ({}: {reason})", code.to_u16())]
     PeerClosed {
         /// The peer's code.
         code: CloseCode,
@@ -209,6 +221,7 @@ pub enum SessionEnd {
         reason: String,
     },
     /// The replay buffer overflowed under the `Close` overflow policy.
+    #[error("replay buffer overflow ({messages} messages, {bytes} bytes unacknowledged)")]
     ReplayOverflow {
         /// Messages buffered when it overflowed.
         messages: usize,
@@ -216,8 +229,10 @@ pub enum SessionEnd {
         bytes: usize,
     },
     /// The peer broke the sequence rules.
+    #[error("sequence violation: {0}")]
     SequenceViolation(SequenceError),
     /// The server refused the client for a reason retrying cannot fix.
+    #[error("refused by the server ({reason:?}): {message}")]
     Refused {
         /// Why.
         reason: RejectReason,
@@ -225,6 +240,7 @@ pub enum SessionEnd {
         message: String,
     },
     /// The server's settings cannot work with this client's heartbeat.
+    #[error("incompatible settings: {0}")]
     Incompatible(String),
 }
 

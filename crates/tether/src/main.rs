@@ -1,16 +1,20 @@
 //! `tether` — sessions that outlive their transports.
 //!
-//! Until the tokio runtime lands (issue #3), the main job is `tether
-//! simulate`: the real protocol core, client and server, run in virtual time
-//! over a simulated network, printing the timeline of an outage being
-//! survived (or, past the grace period, explicitly expiring).
+//! - `tether serve`: the server (in-memory sessions), relaying every
+//!   message to every session, on loopback unless told otherwise;
+//! - `tether connect URL`: an interactive client showing link state, RTT
+//!   and resumes; stdin lines become messages;
+//! - `tether simulate`: the protocol core in virtual time through an outage.
+
+mod connect;
+mod serve;
+mod simulate;
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use tether_proto::{ClientConfig, ClientEvent, Profile};
-use tether_sim::{Fault, Sim, SimConfig};
+use tether_proto::Profile;
 
 #[derive(Parser)]
 #[command(name = "tether", version, about = "Sessions that outlive their transports")]
@@ -20,14 +24,27 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ProfileArg {
+pub(crate) enum ProfileArg {
+    /// Dead link detected within ~40 s.
     Default,
+    /// Dead link detected within ~9 s (calls, games).
     Realtime,
+    /// Learns the longest ping interval the network's NATs allow.
     Adaptive,
 }
 
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Profile {
+        match p {
+            ProfileArg::Default => Profile::Default,
+            ProfileArg::Realtime => Profile::Realtime,
+            ProfileArg::Adaptive => Profile::Adaptive,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
-enum OutageKind {
+pub(crate) enum OutageKind {
     /// The client's cable is pulled: its link goes down and comes back, and it is told.
     Cable,
     /// An upstream router drops everything: nothing tells the client.
@@ -36,10 +53,14 @@ enum OutageKind {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server: in-memory sessions; every message is relayed to every session.
+    Serve(serve::Args),
+    /// Connect interactively: shows link state, RTT and resumes; each stdin line is sent.
+    Connect(connect::Args),
     /// Run client and server in virtual time through a network outage and print the timeline.
     Simulate {
         /// How long the network is down (e.g. 50s, 70s, 1m30s).
-        #[arg(long, default_value = "50s", value_parser = humantime_like)]
+        #[arg(long, default_value = "50s", value_parser = duration)]
         outage: Duration,
         /// How the network fails.
         #[arg(long, value_enum, default_value_t = OutageKind::Blackhole)]
@@ -48,7 +69,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ProfileArg::Default)]
         profile: ProfileArg,
         /// How long the server keeps a session without contact.
-        #[arg(long, default_value = "60s", value_parser = humantime_like)]
+        #[arg(long, default_value = "60s", value_parser = duration)]
         grace: Duration,
         /// Seed for the network and both machines; equal seeds give equal runs.
         #[arg(long, default_value_t = 1)]
@@ -56,94 +77,28 @@ enum Command {
     },
 }
 
-/// Parses `50s`, `1500ms`, `2m`, `1m30s`.
-fn humantime_like(s: &str) -> Result<Duration, String> {
-    let mut total = Duration::ZERO;
-    let mut num = String::new();
-    let mut chars = s.trim().chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        while let Some(n) = chars.peek().filter(|n| n.is_ascii_alphabetic()) {
-            unit.push(*n);
-            chars.next();
-        }
-        let v: f64 = num.parse().map_err(|_| format!("{s:?}: expected a number before {unit:?}"))?;
-        let secs = match unit.as_str() {
-            "ms" => v / 1000.0,
-            "s" => v,
-            "m" => v * 60.0,
-            "h" => v * 3600.0,
-            _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h (e.g. 50s)")),
-        };
-        total += Duration::from_secs_f64(secs);
-        num.clear();
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(format!("{s:?}: give a unit, e.g. 50s or 1500ms"));
-    }
-    Ok(total)
-}
-
-fn simulate(outage: Duration, kind: OutageKind, profile: ProfileArg, grace: Duration, seed: u64) -> Result<()> {
-    let profile = match profile {
-        ProfileArg::Default => Profile::Default,
-        ProfileArg::Realtime => Profile::Realtime,
-        ProfileArg::Adaptive => Profile::Adaptive,
-    };
-    let mut cfg = SimConfig::new(seed, ClientConfig::profile(profile));
-    cfg.server.grace = grace;
-    cfg.server.validate().context("invalid --grace")?;
-    let start = Duration::from_secs(10);
-    cfg.faults.push(Fault::Outage { start, len: outage, link_signal: matches!(kind, OutageKind::Cable) });
-    cfg.client_every = Some(Duration::from_secs(1));
-    cfg.server_every = Some(Duration::from_secs(1));
-    cfg.traffic_until = start + outage + Duration::from_secs(20);
-    cfg.duration = cfg.traffic_until + Duration::from_secs(10);
-    println!(
-        "tether simulate: {profile:?} heartbeat, {}s grace, {} for {}s starting at 10s; both sides send a message every ~1s (seed {seed})\n",
-        grace.as_secs_f64(),
-        match kind {
-            OutageKind::Cable => "cable pulled",
-            OutageKind::Blackhole => "upstream blackhole",
-        },
-        outage.as_secs_f64()
-    );
-    let mut sim = Sim::new(cfg);
-    sim.run();
-    print!("{}", sim.timeline());
-    let l = &sim.ledger;
-    if let Some(v) = l.violations.first() {
-        bail!("delivery guarantee violated ({} violations); first: {v}", l.violations.len());
-    }
-    let up: u32 = l.at_server.values().map(|x| x.1).sum();
-    let down: u32 = l.at_client.values().sum();
-    let sent_up: u32 = l.client_sent.values().sum();
-    let sent_down: u32 = l.server_sent.values().sum();
-    let ended = sim.client_log.iter().find_map(|(t, e)| match e {
-        ClientEvent::SessionEnded { unacked, .. } => Some((*t, unacked.len())),
-        _ => None,
-    });
-    println!("\nmessages client→server: {up} delivered of {sent_up} sent; server→client: {down} of {sent_down}; 0 duplicated, 0 reordered");
-    match ended {
-        None => println!("result: the same session survived the outage ({} resume(s))", sim.client.resumes()),
-        Some((t, n)) => println!(
-            "result: the session expired at {:.1}s ({n} unacknowledged messages handed back to the application); a fresh session carried on",
-            t.as_secs_f64()
-        ),
-    }
-    Ok(())
+/// Parses `50s`, `1500ms`, `2m`, `1m 30s`, saying how to fix a bad one.
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}; write a duration with a unit, e.g. 50s or 1500ms"))
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Simulate { outage, kind, profile, grace, seed } => simulate(outage, kind, profile, grace, seed),
+        Command::Simulate { outage, kind, profile, grace, seed } => {
+            simulate::simulate(outage, kind, profile.into(), grace, seed)
+        }
+        Command::Serve(a) => runtime()?.block_on(serve::run(a)),
+        Command::Connect(a) => runtime()?.block_on(connect::run(a)),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Seconds since `start`, for log lines.
+pub(crate) fn stamp(start: std::time::Instant) -> String {
+    format!("[{:>8.3}s]", start.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
@@ -152,10 +107,10 @@ mod tests {
 
     #[test]
     fn durations_parse_and_bad_ones_say_how_to_fix_them() {
-        assert_eq!(humantime_like("50s"), Ok(Duration::from_secs(50)));
-        assert_eq!(humantime_like("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(humantime_like("1500ms"), Ok(Duration::from_millis(1500)));
-        assert!(humantime_like("50").expect_err("no unit").contains("give a unit"));
-        assert!(humantime_like("5 parsecs").is_err());
+        assert_eq!(duration("50s"), Ok(Duration::from_secs(50)));
+        assert_eq!(duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert!(duration("50").expect_err("no unit").contains("with a unit"));
+        assert!(duration("5 parsecs").is_err());
     }
 }
