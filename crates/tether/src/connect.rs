@@ -69,12 +69,10 @@ pub(crate) async fn run(a: Args) -> Result<()> {
                 let Some(e) = e else { return Ok(()) };
                 let t = stamp(start);
                 match e {
-                    Event::Dialed { addr, kind, socket } => {
-                        if a.verbose {
-                            println!("{t} dialed {kind}://{addr}");
-                            if let Some(s) = socket {
-                                println!("{t}   socket: {s}");
-                            }
+                    Event::Dialed { addr, kind, socket } if a.verbose => {
+                        println!("{t} dialed {kind}://{addr}");
+                        if let Some(s) = socket {
+                            println!("{t}   socket: {s}");
                         }
                     }
                     Event::DialFailed { error } => println!("{t} connect failed: {error}"),
