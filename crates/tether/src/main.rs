@@ -6,6 +6,7 @@
 //!   and resumes; stdin lines become messages;
 //! - `tether simulate`: the protocol core in virtual time through an outage.
 
+mod bench;
 mod connect;
 mod serve;
 mod simulate;
@@ -57,6 +58,12 @@ enum Command {
     Serve(serve::Args),
     /// Connect interactively: shows link state, RTT and resumes; each stdin line is sent.
     Connect(connect::Args),
+    /// Benchmarks (release builds): `tether bench memory --sessions 10000`.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// Internal: one process of a benchmark.
+    #[command(hide = true, subcommand)]
+    BenchNode(bench::Node),
     /// Run client and server in virtual time through a network outage and print the timeline.
     Simulate {
         /// How long the network is down (e.g. 50s, 70s, 1m30s).
@@ -77,6 +84,12 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Server memory per idle WebSocket session vs a raw tokio TCP floor, and after one large message each.
+    Memory(bench::MemoryArgs),
+}
+
 /// Parses `50s`, `1500ms`, `2m`, `1m 30s`, saying how to fix a bad one.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}; write a duration with a unit, e.g. 50s or 1500ms"))
@@ -89,6 +102,8 @@ fn main() -> Result<()> {
         }
         Command::Serve(a) => runtime()?.block_on(serve::run(a)),
         Command::Connect(a) => runtime()?.block_on(connect::run(a)),
+        Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
+        Command::BenchNode(n) => runtime()?.block_on(bench::node(n)),
     }
 }
 

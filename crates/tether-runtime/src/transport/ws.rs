@@ -28,6 +28,10 @@ use super::{Io, RecvError};
 pub const SUBPROTOCOL: &str = "tether.v1";
 /// Largest HTTP upgrade request head the server reads.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// yawc's read and write buffers start (and shrink back to) this size: an
+/// idle connection holds two of them. Heartbeats and acks are a few dozen
+/// bytes; larger messages grow the buffers for as long as they need.
+const WS_BUFFER: usize = 256;
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub(crate) type WsStream = WebSocket<Io>;
@@ -38,8 +42,8 @@ pub(crate) fn options(max_frame: u32) -> Options {
     Options::default()
         .with_max_payload_read(max)
         .with_max_read_buffer(max)
-        .with_read_buffer_capacity(1024)
-        .with_write_buffer_capacity(1024)
+        .with_read_buffer_capacity(WS_BUFFER)
+        .with_write_buffer_capacity(WS_BUFFER)
         .without_compression()
 }
 

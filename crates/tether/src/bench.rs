@@ -1,0 +1,298 @@
+//! `tether bench memory`: server user-space memory per idle session,
+//! measured beside a minimal tokio program holding as many raw TCP
+//! connections, and again after every session received one large message.
+//!
+//! One process holds at most ~19.9k sockets here (`ulimit -n` 20000), so the
+//! sessions are spread over several server processes and as many client
+//! processes; every process is this binary (`tether bench-node …`), driven
+//! by line commands on stdin. Memory is `RssAnon` from `/proc/PID/status`:
+//! the heap and stacks, not kernel socket buffers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use tether_proto::{ClientConfig, ClientEvent, Profile, ServerConfig};
+use tether_runtime::client::{Client, ClientOptions, Event};
+use tether_runtime::server::{Server, ServerEvent, ServerOptions};
+use tether_runtime::Kind;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+
+/// Sockets one process may hold, leaving room for the runtime's own.
+const PER_PROCESS: usize = 18_000;
+
+#[derive(clap::Args)]
+pub(crate) struct MemoryArgs {
+    /// Sessions to hold (also raw TCP connections for the floor).
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Size of the message each session receives in the second phase.
+    #[arg(long, default_value_t = 64 * 1024)]
+    message: usize,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum Node {
+    /// A tether WebSocket server; prints its port.
+    Server,
+    /// A minimal tokio program holding raw TCP connections; prints its port.
+    Raw,
+    /// Opens N tether sessions (or raw connections) to a port.
+    Clients {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        n: usize,
+        #[arg(long)]
+        raw: bool,
+    },
+}
+
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    fn spawn(args: &[String]) -> Result<Proc> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("bench-node")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start a bench process")?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        Ok(Proc { child, stdin, stdout })
+    }
+
+    fn ask(&mut self, cmd: &str) -> Result<String> {
+        if !cmd.is_empty() {
+            writeln!(self.stdin, "{cmd}")?;
+            self.stdin.flush()?;
+        }
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("a bench process exited unexpectedly (asked {cmd:?})");
+        }
+        Ok(line.trim().to_owned())
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no RssAnon in /proc/PID/status")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Holds `n` connections over server processes of one kind; returns the
+/// processes and the servers' total RSS before and after, in KiB.
+fn phase(kind: &str, n: usize) -> Result<(Vec<Proc>, Vec<Proc>, u64, u64)> {
+    let procs = n.div_ceil(PER_PROCESS).max(1);
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    let mut base = 0;
+    for i in 0..procs {
+        let share = n / procs + usize::from(i < n % procs);
+        let mut s = Proc::spawn(&[kind.to_owned()])?;
+        let port = s.ask("")?;
+        std::thread::sleep(Duration::from_millis(200));
+        base += s.rss_kib()?;
+        let mut args = vec!["clients".to_owned(), "--port".into(), port, "--n".into(), share.to_string()];
+        if kind == "raw" {
+            args.push("--raw".into());
+        }
+        servers.push(s);
+        clients.push(Proc::spawn(&args)?);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c.ask("")?;
+        eprintln!("  {kind}: client process {}/{procs}: {r}", i + 1);
+    }
+    // Let every handshake finish and allocations settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut held = 0;
+    for s in servers.iter_mut() {
+        held += s.ask("count")?.parse::<usize>().unwrap_or(0);
+    }
+    if held != n {
+        bail!("{kind}: servers hold {held} of {n} connections");
+    }
+    let after = rss(&servers)?;
+    Ok((servers, clients, base, after))
+}
+
+fn rss(servers: &[Proc]) -> Result<u64> {
+    servers.iter().map(Proc::rss_kib).sum()
+}
+
+pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
+    let n = a.sessions;
+    if n == 0 {
+        bail!("--sessions must be at least 1");
+    }
+    eprintln!("tether bench memory: {n} idle sessions over WebSocket vs {n} raw TCP connections");
+    let t0 = Instant::now();
+    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n)?;
+    drop((raw_servers, raw_clients));
+    eprintln!("  raw TCP floor measured ({:.0}s)", t0.elapsed().as_secs_f64());
+    let (mut servers, mut clients, base, idle) = phase("server", n)?;
+    eprintln!("  idle WebSocket sessions measured ({:.0}s)", t0.elapsed().as_secs_f64());
+    for s in servers.iter_mut() {
+        s.ask(&format!("send {}", a.message))?;
+    }
+    for c in clients.iter_mut() {
+        c.ask("wait")?;
+    }
+    eprintln!("  every session received {} bytes ({:.0}s)", a.message, t0.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss(&servers)?;
+    let per = |kib: u64| kib as f64 / n as f64;
+    let (floor, ws, big) = (per(raw_after - raw_base.min(raw_after)), per(idle.saturating_sub(base)), per(after.saturating_sub(base)));
+    println!("| sessions | server processes | raw TCP floor (KiB/conn) | tether WS idle (KiB/session) | ratio to floor | after one {} KiB message (KiB/session) |", a.message / 1024);
+    println!("|---|---|---|---|---|---|");
+    println!("| {n} | {} | {floor:.2} | {ws:.2} | {:.2}× | {big:.2} |", servers.len(), ws / floor.max(0.001));
+    Ok(())
+}
+
+pub(crate) async fn node(n: Node) -> Result<()> {
+    match n {
+        Node::Server => server_node().await,
+        Node::Raw => raw_node().await,
+        Node::Clients { port, n, raw } => clients_node(port, n, raw).await,
+    }
+}
+
+async fn server_node() -> Result<()> {
+    let opts = ServerOptions::new(ServerConfig::default()).listen(Kind::Ws, "127.0.0.1:0".parse()?);
+    let server = Server::start(opts).await?;
+    println!("{}", server.local_addr(Kind::Ws).context("no ws listener")?.port());
+    let (handle, mut events) = server.into_parts();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let ServerEvent::Ended { .. } = e {
+                eprintln!("bench server: a session ended");
+            }
+        }
+    });
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(cmd) = lines.next_line().await? {
+        let mut parts = cmd.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some("count"), _) => println!("{}", handle.session_count()),
+            (Some("send"), Some(size)) => {
+                let msg = Bytes::from(vec![7u8; size.parse()?]);
+                for s in handle.sessions() {
+                    handle.send(s.id, msg.clone())?;
+                }
+                println!("sent");
+            }
+            _ => bail!("unknown command {cmd:?}"),
+        }
+    }
+    Ok(())
+}
+
+async fn raw_node() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?.port());
+    let held = Arc::new(AtomicUsize::new(0));
+    let h2 = held.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            h2.fetch_add(1, Ordering::Relaxed);
+            let h3 = h2.clone();
+            // The minimal connection handler: a task reading into a 1 KiB buffer.
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                h3.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    });
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(cmd) = lines.next_line().await? {
+        match cmd.as_str() {
+            "count" => println!("{}", held.load(Ordering::Relaxed)),
+            _ => bail!("unknown command {cmd:?}"),
+        }
+    }
+    Ok(())
+}
+
+async fn clients_node(port: u16, n: usize, raw: bool) -> Result<()> {
+    let ready = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut raw_conns = Vec::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    if raw {
+        for _ in 0..n {
+            raw_conns.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await?);
+        }
+        ready.store(n, Ordering::Relaxed);
+    } else {
+        let url: tether_runtime::Endpoint = format!("ws://127.0.0.1:{port}/").parse()?;
+        for _ in 0..n {
+            let mut opts = ClientOptions::new(ClientConfig::profile(Profile::Default));
+            opts.watch_network = false;
+            let permit = gate.clone().acquire_owned().await?;
+            let mut c = Client::start(url.clone(), opts)?;
+            let (ready, received) = (ready.clone(), received.clone());
+            tokio::spawn(async move {
+                let mut permit = Some(permit);
+                while let Some(e) = c.next_event().await {
+                    match e {
+                        Event::Session(ClientEvent::Connected { .. }) => {
+                            permit.take();
+                            ready.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Event::Session(ClientEvent::Message(_)) => {
+                            received.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    }
+    let started = Instant::now();
+    while ready.load(Ordering::Relaxed) < n {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("only {} of {n} sessions connected in 300 s", ready.load(Ordering::Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("{n} connected in {:.1}s", started.elapsed().as_secs_f64());
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(cmd) = lines.next_line().await? {
+        let mut parts = cmd.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some("wait"), _) => {
+                while received.load(Ordering::Relaxed) < n {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                println!("received");
+            }
+            _ => bail!("unknown command {cmd:?}"),
+        }
+    }
+    drop(raw_conns);
+    Ok(())
+}
