@@ -61,8 +61,17 @@ pub(crate) async fn run(a: Args) -> Result<()> {
                     }
                 }
                 None => {
+                    // End of input: let what was typed be acknowledged
+                    // (up to 3 s), then end the session.
                     stdin_open = false;
-                    handle.close();
+                    let h = handle.clone();
+                    tokio::spawn(async move {
+                        let until = Instant::now() + std::time::Duration::from_secs(3);
+                        while h.buffered().0 > 0 && Instant::now() < until {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                        h.close();
+                    });
                 }
             },
             e = client.next_event() => {
