@@ -111,6 +111,7 @@ pub fn server_core(grace: Duration) -> ServerConfig {
 }
 
 pub struct Certs {
+    dir: std::path::PathBuf,
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
     pub roots: rustls::RootCertStore,
@@ -133,7 +134,13 @@ pub fn certs() -> Certs {
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ck.cert.der().clone()).unwrap();
-    Certs { cert, key, roots }
+    Certs { dir, cert, key, roots }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 pub struct Rig {
