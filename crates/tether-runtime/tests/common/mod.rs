@@ -208,7 +208,7 @@ impl Rig {
         if matches!(kind, Kind::Tls | Kind::Wss) {
             let c = certs();
             sopts.tls = Some(tether_runtime::tls::server_config(&c.cert, &c.key).unwrap());
-            copts.dial.tls = Some(tether_runtime::tls::client_config_with_roots(c.roots).unwrap());
+            copts.dial.tls = Some(tether_runtime::tls::client_config_with_roots(c.roots.clone()).unwrap());
         }
         let (server, sev, server_addr) = start_server(kind, sopts).await;
         let proxy = Proxy::start(server_addr).await;
