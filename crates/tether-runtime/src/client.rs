@@ -20,7 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tether_proto::{
@@ -28,6 +28,7 @@ use tether_proto::{
 };
 use tokio::sync::{mpsc, Notify};
 
+use crate::driver::{idle_sleep, now, rearm, recv};
 use crate::endpoint::{dial, DialConfig, Endpoint};
 use crate::transport::{self, Kind, RecvError, Transport};
 use crate::tune::{SocketReport, SocketTuning};
@@ -92,10 +93,6 @@ impl Shared {
         // core's own and safe to keep using.
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 /// A running client: its handle and its events.
@@ -214,8 +211,7 @@ type DialFuture = Pin<Box<dyn Future<Output = io::Result<(Transport, SocketAddr)
 async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx: mpsc::Sender<Event>) {
     let mut current: Option<(TransportId, Transport)> = None;
     let mut dialing: Option<(TransportId, DialFuture)> = None;
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-    let sleep = tokio::time::sleep_until(far());
+    let sleep = idle_sleep();
     tokio::pin!(sleep);
     let mut events = Vec::new();
     loop {
@@ -263,17 +259,10 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
             }
             return;
         }
-        if let Some(d) = deadline {
-            let d = tokio::time::Instant::from_std(d);
-            if d < sleep.deadline() || sleep.is_elapsed() {
-                sleep.as_mut().reset(d);
-            }
-        } else if sleep.is_elapsed() {
-            sleep.as_mut().reset(far());
-        }
+        rearm(sleep.as_mut(), deadline);
 
         tokio::select! {
-            r = recv(&mut current) => {
+            r = recv(current.as_mut().map(|(_, t)| t)) => {
                 let Some((tid, _)) = &current else { continue };
                 let tid = *tid;
                 let mut core = shared.lock();
@@ -307,13 +296,6 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
                 shared.lock().handle_timeout(now());
             }
         }
-    }
-}
-
-async fn recv(current: &mut Option<(TransportId, Transport)>) -> Result<Bytes, RecvError> {
-    match current {
-        Some((_, t)) => t.recv().await,
-        None => std::future::pending().await,
     }
 }
 

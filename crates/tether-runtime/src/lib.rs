@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+mod driver;
 pub mod endpoint;
 mod netwatch;
 pub mod server;

@@ -166,7 +166,7 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     let after = rss(&servers)?;
     let per = |kib: u64| kib as f64 / n as f64;
     let (floor, ws, big) =
-        (per(raw_after - raw_base.min(raw_after)), per(idle.saturating_sub(base)), per(after.saturating_sub(base)));
+        (per(raw_after.saturating_sub(raw_base)), per(idle.saturating_sub(base)), per(after.saturating_sub(base)));
     println!("| sessions | server processes | raw TCP floor (KiB/conn) | tether WS idle (KiB/session) | ratio to floor | after one {} KiB message (KiB/session) |", a.message / 1024);
     println!("|---|---|---|---|---|---|");
     println!("| {n} | {} | {floor:.2} | {ws:.2} | {:.2}× | {big:.2} |", servers.len(), ws / floor.max(0.001));

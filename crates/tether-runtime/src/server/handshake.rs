@@ -11,7 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::session::{self, Incoming, SessionCell};
-use super::{now, Inner, ServerEvent};
+use super::{Inner, ServerEvent};
+use crate::driver::now;
 use crate::transport::{self, ws, Io, Kind, RecvError, Transport};
 
 const REFUSAL_FLUSH: Duration = Duration::from_secs(1);

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tether_proto::{
@@ -219,10 +219,6 @@ impl Inner {
         let ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
         base + Duration::from_millis(self.rng().below_inclusive(ms))
     }
-}
-
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 /// A running server.

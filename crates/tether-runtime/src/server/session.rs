@@ -9,7 +9,8 @@ use bytes::Bytes;
 use tether_proto::{CloseCode, Frame, SendError, ServerSession, SessionEvent, SessionId, Transmit, TransportId};
 use tokio::sync::Notify;
 
-use super::{now, Inner, ServerEvent, SessionInfo};
+use super::{Inner, ServerEvent, SessionInfo};
+use crate::driver::{idle_sleep, now, rearm, recv};
 use crate::transport::{self, Kind, RecvError, Transport};
 
 /// A transport handed to the session task by a handshake.
@@ -87,8 +88,7 @@ pub(crate) async fn run(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>
     let kind = first.transport.kind();
     let _ = inner.events.send(ServerEvent::Opened { session: id, peer: first.peer, kind }).await;
     let mut live: Vec<(TransportId, Transport)> = vec![(first.tid, first.transport)];
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-    let sleep = tokio::time::sleep_until(far());
+    let sleep = idle_sleep();
     tokio::pin!(sleep);
     let mut events = Vec::new();
     loop {
@@ -140,16 +140,9 @@ pub(crate) async fn run(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>
         if ended {
             return;
         }
-        if let Some(d) = deadline {
-            let d = tokio::time::Instant::from_std(d);
-            if d < sleep.deadline() || sleep.is_elapsed() {
-                sleep.as_mut().reset(d);
-            }
-        } else if sleep.is_elapsed() {
-            sleep.as_mut().reset(far());
-        }
+        rearm(sleep.as_mut(), deadline);
         tokio::select! {
-            r = recv(live.first_mut()) => {
+            r = recv(live.first_mut().map(|(_, t)| t)) => {
                 let Some((tid, _)) = live.first() else { continue };
                 let tid = *tid;
                 let mut st = cell.lock();
@@ -173,12 +166,5 @@ pub(crate) async fn run(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>
                 return;
             }
         }
-    }
-}
-
-async fn recv(t: Option<&mut (TransportId, Transport)>) -> Result<Bytes, RecvError> {
-    match t {
-        Some((_, t)) => t.recv().await,
-        None => std::future::pending().await,
     }
 }
