@@ -438,12 +438,12 @@ impl Client {
 
     /// The next thing to do on a transport.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        crate::pop_release(&mut self.transmits)
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        crate::pop_release(&mut self.events)
     }
 
     /// When to call [`Client::handle_timeout`] next (None: only after input).

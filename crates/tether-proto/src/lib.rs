@@ -117,9 +117,39 @@ pub enum Transmit {
     },
 }
 
+/// Pops the front of a queue and gives its storage back once it is empty:
+/// a long-lived idle session must not keep the capacity a burst grew.
+/// (One allocation per burst is the price; an idle server holds many
+/// thousands of sessions, each with several such queues.)
+pub(crate) fn pop_release<T>(q: &mut std::collections::VecDeque<T>) -> Option<T> {
+    let item = q.pop_front();
+    if q.is_empty() && q.capacity() > 0 {
+        *q = std::collections::VecDeque::new();
+    }
+    item
+}
+
 /// A fixed instant for unit tests: they only ever add durations to it.
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)]
 pub(crate) fn test_epoch() -> std::time::Instant {
     std::time::Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    #[test]
+    fn a_drained_queue_gives_its_storage_back() {
+        let mut q: VecDeque<u32> = (0..100).collect();
+        assert!(q.capacity() >= 100);
+        for want in 0..99 {
+            assert_eq!(super::pop_release(&mut q), Some(want));
+            assert!(q.capacity() >= 1, "storage released while items remain");
+        }
+        assert_eq!(super::pop_release(&mut q), Some(99));
+        assert_eq!(q.capacity(), 0);
+        assert_eq!(super::pop_release(&mut q), None);
+    }
 }

@@ -461,12 +461,12 @@ impl ServerSession {
 
     /// The next thing to do on a transport.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        crate::pop_release(&mut self.transmits)
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        self.events.pop_front()
+        crate::pop_release(&mut self.events)
     }
 
     fn flush(&mut self, now: Instant) {
@@ -685,12 +685,12 @@ impl Server {
 
     /// The next thing to do on a transport.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        crate::pop_release(&mut self.transmits)
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        crate::pop_release(&mut self.events)
     }
 
     /// When to call [`Server::handle_timeout`] next.

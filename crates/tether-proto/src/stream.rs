@@ -164,7 +164,7 @@ impl Outbound {
                 break;
             }
             self.bytes -= p.len();
-            self.buf.pop_front();
+            crate::pop_release(&mut self.buf);
         }
         self.acked = self.acked.max(ack);
         Ok(())

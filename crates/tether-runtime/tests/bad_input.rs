@@ -237,6 +237,39 @@ async fn drain_spreads_reconnects() {
     drop(slog);
 }
 
+/// Shutdown stops every session task at once (they are woken, they hold no
+/// cancellation future each): the clients lose their transports and the
+/// registry empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_every_session_task() {
+    let (server, slog, addr) = start_server(Kind::Ws, ServerOptions::new(server_core(SECS_10))).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        // Quiet clients (default profile: a heartbeat every 25 s), so no
+        // frame from them wakes a session task before shutdown does.
+        let mut copts = ClientOptions::new(tether_proto::ClientConfig::profile(tether_proto::Profile::Default));
+        copts.watch_network = false;
+        clients.push(start_client(Kind::Ws, addr, copts));
+    }
+    for (_, log) in &clients {
+        log.wait(SECS_10, |e| matches!(e, Event::Session(ClientEvent::Connected { .. })).then_some(())).await;
+    }
+    assert_eq!(server.session_count(), 5);
+    server.shutdown();
+    for (_, log) in &clients {
+        log.wait(Duration::from_secs(5), |e| {
+            matches!(e, Event::Session(ClientEvent::Disconnected { .. })).then_some(())
+        })
+        .await;
+    }
+    let deadline = Instant::now() + SECS_10;
+    while server.session_count() > 0 {
+        assert!(Instant::now() < deadline, "{} sessions left after shutdown", server.session_count());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(slog);
+}
+
 /// Keepalive, TCP_USER_TIMEOUT and NODELAY are in effect on real sockets,
 /// as derived from the heartbeat, on the client and on an accepted socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

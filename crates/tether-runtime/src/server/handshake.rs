@@ -99,7 +99,7 @@ async fn handshake(
             let cell = Arc::new(SessionCell::new(core));
             cell.lock().peer = Some((kind, peer));
             inner.registry().insert(id, cell.clone());
-            tokio::spawn(session::run(inner.clone(), id, cell, Incoming { tid, transport: t, peer }));
+            session::spawn(inner.clone(), id, cell, Incoming { tid, transport: t, peer });
         }
         HelloVerdict::Resume(hello) => {
             let Some(id) = hello.resume.as_ref().map(|r| r.session_id) else { return };
@@ -110,7 +110,7 @@ async fn handshake(
                 let mut st = cell.lock();
                 let r = st.core.resume(now(), &inner.cfg, &mut inner.rng(), tid, &hello);
                 if r.is_ok() {
-                    st.incoming = Some(Incoming { tid, transport: t, peer });
+                    st.incoming = Some(Box::new(Incoming { tid, transport: t, peer }));
                     st.peer = Some((kind, peer));
                     Ok(())
                 } else {

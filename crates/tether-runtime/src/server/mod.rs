@@ -394,5 +394,13 @@ impl ServerHandle {
     pub fn shutdown(&self) {
         self.inner.accepting.cancel();
         self.inner.stop.cancel();
+        // Session tasks look at `stop` whenever they wake (they hold no
+        // cancellation future of their own: that would cost every idle
+        // session ~70 bytes). A session registered after this sweep saw
+        // `stop` already set on its first turn.
+        let cells: Vec<_> = self.inner.registry().values().cloned().collect();
+        for c in cells {
+            c.wake();
+        }
     }
 }

@@ -1,12 +1,15 @@
 //! One task per session: drives its [`ServerSession`] over whichever
 //! transport currently carries it, through grace, until it ends.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tether_proto::{CloseCode, Frame, SendError, ServerSession, SessionEvent, SessionId, Transmit, TransportId};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::Notify;
 
 use super::{Inner, ServerEvent, SessionInfo};
@@ -22,8 +25,9 @@ pub(crate) struct Incoming {
 
 pub(crate) struct State {
     pub(crate) core: ServerSession,
-    /// A transport that passed a resume, waiting for the task to take it.
-    pub(crate) incoming: Option<Incoming>,
+    /// A transport that passed a resume, waiting for the task to take it
+    /// (boxed: rarely there, and every idle session holds this slot).
+    pub(crate) incoming: Option<Box<Incoming>>,
     /// Kind and address of the latest transport.
     pub(crate) peer: Option<(Kind, SocketAddr)>,
 }
@@ -84,86 +88,167 @@ impl SessionCell {
 /// Time allowed to flush a CLOSE or REJECT to a peer before giving up.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
-pub(crate) async fn run(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>, first: Incoming) {
-    let kind = first.transport.kind();
-    let _ = inner.events.send(ServerEvent::Opened { session: id, peer: first.peer, kind }).await;
-    let mut live: Vec<(TransportId, Transport)> = vec![(first.tid, first.transport)];
-    let sleep = idle_sleep();
-    tokio::pin!(sleep);
-    let mut events = Vec::new();
-    loop {
-        let (deadline, ended, current) = {
-            let mut st = cell.lock();
-            if let Some(inc) = st.incoming.take() {
-                live.push((inc.tid, inc.transport));
+/// Hands events to the application. When its queue is full, returns the
+/// wait for room, boxed: that future is large (about 300 bytes) and only
+/// needed when the application falls behind, while its room would
+/// otherwise be reserved in every idle session's task.
+fn emit(inner: &Inner, events: Vec<ServerEvent>) -> Option<Pin<Box<impl Future<Output = ()> + '_>>> {
+    let mut rest = events.into_iter();
+    while let Some(e) = rest.next() {
+        match inner.events.try_send(e) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return None,
+            Err(TrySendError::Full(e)) => {
+                return Some(Box::pin(async move {
+                    for e in std::iter::once(e).chain(rest) {
+                        if inner.events.send(e).await.is_err() {
+                            return;
+                        }
+                    }
+                }))
             }
-            while let Some(t) = st.core.poll_transmit() {
-                match t {
-                    Transmit::Send { transport, frame } => {
-                        if let Some((_, t)) = live.iter_mut().find(|(tid, _)| *tid == transport) {
-                            t.queue(&frame);
-                        }
-                    }
-                    Transmit::Close { transport, flush } => {
-                        if let Some(i) = live.iter().position(|(tid, _)| *tid == transport) {
-                            let (_, t) = live.swap_remove(i);
-                            if flush {
-                                tokio::spawn(transport::close_with(t, None, CLOSE_FLUSH));
-                            }
-                        }
-                    }
-                    Transmit::Connect { .. } => {} // servers never dial
+        }
+    }
+    None
+}
+
+/// Starts the task that drives a session from its first transport until it
+/// ends.
+pub(crate) fn spawn(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>, first: Incoming) {
+    let kind = first.transport.kind();
+    let task = Task {
+        inner,
+        id,
+        cell,
+        kind,
+        first_peer: first.peer,
+        live: vec![(first.tid, first.transport)],
+        events: Vec::new(),
+    };
+    tokio::spawn(task.run());
+}
+
+/// What a session's task owns. Every idle session holds one of these (and
+/// the future of [`Task::run`]), so its size is watched: the synchronous
+/// work lives in methods, keeping the future's own locals few.
+struct Task {
+    inner: Arc<Inner>,
+    id: SessionId,
+    cell: Arc<SessionCell>,
+    kind: Kind,
+    first_peer: SocketAddr,
+    /// The transports the core still names: usually one, briefly two while
+    /// a resume replaces a transport.
+    live: Vec<(TransportId, Transport)>,
+    /// Events taken from the core, to hand to the application.
+    events: Vec<ServerEvent>,
+}
+
+/// What the task does after a turn with the core.
+enum Next {
+    Wait(Option<Instant>),
+    Stop,
+}
+
+impl Task {
+    // Not an `async fn`: that would keep both the argument and a moved copy
+    // of it in the future (rustc #62958); the block uses `self` in place.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            let opened = ServerEvent::Opened { session: self.id, peer: self.first_peer, kind: self.kind };
+            if let Some(wait) = emit(&self.inner, vec![opened]) {
+                wait.await;
+            }
+            let sleep = idle_sleep();
+            tokio::pin!(sleep);
+            loop {
+                let next = self.turn();
+                // Taken, not drained: the storage goes back once sent.
+                if let Some(wait) = emit(&self.inner, std::mem::take(&mut self.events)) {
+                    wait.await;
+                }
+                let deadline = match next {
+                    Next::Stop => return,
+                    Next::Wait(deadline) => deadline,
+                };
+                rearm(sleep.as_mut(), deadline);
+                tokio::select! {
+                    r = recv(self.live.first_mut().map(|(_, t)| t)) => self.received(r),
+                    () = self.cell.wake.notified() => {}
+                    () = &mut sleep => self.cell.lock().core.handle_timeout(now()),
                 }
             }
-            while let Some(e) = st.core.poll_event() {
-                events.push(match e {
-                    SessionEvent::Message(payload) => ServerEvent::Message { session: id, payload },
-                    SessionEvent::Detached { reason } => ServerEvent::Detached { session: id, reason },
-                    SessionEvent::Resumed { replayed } => {
-                        let (kind, peer) = st.peer.unwrap_or((kind, first.peer));
-                        ServerEvent::Resumed { session: id, replayed, peer, kind }
+        }
+    }
+
+    /// Takes a resumed transport, carries out the core's transmits, collects
+    /// its events, and says when to wake next.
+    fn turn(&mut self) -> Next {
+        let live = &mut self.live;
+        let mut st = self.cell.lock();
+        if let Some(inc) = st.incoming.take() {
+            live.push((inc.tid, inc.transport));
+        }
+        while let Some(t) = st.core.poll_transmit() {
+            match t {
+                Transmit::Send { transport, frame } => {
+                    if let Some((_, t)) = live.iter_mut().find(|(tid, _)| *tid == transport) {
+                        t.queue(&frame);
                     }
-                    SessionEvent::Ended { reason, unacked } => ServerEvent::Ended { session: id, reason, unacked },
-                    _ => continue,
-                });
+                }
+                Transmit::Close { transport, flush } => {
+                    if let Some(i) = live.iter().position(|(tid, _)| *tid == transport) {
+                        let (_, t) = live.swap_remove(i);
+                        if flush {
+                            tokio::spawn(transport::close_with(t, None, CLOSE_FLUSH));
+                        }
+                    }
+                }
+                Transmit::Connect { .. } => {} // servers never dial
             }
-            (st.core.poll_timeout(), st.core.is_ended(), st.core.transport())
-        };
+        }
+        let id = self.id;
+        while let Some(e) = st.core.poll_event() {
+            self.events.push(match e {
+                SessionEvent::Message(payload) => ServerEvent::Message { session: id, payload },
+                SessionEvent::Detached { reason } => ServerEvent::Detached { session: id, reason },
+                SessionEvent::Resumed { replayed } => {
+                    let (kind, peer) = st.peer.unwrap_or((self.kind, self.first_peer));
+                    ServerEvent::Resumed { session: id, replayed, peer, kind }
+                }
+                SessionEvent::Ended { reason, unacked } => ServerEvent::Ended { session: id, reason, unacked },
+                _ => continue,
+            });
+        }
+        let (deadline, ended, current) = (st.core.poll_timeout(), st.core.is_ended(), st.core.transport());
+        drop(st);
         // Anything the core no longer names is not ours to keep.
         live.retain(|(tid, _)| Some(*tid) == current);
-        if ended {
-            inner.registry().remove(&id);
+        if live.capacity() > 1 {
+            live.shrink_to_fit(); // a resume grew it; an idle session keeps one slot
         }
-        for e in events.drain(..) {
-            let _ = inner.events.send(e).await;
+        if ended || self.inner.stop.is_cancelled() {
+            self.inner.registry().remove(&id);
+            return Next::Stop;
         }
-        if ended {
-            return;
-        }
-        rearm(sleep.as_mut(), deadline);
-        tokio::select! {
-            r = recv(live.first_mut().map(|(_, t)| t)) => {
-                let Some((tid, _)) = live.first() else { continue };
-                let tid = *tid;
-                let mut st = cell.lock();
-                match r {
-                    Ok(bytes) => match Frame::decode(&bytes, inner.cfg.max_frame) {
-                        Ok(frame) => st.core.handle_frame(now(), tid, frame),
-                        Err(e) => st.core.handle_decode_error(now(), tid, e),
-                    },
-                    Err(RecvError::Decode(e)) => st.core.handle_decode_error(now(), tid, e),
-                    Err(RecvError::Io(e)) => {
-                        tracing::debug!(session = %id, %e, "transport ended");
-                        live.clear();
-                        st.core.handle_transport_closed(now(), tid);
-                    }
-                }
-            }
-            () = cell.wake.notified() => {}
-            () = &mut sleep => cell.lock().core.handle_timeout(now()),
-            () = inner.stop.cancelled() => {
-                inner.registry().remove(&id);
-                return;
+        Next::Wait(deadline)
+    }
+
+    /// A read on the current transport finished.
+    fn received(&mut self, r: Result<Bytes, RecvError>) {
+        let Some(&(tid, _)) = self.live.first() else { return };
+        let mut st = self.cell.lock();
+        match r {
+            Ok(bytes) => match Frame::decode(&bytes, self.inner.cfg.max_frame) {
+                Ok(frame) => st.core.handle_frame(now(), tid, frame),
+                Err(e) => st.core.handle_decode_error(now(), tid, e),
+            },
+            Err(RecvError::Decode(e)) => st.core.handle_decode_error(now(), tid, e),
+            Err(RecvError::Io(e)) => {
+                tracing::debug!(session = %self.id, %e, "transport ended");
+                self.live.clear();
+                st.core.handle_transport_closed(now(), tid);
             }
         }
     }
