@@ -126,7 +126,8 @@ async fn slow_handshake_gets_1002() {
     assert!(took <= Duration::from_secs(5), "closed only after {took:?}");
 }
 
-/// WebSocket: a text message is 2000; an upgrade without `tether.v1` is refused.
+/// WebSocket: a text message is 2000, an oversize message WebSocket status
+/// 1009; an upgrade without `tether.v1` is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_text_and_missing_subprotocol() {
     let (_server, _log, addr) = start_server(Kind::Ws, ServerOptions::new(server_core(SECS_10))).await;
@@ -142,6 +143,19 @@ async fn websocket_text_and_missing_subprotocol() {
     assert_eq!(msg.opcode(), yawc::OpCode::Binary);
     let f = Frame::decode(msg.payload(), 1 << 20).unwrap();
     assert!(matches!(f, Frame::Close(Close { code: CloseCode::ProtocolError, .. })), "{f:?}");
+
+    // A binary message over the server's max_frame is refused by the
+    // WebSocket layer as soon as its header arrives: close status 1009
+    // (Message Too Big), the WebSocket's own code for it (PROTOCOL.md §2.2).
+    let max = ServerOptions::new(server_core(SECS_10)).core.max_frame as usize;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let req = yawc::HttpRequest::builder().header("Sec-WebSocket-Protocol", "tether.v1");
+    let mut ws =
+        yawc::WebSocket::handshake_with_request(url.clone(), tcp, yawc::Options::default(), req).await.unwrap();
+    ws.send(yawc::Frame::binary(vec![0u8; max + 1000])).await.unwrap();
+    let msg = tokio::time::timeout(SECS_10, ws.next_frame()).await.unwrap().unwrap();
+    assert_eq!(msg.opcode(), yawc::OpCode::Close, "{:?}", msg.payload());
+    assert_eq!(msg.close_code(), Some(yawc::close::CloseCode::Size));
 
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
