@@ -4,10 +4,12 @@
 //!   message to every session, on loopback unless told otherwise;
 //! - `tether connect URL`: an interactive client showing link state, RTT
 //!   and resumes; stdin lines become messages;
-//! - `tether simulate`: the protocol core in virtual time through an outage.
+//! - `tether simulate`: the protocol core in virtual time through an outage;
+//! - `tether lab`: real faults between network namespaces, measured.
 
 mod bench;
 mod connect;
+mod lab;
 mod serve;
 mod simulate;
 
@@ -24,7 +26,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum ProfileArg {
     /// Dead link detected within ~40 s.
     Default,
@@ -61,6 +63,13 @@ enum Command {
     /// Benchmarks (release builds): `tether bench memory --sessions 10000`.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The fault lab (Linux, root): real outages, loss, NAT timeouts and roaming between
+    /// network namespaces, measured and checked. `tether lab suite` runs them all.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
+    /// Internal: one process of a lab scenario.
+    #[command(hide = true, subcommand)]
+    LabNode(lab::node::Node),
     /// Internal: one process of a benchmark.
     #[command(hide = true, subcommand)]
     BenchNode(bench::Node),
@@ -104,6 +113,8 @@ fn main() -> Result<()> {
         Command::Connect(a) => runtime()?.block_on(connect::run(a)),
         Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
         Command::BenchNode(n) => runtime()?.block_on(bench::node(n)),
+        Command::Lab(c) => lab::main(c),
+        Command::LabNode(n) => runtime()?.block_on(lab::node::run(n)),
     }
 }
 

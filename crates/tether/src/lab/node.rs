@@ -1,0 +1,290 @@
+//! The processes a lab scenario runs inside its namespaces: the real tether
+//! server and client (`tether_runtime`), each streaming numbered messages
+//! to the other and printing what happens as JSON lines on stdout.
+//!
+//! The lab timestamps each line as it arrives, so the nodes need no shared
+//! clock. Commands arrive as stdin lines: `pause` and `go` stop and restart
+//! the stream, `finish` stops it, waits (up to 15 s) until everything sent
+//! is acknowledged, prints `{"ev":"finished"}` and exits.
+//!
+//! Message keys are `c<n>` (client → server) and `s<epoch>:<n>` (server →
+//! client, `epoch` telling a restarted server's numbers apart).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tether_proto::{ClientConfig, ClientEvent, ServerConfig, SessionId};
+use tether_runtime::client::{Client, ClientOptions, Event};
+use tether_runtime::server::{Server, ServerEvent, ServerOptions};
+use tether_runtime::{Endpoint, Keepalive, Kind, SocketTuning};
+use tokio::io::AsyncBufReadExt;
+
+use crate::{duration, ProfileArg};
+
+#[derive(clap::Subcommand)]
+pub(crate) enum Node {
+    /// The server: one TCP listener, a stream to the newest session.
+    Server {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, value_parser = duration)]
+        grace: Duration,
+        #[arg(long, value_parser = duration, default_value = "50ms")]
+        every: Duration,
+        /// Number distinguishing this server process's messages from a previous one's.
+        #[arg(long, default_value_t = 1)]
+        epoch: u32,
+        /// Do not detach sessions that go quiet (for heartbeat-off runs).
+        #[arg(long)]
+        no_idle_enforce: bool,
+        /// The lab run this process belongs to (to find leftovers).
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// The client: connects, streams, reports every event.
+    Client {
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_enum)]
+        profile: ProfileArg,
+        #[arg(long, value_parser = duration, default_value = "50ms")]
+        every: Duration,
+        /// No tether heartbeat (the OS keepalive below is all that is left).
+        #[arg(long)]
+        no_heartbeat: bool,
+        /// OS keepalive idle,interval,count in seconds, e.g. 10,5,3 (replaces the derived tuning;
+        /// TCP_USER_TIMEOUT is then left at the kernel default).
+        #[arg(long)]
+        keepalive: Option<String>,
+        /// Do not watch netlink for link and address changes.
+        #[arg(long)]
+        no_watch: bool,
+        /// The lab run this process belongs to (to find leftovers).
+        #[arg(long)]
+        tag: Option<String>,
+    },
+}
+
+/// Prints one JSON line and flushes it: the lab reads lines as they come.
+fn emit(v: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn short(id: SessionId) -> String {
+    id.to_string()
+}
+
+/// What stdin asked for.
+struct Control {
+    streaming: AtomicBool,
+    finishing: AtomicBool,
+}
+
+fn read_commands(ctl: Arc<Control>) -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            match l.trim() {
+                "pause" => ctl.streaming.store(false, Ordering::SeqCst),
+                "go" => ctl.streaming.store(true, Ordering::SeqCst),
+                "finish" => {
+                    ctl.streaming.store(false, Ordering::SeqCst);
+                    ctl.finishing.store(true, Ordering::SeqCst);
+                    let _ = tx.send(());
+                    return;
+                }
+                _ => {}
+            }
+        }
+        // The lab went away: stop.
+        std::process::exit(0);
+    });
+    rx
+}
+
+pub(crate) async fn run(n: Node) -> Result<()> {
+    match n {
+        Node::Server { listen, grace, every, epoch, no_idle_enforce, .. } => {
+            server(listen, grace, every, epoch, no_idle_enforce).await
+        }
+        Node::Client { url, profile, every, no_heartbeat, keepalive, no_watch, .. } => {
+            client(url, profile, every, no_heartbeat, keepalive, no_watch).await
+        }
+    }
+}
+
+async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32, no_idle: bool) -> Result<()> {
+    let core = ServerConfig { grace, enforce_idle: !no_idle, ..ServerConfig::default() };
+    let server = Server::start(ServerOptions::new(core).listen(Kind::Tcp, listen))
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (handle, mut events) = server.into_parts();
+    emit(json!({"ev": "listening", "addr": listen.to_string()}));
+    let ctl = Arc::new(Control { streaming: AtomicBool::new(true), finishing: AtomicBool::new(false) });
+    let mut finish = read_commands(ctl.clone());
+    let mut tick = tokio::time::interval(every);
+    let mut current: Option<SessionId> = None;
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let (true, Some(s)) = (ctl.streaming.load(Ordering::SeqCst), current) {
+                    n += 1;
+                    let key = format!("s{epoch}:{n}");
+                    match handle.send(s, Bytes::from(key.clone())) {
+                        Ok(_) => emit(json!({"ev": "sent", "k": key})),
+                        Err(e) => emit(json!({"ev": "refused", "k": key, "why": e.to_string()})),
+                    }
+                }
+            }
+            e = events.recv() => {
+                let Some(e) = e else { return Ok(()) };
+                match e {
+                    ServerEvent::Opened { session, peer, .. } => {
+                        current = Some(session);
+                        emit(json!({"ev": "opened", "session": short(session), "peer": peer.to_string()}));
+                    }
+                    ServerEvent::Message { payload, .. } => {
+                        emit(json!({"ev": "msg", "k": String::from_utf8_lossy(&payload)}));
+                    }
+                    ServerEvent::Detached { session, reason } => {
+                        emit(json!({"ev": "detached", "session": short(session), "why": reason.to_string()}));
+                    }
+                    ServerEvent::Resumed { session, replayed, peer, .. } => {
+                        emit(json!({"ev": "resumed", "session": short(session), "replayed": replayed, "peer": peer.to_string()}));
+                    }
+                    ServerEvent::Ended { session, reason, unacked } => {
+                        if current == Some(session) {
+                            current = None;
+                        }
+                        let keys: Vec<String> = unacked.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+                        emit(json!({"ev": "ended", "session": short(session), "why": reason.to_string(), "unacked": keys}));
+                    }
+                    _ => {}
+                }
+            }
+            _ = &mut finish => {
+                let until = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < until
+                    && handle.sessions().iter().any(|s| Some(s.id) == current && s.buffered.0 > 0)
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let buffered: usize = handle.sessions().iter().map(|s| s.buffered.0).sum();
+                emit(json!({"ev": "finished", "buffered": buffered}));
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn parse_keepalive(s: &str) -> Result<Keepalive> {
+    let parts: Vec<u64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--keepalive {s:?}: write idle,interval,count in seconds, e.g. 10,5,3"))?;
+    let [idle, interval, count] = parts[..] else {
+        anyhow::bail!("--keepalive {s:?}: write three numbers idle,interval,count, e.g. 10,5,3");
+    };
+    Ok(Keepalive {
+        idle: Duration::from_secs(idle),
+        interval: Duration::from_secs(interval),
+        count: u32::try_from(count).context("--keepalive count is too large")?,
+    })
+}
+
+async fn client(
+    url: String,
+    profile: ProfileArg,
+    every: Duration,
+    no_heartbeat: bool,
+    keepalive: Option<String>,
+    no_watch: bool,
+) -> Result<()> {
+    let endpoint: Endpoint = url.parse()?;
+    let mut core = ClientConfig::profile(profile.into());
+    if no_heartbeat {
+        // Heartbeats so rare they never happen in a lab run, and never
+        // enforced: only the OS can notice a dead link.
+        core.heartbeat.interval = Duration::from_secs(24 * 3600);
+        core.heartbeat.adaptive = None;
+        core.heartbeat.enforce = false;
+    }
+    let mut opts = ClientOptions::new(core);
+    opts.watch_network = !no_watch;
+    if let Some(k) = keepalive {
+        opts.dial.tuning =
+            SocketTuning { keepalive: Some(parse_keepalive(&k)?), user_timeout: None, ..opts.dial.tuning };
+    }
+    let mut client = Client::start(endpoint, opts)?;
+    let handle = client.handle();
+    let ctl = Arc::new(Control { streaming: AtomicBool::new(true), finishing: AtomicBool::new(false) });
+    let mut finish = read_commands(ctl.clone());
+    let mut tick = tokio::time::interval(every);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if ctl.streaming.load(Ordering::SeqCst) {
+                    n += 1;
+                    let key = format!("c{n}");
+                    match handle.send(key.clone().into_bytes()) {
+                        Ok(_) => emit(json!({"ev": "sent", "k": key})),
+                        Err(e) => emit(json!({"ev": "refused", "k": key, "why": e.to_string()})),
+                    }
+                }
+            }
+            e = client.next_event() => {
+                let Some(e) = e else { return Ok(()) };
+                match e {
+                    Event::Dialed { addr, .. } => emit(json!({"ev": "dialed", "addr": addr.to_string()})),
+                    Event::DialFailed { error } => emit(json!({"ev": "dial_failed", "why": error})),
+                    Event::NetworkChanged => emit(json!({"ev": "network_changed"})),
+                    Event::Session(e) => match e {
+                        ClientEvent::Connected { session } => emit(json!({"ev": "connected", "session": short(session)})),
+                        ClientEvent::Resumed { session, replayed } => {
+                            emit(json!({"ev": "resumed", "session": short(session), "replayed": replayed}));
+                        }
+                        ClientEvent::Disconnected { reason } => emit(json!({"ev": "disconnected", "why": reason.to_string()})),
+                        ClientEvent::AttemptFailed { reason } => emit(json!({"ev": "attempt_failed", "why": reason.to_string()})),
+                        ClientEvent::Reconnecting { attempt, delay } => {
+                            emit(json!({"ev": "reconnecting", "attempt": attempt, "delay_ms": delay.as_millis() as u64}));
+                        }
+                        ClientEvent::Message(m) => emit(json!({"ev": "msg", "k": String::from_utf8_lossy(&m)})),
+                        ClientEvent::Rtt(rtt) => emit(json!({"ev": "rtt", "ms": rtt.as_secs_f64() * 1000.0})),
+                        ClientEvent::SessionEnded { session, reason, unacked, restarting } => {
+                            let keys: Vec<String> = unacked.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+                            emit(json!({
+                                "ev": "ended",
+                                "session": session.map(short),
+                                "why": reason.to_string(),
+                                "unacked": keys,
+                                "restarting": restarting,
+                            }));
+                        }
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+            _ = &mut finish => {
+                let until = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < until && (handle.buffered().0 > 0 || !handle.is_established()) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                emit(json!({"ev": "finished", "buffered": handle.buffered().0}));
+                return Ok(());
+            }
+        }
+    }
+}
