@@ -44,17 +44,26 @@ pub struct SocketTuning {
     pub connect_timeout: Duration,
 }
 
+/// Linux's largest TCP_KEEPIDLE and TCP_KEEPINTVL (seconds).
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+/// Linux's largest TCP_KEEPCNT.
+const MAX_KEEPALIVE_COUNT: u32 = 127;
+
 impl SocketTuning {
     /// The tuning that matches a heartbeat configuration.
+    /// Values beyond what Linux accepts are clamped to its limits
+    /// (keepalive idle and interval 32767 s, count 127; TCP_USER_TIMEOUT
+    /// about 24 days), so a heartbeat set very long still gets a socket.
     pub fn from_heartbeat(hb: &HeartbeatConfig) -> Self {
         let secs = |d: Duration| d.max(Duration::from_secs(1));
+        let keepalive_secs = |d: Duration| secs(d).min(Duration::from_secs(MAX_KEEPALIVE_SECS));
         SocketTuning {
             keepalive: Some(Keepalive {
-                idle: secs(hb.max_interval()),
-                interval: secs(hb.probe_timeout),
-                count: hb.probes.max(1),
+                idle: keepalive_secs(hb.max_interval()),
+                interval: keepalive_secs(hb.probe_timeout),
+                count: hb.probes.clamp(1, MAX_KEEPALIVE_COUNT),
             }),
-            user_timeout: Some(secs(hb.dead_after())),
+            user_timeout: Some(secs(hb.dead_after()).min(Duration::from_millis(u64::from(i32::MAX as u32)))),
             nodelay: true,
             connect_timeout: secs(hb.probe_timeout),
         }
@@ -128,5 +137,28 @@ impl std::fmt::Display for SocketReport {
             None => write!(f, ", TCP_USER_TIMEOUT kernel default")?,
         }
         write!(f, ", TCP_NODELAY {}", if self.nodelay { "on" } else { "off" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A heartbeat longer than the kernel's keepalive limit (here: one a
+    /// day, i.e. heartbeats effectively off) still gives a socket the
+    /// kernel accepts, clamped to its limits and read back as such.
+    #[tokio::test]
+    async fn very_long_heartbeats_are_clamped_to_what_linux_accepts() {
+        let mut hb = HeartbeatConfig::profile(tether_proto::Profile::Default);
+        hb.interval = Duration::from_secs(24 * 3600);
+        hb.probes = 500;
+        let t = SocketTuning::from_heartbeat(&hb);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        t.apply(&s).unwrap();
+        let r = SocketReport::read(&s).unwrap();
+        assert_eq!(r.keepalive.map(|k| k.idle), Some(Duration::from_secs(MAX_KEEPALIVE_SECS)));
+        assert_eq!(r.keepalive.map(|k| k.count), Some(MAX_KEEPALIVE_COUNT));
     }
 }

@@ -123,7 +123,11 @@ pub(crate) async fn run(n: Node) -> Result<()> {
 }
 
 async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32, no_idle: bool) -> Result<()> {
-    let core = ServerConfig { grace, enforce_idle: !no_idle, ..ServerConfig::default() };
+    let mut core = ServerConfig { grace, enforce_idle: !no_idle, ..ServerConfig::default() };
+    if no_idle {
+        // Grant whatever silence a heartbeat-less client asks for.
+        core.max_idle_timeout = Duration::from_secs(7 * 24 * 3600);
+    }
     let server = Server::start(ServerOptions::new(core).listen(Kind::Tcp, listen))
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
