@@ -19,7 +19,22 @@ step "lints (cargo clippy --all-targets -- -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
-cargo test --workspace
+cargo test --workspace -- --skip lab_suite
+
+# The fault lab needs root, iproute2 and nftables (network namespaces, real
+# packet drops). It runs alone: other tests' CPU load would skew its timings.
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+if ((${#need[@]})); then
+  step "installing ${need[*]} (Debian packages the fault lab needs)"
+  sudo_=""
+  [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}"
+fi
+step "fault lab: 13 scenarios in network namespaces, in parallel (about 100 s)"
+cargo test -p tether --test lab -- --nocapture
 
 # A further batch of fault schedules whose seeds move daily, so coverage grows
 # run after run. A failure prints its seed and the command replaying it.

@@ -207,7 +207,7 @@ pub enum TransportLoss {
 pub enum SessionEnd {
     /// The grace period elapsed while the session had no transport (or, on the
     /// client, the server said the session is unknown).
-    #[error("expired: no transport for the whole grace period")]
+    #[error("expired: the grace period ran out, or the server no longer knows the session (e.g. it restarted)")]
     Expired,
     /// This side's application closed the session.
     #[error("closed by this side")]
