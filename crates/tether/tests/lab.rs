@@ -80,6 +80,22 @@ fn lab_suite_proves_every_claim() {
         let back = num(&r, &["back_after_restore_s"]).unwrap_or(f64::INFINITY);
         assert!(back <= bound, "{name}: back after {back} s, bound {bound} s");
     }
+    // The netlink watcher: plugging the cable back is seen at once, and the
+    // resume follows it (not a backoff timer that happened to be short).
+    let r = report(&dir, "cable-pull");
+    let end = num(&r, &["fault", "end_s"]).unwrap();
+    let marks = r["marks"].as_array().unwrap();
+    let at = |kind: &str| {
+        marks
+            .iter()
+            .filter(|m| m["kind"] == kind && m["lane"] == "client")
+            .filter_map(|m| m["t_s"].as_f64())
+            .find(|t| *t >= end)
+    };
+    let changed = at("network_changed").expect("no network change seen after the cable came back");
+    let resumed = at("resumed").expect("no resume after the cable came back");
+    assert!(changed - end < 0.5, "network change seen {} s after the link came back", changed - end);
+    assert!(changed <= resumed, "resumed before the network change was seen");
     // Detection within the profile's bound on both ends (+1.5 s slack).
     for (name, client_bound, server_bound) in
         [("blackhole", 35.0 + 1.5, 40.0 + 1.5), ("realtime-blackhole", 7.5 + 1.5, 9.0 + 1.5)]

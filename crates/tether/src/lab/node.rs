@@ -4,8 +4,9 @@
 //!
 //! The lab timestamps each line as it arrives, so the nodes need no shared
 //! clock. Commands arrive as stdin lines: `pause` and `go` stop and restart
-//! the stream, `finish` stops it, waits (up to 15 s) until everything sent
-//! is acknowledged, prints `{"ev":"finished"}` and exits.
+//! the stream, `finish` stops it and prints `{"ev":"finished"}` once
+//! everything sent is acknowledged (or after 15 s). The node keeps running,
+//! so its peer can drain too, until stdin is closed.
 //!
 //! Message keys are `c<n>` (client → server) and `s<epoch>:<n>` (server →
 //! client, `epoch` telling a restarted server's numbers apart).
@@ -90,6 +91,7 @@ struct Control {
 
 fn read_commands(ctl: Arc<Control>) -> tokio::sync::oneshot::Receiver<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(l)) = lines.next_line().await {
@@ -98,14 +100,16 @@ fn read_commands(ctl: Arc<Control>) -> tokio::sync::oneshot::Receiver<()> {
                 "go" => ctl.streaming.store(true, Ordering::SeqCst),
                 "finish" => {
                     ctl.streaming.store(false, Ordering::SeqCst);
-                    ctl.finishing.store(true, Ordering::SeqCst);
-                    let _ = tx.send(());
-                    return;
+                    if !ctl.finishing.swap(true, Ordering::SeqCst) {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
                 }
                 _ => {}
             }
         }
-        // The lab went away: stop.
+        // The lab closed our stdin (it is done with us) or went away: stop.
         std::process::exit(0);
     });
     rx
@@ -138,6 +142,7 @@ async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32
     let mut tick = tokio::time::interval(every);
     let mut current: Option<SessionId> = None;
     let mut n = 0u64;
+    let mut finished = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -176,16 +181,19 @@ async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32
                     _ => {}
                 }
             }
-            _ = &mut finish => {
-                let until = Instant::now() + Duration::from_secs(15);
-                while Instant::now() < until
-                    && handle.sessions().iter().any(|s| Some(s.id) == current && s.buffered.0 > 0)
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let buffered: usize = handle.sessions().iter().map(|s| s.buffered.0).sum();
-                emit(json!({"ev": "finished", "buffered": buffered}));
-                return Ok(());
+            _ = &mut finish, if !finished => {
+                // Keep serving (the peer may still be draining) until the
+                // lab closes stdin; just say when our own sends are acked.
+                finished = true;
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let until = Instant::now() + Duration::from_secs(15);
+                    while Instant::now() < until && handle.sessions().iter().any(|s| s.buffered.0 > 0) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let buffered: usize = handle.sessions().iter().map(|s| s.buffered.0).sum();
+                    emit(json!({"ev": "finished", "buffered": buffered}));
+                });
             }
         }
     }
@@ -236,6 +244,7 @@ async fn client(
     let mut finish = read_commands(ctl.clone());
     let mut tick = tokio::time::interval(every);
     let mut n = 0u64;
+    let mut finished = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -281,13 +290,18 @@ async fn client(
                     _ => {}
                 }
             }
-            _ = &mut finish => {
-                let until = Instant::now() + Duration::from_secs(15);
-                while Instant::now() < until && (handle.buffered().0 > 0 || !handle.is_established()) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                emit(json!({"ev": "finished", "buffered": handle.buffered().0}));
-                return Ok(());
+            _ = &mut finish, if !finished => {
+                // Keep receiving until the lab closes stdin; say when our
+                // own sends are acked.
+                finished = true;
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let until = Instant::now() + Duration::from_secs(15);
+                    while Instant::now() < until && (handle.buffered().0 > 0 || !handle.is_established()) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    emit(json!({"ev": "finished", "buffered": handle.buffered().0}));
+                });
             }
         }
     }
