@@ -332,13 +332,13 @@ pub(crate) fn run(s: &Scenario) -> Result<Report> {
 fn client_down_at(lines: &[Line], t: Instant) -> bool {
     lines
         .iter()
+        .rev()
         .filter(|l| l.lane == Lane::Client && l.t <= t)
-        .filter_map(|l| match l.ev() {
+        .find_map(|l| match l.ev() {
             "disconnected" => Some(true),
             "resumed" | "connected" => Some(false),
             _ => None,
         })
-        .last()
         .unwrap_or(false)
 }
 
