@@ -21,11 +21,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
 cargo test --workspace -- --skip lab_suite
 
-# The fault lab needs root, iproute2 and nftables (network namespaces, real
-# packet drops). It runs alone: other tests' CPU load would skew its timings.
+# The fault lab needs root, iproute2, nftables and procps (network
+# namespaces, real packet drops, per-namespace sysctls). TETHER_LAB=skip
+# skips it explicitly (for machines without root). It runs alone: other tests' CPU load would skew its timings.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v sysctl >/dev/null 2>&1 && [ -x /bin/kill ] || need+=(procps)  # sysctl, kill
 if ((${#need[@]})); then
   step "installing ${need[*]} (Debian packages the fault lab needs)"
   sudo_=""

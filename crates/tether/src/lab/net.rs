@@ -32,7 +32,7 @@ pub(crate) const SERVER_PORT: u16 = 7400;
 /// Runs a command, failing with its stderr.
 pub(crate) fn sh(args: &[&str]) -> Result<String> {
     let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().with_context(|| {
-        format!("cannot run {:?}: is it installed? (Debian: apt-get install iproute2 nftables)", args[0])
+        format!("cannot run {:?}: is it installed? (Debian: apt-get install iproute2 nftables procps)", args[0])
     })?;
     if !out.status.success() {
         bail!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());

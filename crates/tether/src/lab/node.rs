@@ -79,6 +79,32 @@ fn emit(v: Value) {
     let _ = out.flush();
 }
 
+/// Reports what `send` said about message `key`.
+fn emit_send<T, E: std::fmt::Display>(key: String, r: Result<T, E>) {
+    match r {
+        Ok(_) => emit(json!({"ev": "sent", "k": key})),
+        Err(e) => emit(json!({"ev": "refused", "k": key, "why": e.to_string()})),
+    }
+}
+
+/// The keys of messages handed back when a session ended.
+fn keys(unacked: &[Bytes]) -> Vec<String> {
+    unacked.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
+}
+
+/// After `finish`: says `finished` once `pending()` (our unacknowledged
+/// sends) is 0, or after 15 s. The node itself keeps running, so the peer
+/// can drain too, until the lab closes stdin.
+fn report_when_drained(pending: impl Fn() -> usize + Send + 'static) {
+    tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until && pending() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        emit(json!({"ev": "finished", "buffered": pending()}));
+    });
+}
+
 fn short(id: SessionId) -> String {
     id.to_string()
 }
@@ -149,10 +175,7 @@ async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32
                 if let (true, Some(s)) = (ctl.streaming.load(Ordering::SeqCst), current) {
                     n += 1;
                     let key = format!("s{epoch}:{n}");
-                    match handle.send(s, Bytes::from(key.clone())) {
-                        Ok(_) => emit(json!({"ev": "sent", "k": key})),
-                        Err(e) => emit(json!({"ev": "refused", "k": key, "why": e.to_string()})),
-                    }
+                    emit_send(key.clone(), handle.send(s, Bytes::from(key)));
                 }
             }
             e = events.recv() => {
@@ -175,25 +198,15 @@ async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32
                         if current == Some(session) {
                             current = None;
                         }
-                        let keys: Vec<String> = unacked.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-                        emit(json!({"ev": "ended", "session": short(session), "why": reason.to_string(), "unacked": keys}));
+                        emit(json!({"ev": "ended", "session": short(session), "why": reason.to_string(), "unacked": keys(&unacked)}));
                     }
                     _ => {}
                 }
             }
             _ = &mut finish, if !finished => {
-                // Keep serving (the peer may still be draining) until the
-                // lab closes stdin; just say when our own sends are acked.
                 finished = true;
                 let handle = handle.clone();
-                tokio::spawn(async move {
-                    let until = Instant::now() + Duration::from_secs(15);
-                    while Instant::now() < until && handle.sessions().iter().any(|s| s.buffered.0 > 0) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    let buffered: usize = handle.sessions().iter().map(|s| s.buffered.0).sum();
-                    emit(json!({"ev": "finished", "buffered": buffered}));
-                });
+                report_when_drained(move || handle.sessions().iter().map(|s| s.buffered.0).sum());
             }
         }
     }
@@ -251,10 +264,7 @@ async fn client(
                 if ctl.streaming.load(Ordering::SeqCst) {
                     n += 1;
                     let key = format!("c{n}");
-                    match handle.send(key.clone().into_bytes()) {
-                        Ok(_) => emit(json!({"ev": "sent", "k": key})),
-                        Err(e) => emit(json!({"ev": "refused", "k": key, "why": e.to_string()})),
-                    }
+                    emit_send(key.clone(), handle.send(key.into_bytes()));
                 }
             }
             e = client.next_event() => {
@@ -276,12 +286,11 @@ async fn client(
                         ClientEvent::Message(m) => emit(json!({"ev": "msg", "k": String::from_utf8_lossy(&m)})),
                         ClientEvent::Rtt(rtt) => emit(json!({"ev": "rtt", "ms": rtt.as_secs_f64() * 1000.0})),
                         ClientEvent::SessionEnded { session, reason, unacked, restarting } => {
-                            let keys: Vec<String> = unacked.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
                             emit(json!({
                                 "ev": "ended",
                                 "session": session.map(short),
                                 "why": reason.to_string(),
-                                "unacked": keys,
+                                "unacked": keys(&unacked),
                                 "restarting": restarting,
                             }));
                         }
@@ -291,17 +300,10 @@ async fn client(
                 }
             }
             _ = &mut finish, if !finished => {
-                // Keep receiving until the lab closes stdin; say when our
-                // own sends are acked.
                 finished = true;
                 let handle = handle.clone();
-                tokio::spawn(async move {
-                    let until = Instant::now() + Duration::from_secs(15);
-                    while Instant::now() < until && (handle.buffered().0 > 0 || !handle.is_established()) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    emit(json!({"ev": "finished", "buffered": handle.buffered().0}));
-                });
+                // Not drained while it has no transport to drain over.
+                report_when_drained(move || handle.buffered().0 + usize::from(!handle.is_established()));
             }
         }
     }
