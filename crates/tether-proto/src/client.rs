@@ -127,6 +127,15 @@ pub enum ClientEvent {
     PingPayload(Bytes),
     /// A probe cycle failed but the heartbeat is not enforced (debug mode).
     HeartbeatMissed,
+    /// The adaptive profile changed the heartbeat interval on a network
+    /// (it learned the path tolerates longer silences, or that it does not).
+    /// Persist [`Adaptive::export`] to start from what was learned next time.
+    IntervalLearned {
+        /// The network key the interval applies to.
+        network: String,
+        /// The idle interval now in use there.
+        interval: Duration,
+    },
     /// The session ended; its unacknowledged outgoing messages are handed back.
     SessionEnded {
         /// The session (None if none had been established yet).
@@ -364,9 +373,7 @@ impl Client {
     pub fn handle_network_change(&mut self, now: Instant, key: Option<&str>) {
         if let Some(k) = key {
             self.network = k.to_owned();
-            if let Some(a) = &mut self.adaptive {
-                self.hb.set_interval(a.interval(k));
-            }
+            self.apply_learned_interval();
         }
         match self.link {
             Link::Established { tid, .. } => {
@@ -417,8 +424,8 @@ impl Client {
                                 ProbeCause::Idle { interval, .. } => {
                                     if let Some(a) = &mut self.adaptive {
                                         a.died_idle(&self.network, interval);
-                                        self.hb.set_interval(a.interval(&self.network));
                                     }
+                                    self.apply_learned_interval();
                                     TransportLoss::HeartbeatTimeout { silent_for }
                                 }
                                 ProbeCause::NetworkChange => TransportLoss::NetworkChanged,
@@ -573,7 +580,7 @@ impl Client {
         match &mut self.adaptive {
             Some(a) => {
                 a.set_cap(max_interval);
-                self.hb.set_interval(a.interval(&self.network));
+                self.apply_learned_interval();
             }
             None => self.hb.set_interval(self.cfg.heartbeat.interval),
         }
@@ -649,6 +656,17 @@ impl Client {
         self.retry_not_before = None;
     }
 
+    /// Uses the adaptive learner's interval for the current network, and
+    /// reports it when it differs from the one in use.
+    fn apply_learned_interval(&mut self) {
+        let Some(a) = &mut self.adaptive else { return };
+        let interval = a.interval(&self.network);
+        if interval != self.hb.interval() {
+            self.hb.set_interval(interval);
+            self.events.push_back(ClientEvent::IntervalLearned { network: self.network.clone(), interval });
+        }
+    }
+
     fn on_established_frame(&mut self, now: Instant, frame: Frame) {
         if let Frame::Pong { nonce, .. } = &frame {
             if let Some(rtt) = self.hb.rtt_for(now, *nonce) {
@@ -658,8 +676,8 @@ impl Client {
         if let Some(ProbeCause::Idle { gap, interval }) = self.hb.on_heard(now) {
             if let Some(a) = &mut self.adaptive {
                 a.survived(&self.network, gap, interval);
-                self.hb.set_interval(a.interval(&self.network));
             }
+            self.apply_learned_interval();
         }
         let ack = match frame {
             Frame::Data { seq, payload } => {

@@ -62,6 +62,7 @@ fn lab_suite_proves_every_claim() {
         "loss",
         "one-way-loss",
         "nat-idle",
+        "nat-adaptive",
         "roam",
         "heartbeat",
     ] {
@@ -120,6 +121,19 @@ fn lab_suite_proves_every_claim() {
     assert_eq!(r["detect_client_s"], Value::Null, "nat-idle: heartbeats should keep the NAT entry alive");
     let r = report(&dir, "nat-idle-no-heartbeat");
     assert!(int(&r, &["up", "lost"]) + int(&r, &["down", "lost"]) > 0, "nat-idle-no-heartbeat: flow was not dead");
+    // The adaptive heartbeat learns the NAT's 10 s: its last interval (the
+    // client reports every change) ends in [9 s, 10 s).
+    let r = report(&dir, "nat-adaptive");
+    let end = num(&r, &["fault", "end_s"]).unwrap();
+    let last = r["marks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|m| m["t_s"].as_f64().is_some_and(|t| t < end))
+        .find_map(|m| m["label"].as_str()?.strip_prefix("interval ")?.strip_suffix(" s")?.parse::<f64>().ok())
+        .expect("nat-adaptive: the interval never changed");
+    assert!((9.0..10.0).contains(&last), "nat-adaptive: settled at {last} s, NAT timeout 10 s, precision 1 s");
     // Server restart: a fresh session, nothing duplicated.
     let r = report(&dir, "server-restart");
     assert_eq!(r["sessions"].as_array().map(Vec::len), Some(2));

@@ -88,6 +88,8 @@ fn catalogue() -> Vec<Scenario> {
         nat_timeout: None,
         no_heartbeat: false,
         keepalive: None,
+        adaptive: None,
+        probe_timeout: None,
         every: Duration::from_millis(50),
         expect,
     };
@@ -143,6 +145,19 @@ fn catalogue() -> Vec<Scenario> {
                 R,
                 25,
                 Expect::StuckWithoutHeartbeat,
+            )
+        },
+        Scenario {
+            nat_timeout: Some(secs(10)),
+            adaptive: Some("2,30,3,1,1".into()),
+            probe_timeout: Some(secs(1)),
+            ..base(
+                "nat-adaptive",
+                "80 s idle behind a NAT that forgets after 10 s, adaptive heartbeat (2 s + 3 s steps, 1 s precision)",
+                Fault::NatIdle,
+                ProfileArg::Adaptive,
+                80,
+                Expect::Settle { precision: secs(1) },
             )
         },
         base("roam", "client address changes mid-session (default profile)", Fault::Roam, D, 0, survive(8)),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tether_proto::{ClientConfig, ClientEvent, ServerConfig, SessionId};
+use tether_proto::{AdaptiveConfig, ClientConfig, ClientEvent, ServerConfig, SessionId};
 use tether_runtime::client::{Client, ClientOptions, Event};
 use tether_runtime::server::{Server, ServerEvent, ServerOptions};
 use tether_runtime::{Endpoint, Keepalive, Kind, SocketTuning};
@@ -49,27 +49,37 @@ pub(crate) enum Node {
         tag: Option<String>,
     },
     /// The client: connects, streams, reports every event.
-    Client {
-        #[arg(long)]
-        url: String,
-        #[arg(long, value_enum)]
-        profile: ProfileArg,
-        #[arg(long, value_parser = duration, default_value = "50ms")]
-        every: Duration,
-        /// No tether heartbeat (the OS keepalive below is all that is left).
-        #[arg(long)]
-        no_heartbeat: bool,
-        /// OS keepalive idle,interval,count in seconds, e.g. 10,5,3 (replaces the derived tuning;
-        /// TCP_USER_TIMEOUT is then left at the kernel default).
-        #[arg(long)]
-        keepalive: Option<String>,
-        /// Do not watch netlink for link and address changes.
-        #[arg(long)]
-        no_watch: bool,
-        /// The lab run this process belongs to (to find leftovers).
-        #[arg(long)]
-        tag: Option<String>,
-    },
+    Client(ClientArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ClientArgs {
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum)]
+    profile: ProfileArg,
+    #[arg(long, value_parser = duration, default_value = "50ms")]
+    every: Duration,
+    /// No tether heartbeat (the OS keepalive below is all that is left).
+    #[arg(long)]
+    no_heartbeat: bool,
+    /// OS keepalive idle,interval,count in seconds, e.g. 10,5,3 (replaces the derived tuning;
+    /// TCP_USER_TIMEOUT is then left at the kernel default).
+    #[arg(long)]
+    keepalive: Option<String>,
+    /// Adaptive heartbeat settings min,max,step,successes,precision in seconds,
+    /// e.g. 2,30,3,1,1 (with --profile adaptive; the defaults take many minutes to learn).
+    #[arg(long)]
+    adaptive: Option<String>,
+    /// Heartbeat probe timeout (replaces the profile's).
+    #[arg(long, value_parser = duration)]
+    probe_timeout: Option<Duration>,
+    /// Do not watch netlink for link and address changes.
+    #[arg(long)]
+    no_watch: bool,
+    /// The lab run this process belongs to (to find leftovers).
+    #[arg(long)]
+    tag: Option<String>,
 }
 
 /// Prints one JSON line and flushes it: the lab reads lines as they come.
@@ -146,9 +156,7 @@ pub(crate) async fn run(n: Node) -> Result<()> {
         Node::Server { listen, grace, every, epoch, no_idle_enforce, .. } => {
             server(listen, grace, every, epoch, no_idle_enforce).await
         }
-        Node::Client { url, profile, every, no_heartbeat, keepalive, no_watch, .. } => {
-            client(url, profile, every, no_heartbeat, keepalive, no_watch).await
-        }
+        Node::Client(args) => client(args).await,
     }
 }
 
@@ -228,16 +236,41 @@ fn parse_keepalive(s: &str) -> Result<Keepalive> {
     })
 }
 
-async fn client(
-    url: String,
-    profile: ProfileArg,
-    every: Duration,
-    no_heartbeat: bool,
-    keepalive: Option<String>,
-    no_watch: bool,
-) -> Result<()> {
+fn parse_adaptive(s: &str) -> Result<AdaptiveConfig> {
+    let how = "write min,max,step,successes,precision in seconds, e.g. 2,30,3,1,1";
+    let parts: Vec<f64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--adaptive {s:?}: {how}"))?;
+    let [min, max, step, successes, precision] = parts[..] else {
+        anyhow::bail!("--adaptive {s:?}: {how}");
+    };
+    let d = |v: f64| Duration::try_from_secs_f64(v).with_context(|| format!("--adaptive {s:?}: {v} is not a duration"));
+    let a = AdaptiveConfig {
+        min_interval: d(min)?,
+        max_interval: d(max)?,
+        step: d(step)?,
+        successes_to_grow: successes as u32,
+        precision: d(precision)?,
+    };
+    a.validate()?;
+    Ok(a)
+}
+
+async fn client(args: ClientArgs) -> Result<()> {
+    let ClientArgs { url, profile, every, no_heartbeat, keepalive, adaptive, probe_timeout, no_watch, .. } = args;
     let endpoint: Endpoint = url.parse()?;
     let mut core = ClientConfig::profile(profile.into());
+    if let Some(a) = adaptive {
+        let a = parse_adaptive(&a)?;
+        core.heartbeat.interval = a.min_interval;
+        core.heartbeat.adaptive = Some(a);
+    }
+    if let Some(t) = probe_timeout {
+        core.heartbeat.probe_timeout = t;
+    }
+    core.validate()?;
     if no_heartbeat {
         // Heartbeats so rare they never happen in a lab run, and never
         // enforced: only the OS can notice a dead link.
@@ -285,6 +318,9 @@ async fn client(
                         }
                         ClientEvent::Message(m) => emit(json!({"ev": "msg", "k": String::from_utf8_lossy(&m)})),
                         ClientEvent::Rtt(rtt) => emit(json!({"ev": "rtt", "ms": rtt.as_secs_f64() * 1000.0})),
+                        ClientEvent::IntervalLearned { network, interval } => {
+                            emit(json!({"ev": "interval", "net": network, "s": interval.as_secs_f64()}));
+                        }
                         ClientEvent::SessionEnded { session, reason, unacked, restarting } => {
                             emit(json!({
                                 "ev": "ended",

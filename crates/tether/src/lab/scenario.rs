@@ -57,6 +57,10 @@ pub(crate) struct Scenario {
     pub(crate) no_heartbeat: bool,
     /// OS keepalive override for the client: "idle,interval,count" seconds.
     pub(crate) keepalive: Option<String>,
+    /// Adaptive heartbeat override for the client: "min,max,step,successes,precision" seconds.
+    pub(crate) adaptive: Option<String>,
+    /// Heartbeat probe timeout override for the client.
+    pub(crate) probe_timeout: Option<Duration>,
     /// Interval between messages, each way.
     pub(crate) every: Duration,
     /// What the run must show.
@@ -80,6 +84,10 @@ pub(crate) enum Expect {
     /// The transport dies silently and is not noticed in the run (shown,
     /// not survived): messages after the fault are stuck.
     StuckWithoutHeartbeat,
+    /// The adaptive heartbeat learns the NAT's idle timeout: its interval
+    /// ends below `nat_timeout` and within `precision` of it, proven by an
+    /// idle ping that survived at the final interval; nothing lost.
+    Settle { precision: Duration },
     /// Only measured.
     Measure,
 }
@@ -252,6 +260,14 @@ fn client_args(s: &Scenario) -> Vec<String> {
         a.push("--keepalive".into());
         a.push(k.clone());
     }
+    if let Some(k) = &s.adaptive {
+        a.push("--adaptive".into());
+        a.push(k.clone());
+    }
+    if let Some(t) = s.probe_timeout {
+        a.push("--probe-timeout".into());
+        a.push(format!("{}ms", t.as_millis()));
+    }
     a
 }
 
@@ -407,6 +423,9 @@ fn marks(lines: &[Line], origin: Instant) -> Vec<Mark> {
             (_, "ended") => (MarkKind::Expired, l.str("why")),
             (Lane::Client, "network_changed") => (MarkKind::NetworkChanged, String::new()),
             (Lane::Server, "listening") => (MarkKind::Note, "server listening".into()),
+            (Lane::Client, "interval") => {
+                (MarkKind::Note, format!("interval {:.2} s", l.v.get("s").and_then(Value::as_f64).unwrap_or(0.0)))
+            }
             _ => continue,
         };
         out.push(Mark { t_s: secs(origin, l.t), lane: l.lane, kind, label });
@@ -564,6 +583,49 @@ fn analyse(s: &Scenario, lines: &[Line], during: &[Line], times: [Instant; 4]) -
                 format!("client detection {}, {stuck} message(s) undelivered at the end", fmt_s(detect_client)),
             );
         }
+        Expect::Settle { precision } => {
+            check(&mut checks, "the same session continues", survived, format!("sessions: {}", sessions.len()));
+            exact(&mut checks, "client → server", &up);
+            exact(&mut checks, "server → client", &down);
+            let nat = s.nat_timeout.unwrap_or_default().as_secs_f64();
+            let learned: Vec<(Instant, f64)> = during
+                .iter()
+                .filter(|l| l.lane == Lane::Client && l.ev() == "interval" && l.t < fault_end)
+                .map(|l| (l.t, l.v.get("s").and_then(Value::as_f64).unwrap_or(0.0)))
+                .collect();
+            let evictions = during
+                .iter()
+                .filter(|l| {
+                    l.lane == Lane::Client && l.ev() == "disconnected" && (fault_start..fault_end).contains(&l.t)
+                })
+                .count();
+            let path: Vec<String> = learned.iter().map(|(_, v)| format!("{v:.2}")).collect();
+            let last = learned.last().copied();
+            check(
+                &mut checks,
+                format!(
+                    "the interval settles below the NAT timeout ({nat:.0} s) and within {:.1} s of it",
+                    precision.as_secs_f64()
+                ),
+                last.is_some_and(|(_, v)| v < nat && v + precision.as_secs_f64() >= nat),
+                format!("intervals {} s; {evictions} NAT eviction(s) on the way", path.join(" → ")),
+            );
+            // Settled: an idle ping at the final interval came back, and the
+            // link was not lost after it. (A lowering is reported just
+            // before the loss that caused it.)
+            let client_ev = |ev: &'static str| during.iter().filter(move |l| l.lane == Lane::Client && l.ev() == ev);
+            let proof = last.and_then(|(t, _)| client_ev("rtt").find(|l| l.t > t && l.t < fault_end)).map(|l| l.t);
+            let proven = proof.is_some_and(|p| !client_ev("disconnected").any(|l| l.t > p && l.t < fault_end));
+            check(
+                &mut checks,
+                "an idle ping at the final interval survives, and the link stays up",
+                proven,
+                proof.map_or_else(
+                    || "no ping after the last change".to_owned(),
+                    |p| format!("at {:.2} s", secs(fault_start, p)),
+                ),
+            );
+        }
         Expect::Measure => {}
     }
     let mut params = BTreeMap::new();
@@ -579,6 +641,12 @@ fn analyse(s: &Scenario, lines: &[Line], during: &[Line], times: [Instant; 4]) -
     }
     if let Some(k) = &s.keepalive {
         params.insert("keepalive".into(), k.clone());
+    }
+    if let Some(a) = &s.adaptive {
+        params.insert("adaptive".into(), a.clone());
+    }
+    if let Some(t) = s.probe_timeout {
+        params.insert("probe_timeout".into(), format!("{}ms", t.as_millis()));
     }
     let mut all_marks = marks(lines, origin);
     all_marks.push(Mark {
