@@ -194,7 +194,9 @@ fn network_changed(shared: &Shared) {
     shared.wake.notify_one();
 }
 
-pub(crate) fn entropy() -> [u8; 32] {
+/// 32 bytes from the OS's random source (falls back to time and addresses
+/// if it is unavailable).
+pub fn entropy() -> [u8; 32] {
     let mut seed = [0u8; 32];
     if getrandom::fill(&mut seed).is_err() {
         // No OS randomness: fall back to time and address entropy. Tokens

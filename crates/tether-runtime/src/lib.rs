@@ -26,6 +26,6 @@ pub mod tune;
 
 pub use client::{Client, ClientHandle, ClientOptions, Event};
 pub use endpoint::{DialConfig, Endpoint};
-pub use server::{ServerEvent, ServerHandle, ServerOptions};
+pub use server::{Authenticate, ServerEvent, ServerHandle, ServerOptions};
 pub use transport::Kind;
 pub use tune::{Keepalive, SocketReport, SocketTuning};

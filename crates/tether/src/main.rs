@@ -1,7 +1,8 @@
 //! `tether` — sessions that outlive their transports.
 //!
-//! - `tether serve`: the server (in-memory sessions), relaying every
-//!   message to every session, on loopback unless told otherwise;
+//! - `tether serve`: the gateway (in-memory sessions, rooms with presence,
+//!   auth, admin API, metrics, demo page), on loopback unless configured;
+//! - `tether config check FILE`: checks a gateway config file;
 //! - `tether connect URL`: an interactive client showing link state, RTT
 //!   and resumes; stdin lines become messages;
 //! - `tether simulate`: the protocol core in virtual time through an outage;
@@ -9,8 +10,8 @@
 
 mod bench;
 mod connect;
+mod gateway;
 mod lab;
-mod serve;
 mod simulate;
 
 use std::time::Duration;
@@ -57,7 +58,10 @@ pub(crate) enum OutageKind {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: in-memory sessions; every message is relayed to every session.
-    Serve(serve::Args),
+    Serve(gateway::Args),
+    /// Config files: `tether config check FILE`, `tether config example`.
+    #[command(subcommand)]
+    Config(gateway::ConfigCmd),
     /// Connect interactively: shows link state, RTT and resumes; each stdin line is sent.
     Connect(connect::Args),
     /// Benchmarks (release builds): `tether bench memory --sessions 10000`.
@@ -109,7 +113,8 @@ fn main() -> Result<()> {
         Command::Simulate { outage, kind, profile, grace, seed } => {
             simulate::simulate(outage, kind, profile.into(), grace, seed)
         }
-        Command::Serve(a) => runtime()?.block_on(serve::run(a)),
+        Command::Serve(a) => runtime()?.block_on(gateway::run(a)),
+        Command::Config(c) => gateway::config_cmd(c),
         Command::Connect(a) => runtime()?.block_on(connect::run(a)),
         Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
         Command::BenchNode(n) => runtime()?.block_on(bench::node(n)),

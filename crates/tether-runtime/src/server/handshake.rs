@@ -94,10 +94,24 @@ async fn handshake(
     match check_hello(frame, refusal) {
         HelloVerdict::Refuse(r) => refuse(inner, t, peer, r).await,
         HelloVerdict::Open(hello) => {
+            let user = match &inner.auth {
+                None => None,
+                Some(a) => match a.authenticate(&hello.auth) {
+                    Ok(user) => Some(user),
+                    Err(why) => {
+                        let r = Refusal::reject(RejectReason::Unauthorized, Duration::ZERO, &why);
+                        return refuse(inner, t, peer, r).await;
+                    }
+                },
+            };
             let core = ServerSession::open(now(), &inner.cfg, &mut inner.rng(), tid, &hello);
             let id = core.id();
             let cell = Arc::new(SessionCell::new(core));
-            cell.lock().peer = Some((kind, peer));
+            {
+                let mut st = cell.lock();
+                st.peer = Some((kind, peer));
+                st.user = user;
+            }
             inner.registry().insert(id, cell.clone());
             session::spawn(inner.clone(), id, cell, Incoming { tid, transport: t, peer });
         }

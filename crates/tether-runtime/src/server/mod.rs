@@ -69,6 +69,22 @@ pub struct ServerOptions {
     pub overload_retry: Duration,
     /// Seed for the server's randomness (tests); None draws from the OS.
     pub seed: Option<u64>,
+    /// Checks the HELLO credential of every new session; None admits all.
+    pub auth: Option<Arc<dyn Authenticate>>,
+    /// Report PING payloads as [`ServerEvent::PingPayload`] (off: dropped).
+    pub ping_events: bool,
+    /// Log PING/PONG frames too (every frame is logged at trace level,
+    /// heartbeats only with this switch, to keep logs readable).
+    pub log_heartbeats: bool,
+}
+
+/// Decides who may open a session, from the credential in its HELLO
+/// (`auth`, opaque bytes, may be empty). Resumes are proven by the resume
+/// token instead and are not checked again.
+pub trait Authenticate: Send + Sync + 'static {
+    /// The user id to attach to the session, or a refusal message saying
+    /// what was wrong and what to do (sent in REJECT Unauthorized).
+    fn authenticate(&self, credential: &[u8]) -> Result<Arc<str>, String>;
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -97,6 +113,9 @@ impl ServerOptions {
             max_pending: 4096,
             overload_retry: Duration::from_secs(1),
             seed: None,
+            auth: None,
+            ping_events: false,
+            log_heartbeats: false,
         }
     }
 
@@ -119,6 +138,8 @@ pub enum ServerEvent {
         peer: SocketAddr,
         /// The transport.
         kind: Kind,
+        /// The user the authenticator named (None without an authenticator).
+        user: Option<Arc<str>>,
     },
     /// A message from a session, exactly once and in order.
     Message {
@@ -154,6 +175,13 @@ pub enum ServerEvent {
         /// Unacknowledged messages, oldest first.
         unacked: Vec<Bytes>,
     },
+    /// Application data on a PING (only with [`ServerOptions::ping_events`]).
+    PingPayload {
+        /// The session.
+        session: SessionId,
+        /// The payload.
+        payload: Bytes,
+    },
     /// A handshake was refused.
     Rejected {
         /// The client's address.
@@ -176,6 +204,8 @@ pub struct SessionInfo {
     pub silent_for: Duration,
     /// Unacknowledged outgoing messages and bytes.
     pub buffered: (usize, usize),
+    /// The user the authenticator named.
+    pub user: Option<Arc<str>>,
 }
 
 pub(crate) struct Inner {
@@ -190,6 +220,11 @@ pub(crate) struct Inner {
     max_pending: usize,
     overload_retry: Duration,
     next_tid: AtomicU64,
+    /// PINGs answered, over all sessions.
+    pings: AtomicU64,
+    auth: Option<Arc<dyn Authenticate>>,
+    ping_events: bool,
+    log_heartbeats: bool,
     events: mpsc::Sender<ServerEvent>,
     /// Stops the listeners (drain).
     accepting: CancellationToken,
@@ -292,6 +327,10 @@ impl Server {
             max_pending: opts.max_pending.max(opts.max_handshakes),
             overload_retry: opts.overload_retry,
             next_tid: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
+            auth: opts.auth.clone(),
+            ping_events: opts.ping_events,
+            log_heartbeats: opts.log_heartbeats,
             events: tx,
             accepting: CancellationToken::new(),
             stop: CancellationToken::new(),
@@ -351,6 +390,11 @@ impl ServerHandle {
     /// Sessions held (attached or within grace).
     pub fn session_count(&self) -> usize {
         self.inner.registry().len()
+    }
+
+    /// PINGs answered since the start, over all sessions.
+    pub fn pings_answered(&self) -> u64 {
+        self.inner.pings.load(Ordering::Relaxed)
     }
 
     /// Handshakes in progress.

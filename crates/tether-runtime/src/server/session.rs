@@ -30,6 +30,8 @@ pub(crate) struct State {
     pub(crate) incoming: Option<Box<Incoming>>,
     /// Kind and address of the latest transport.
     pub(crate) peer: Option<(Kind, SocketAddr)>,
+    /// Who the authenticator said opened the session.
+    pub(crate) user: Option<Arc<str>>,
 }
 
 /// A session shared between its task, the handshakes that resume it, and
@@ -41,7 +43,7 @@ pub(crate) struct SessionCell {
 
 impl SessionCell {
     pub(crate) fn new(core: ServerSession) -> Self {
-        SessionCell { state: Mutex::new(State { core, incoming: None, peer: None }), wake: Notify::new() }
+        SessionCell { state: Mutex::new(State { core, incoming: None, peer: None, user: None }), wake: Notify::new() }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -81,6 +83,7 @@ impl SessionCell {
             peer: st.peer,
             silent_for: now().saturating_duration_since(st.core.last_heard()),
             buffered: st.core.buffered(),
+            user: st.user.clone(),
         }
     }
 }
@@ -156,7 +159,8 @@ impl Task {
     #[allow(clippy::manual_async_fn)]
     fn run(mut self) -> impl Future<Output = ()> {
         async move {
-            let opened = ServerEvent::Opened { session: self.id, peer: self.first_peer, kind: self.kind };
+            let user = self.cell.lock().user.clone();
+            let opened = ServerEvent::Opened { session: self.id, peer: self.first_peer, kind: self.kind, user };
             if let Some(wait) = emit(&self.inner, vec![opened]) {
                 wait.await;
             }
@@ -218,6 +222,9 @@ impl Task {
                     ServerEvent::Resumed { session: id, replayed, peer, kind }
                 }
                 SessionEvent::Ended { reason, unacked } => ServerEvent::Ended { session: id, reason, unacked },
+                SessionEvent::PingPayload(payload) if self.inner.ping_events => {
+                    ServerEvent::PingPayload { session: id, payload }
+                }
                 _ => continue,
             });
         }
@@ -241,7 +248,18 @@ impl Task {
         let mut st = self.cell.lock();
         match r {
             Ok(bytes) => match Frame::decode(&bytes, self.inner.cfg.max_frame) {
-                Ok(frame) => st.core.handle_frame(now(), tid, frame),
+                Ok(frame) => {
+                    let heartbeat = frame.is_heartbeat();
+                    if matches!(frame, Frame::Ping { .. }) {
+                        self.inner.pings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if !heartbeat {
+                        tracing::trace!(session = %self.id, kind = frame.kind(), len = bytes.len(), "frame in");
+                    } else if self.inner.log_heartbeats {
+                        tracing::debug!(session = %self.id, kind = frame.kind(), len = bytes.len(), "heartbeat in");
+                    }
+                    st.core.handle_frame(now(), tid, frame);
+                }
                 Err(e) => st.core.handle_decode_error(now(), tid, e),
             },
             Err(RecvError::Decode(e)) => st.core.handle_decode_error(now(), tid, e),

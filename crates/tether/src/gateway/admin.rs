@@ -1,0 +1,212 @@
+//! The admin HTTP API (axum): publish to a session or a room, list and kick
+//! sessions, list rooms and members, drain, health and readiness,
+//! Prometheus metrics, and the OpenAPI description of all of it.
+//! Everything under `/v1` and `/metrics` needs `Authorization: Bearer KEY`.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq as _;
+use tether_proto::{CloseCode, SessionId};
+
+use super::rooms::Rooms;
+use super::{deliver, metrics, Shared};
+
+/// The OpenAPI 3.1 description, served at `/openapi.json`.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+/// A JSON error body: what happened and what to do.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    ApiError(status, message.into()).into_response()
+}
+
+/// An error as a handler's `Err`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+pub(crate) fn router(shared: Shared) -> Router {
+    let api = Router::new()
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/{id}", get(get_session).delete(kick))
+        .route("/v1/sessions/{id}/publish", post(publish_session))
+        .route("/v1/rooms", get(list_rooms))
+        .route("/v1/rooms/{room}", get(get_room))
+        .route("/v1/rooms/{room}/publish", post(publish_room))
+        .route("/v1/drain", post(drain))
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), bearer));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .merge(api)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json") })
+        .with_state(shared)
+}
+
+async fn bearer(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim).map(str::to_owned)
+    });
+    match given {
+        Some(k) if bool::from(k.as_bytes().ct_eq(s.admin_key.as_bytes())) => next.run(req).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "wrong admin key; use the key from the config's admin.key"),
+        None => error(StatusCode::UNAUTHORIZED, "missing header `Authorization: Bearer <admin key>`"),
+    }
+}
+
+fn rooms(s: &Shared) -> std::sync::MutexGuard<'_, Rooms> {
+    s.rooms.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn parse_id(id: &str) -> Result<SessionId, ApiError> {
+    let mut b = [0u8; 16];
+    hex::decode_to_slice(id, &mut b)
+        .map(|()| SessionId::from_bytes(b))
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{id:?} is not a session id (32 hex digits)")))
+}
+
+const GONE: &str = "no such session (it may have expired)";
+const NO_ROOM: &str = "no such room (rooms exist while they have members)";
+
+fn session_json(s: &Shared, info: &tether_runtime::server::SessionInfo) -> Value {
+    let rooms = rooms(s);
+    let member = rooms.member(info.id);
+    json!({
+        "id": info.id.to_string(),
+        "user": member.map(|m| m.user.clone()),
+        "state": if info.attached { "attached" } else { "detached" },
+        "transport": info.peer.map(|(k, _)| k.to_string()),
+        "peer": info.peer.map(|(_, a)| a.to_string()),
+        "rtt_ms": member.and_then(|m| m.rtt_ms),
+        "last_heard_ms": info.silent_for.as_millis() as u64,
+        "replay_buffer": {"messages": info.buffered.0, "bytes": info.buffered.1},
+        "rooms": member.map(|m| m.rooms.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+    })
+}
+
+async fn list_sessions(State(s): State<Shared>) -> Response {
+    let mut infos = s.server.sessions();
+    infos.sort_by_key(|i| i.id);
+    let list: Vec<Value> = infos.iter().map(|i| session_json(&s, i)).collect();
+    Json(json!({"sessions": list})).into_response()
+}
+
+async fn get_session(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_id(&id)?;
+    match s.server.sessions().iter().find(|i| i.id == id) {
+        Some(i) => Ok(Json(session_json(&s, i)).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, GONE.into())),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct KickQuery {
+    reason: Option<String>,
+}
+
+async fn kick(State(s): State<Shared>, Path(id): Path<String>, q: axum::extract::Query<KickQuery>) -> ApiResult {
+    let id = parse_id(&id)?;
+    let reason = q.0.reason.unwrap_or_else(|| "kicked by the operator".into());
+    if s.server.close_session(id, CloseCode::Normal, &reason) {
+        Ok(Json(json!({"kicked": id.to_string()})).into_response())
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, GONE.into()))
+    }
+}
+
+#[derive(Deserialize)]
+struct Publish {
+    body: Value,
+}
+
+type PublishBody = Result<Json<Publish>, axum::extract::rejection::JsonRejection>;
+
+fn body(p: PublishBody) -> Result<Value, ApiError> {
+    p.map(|Json(p)| p.body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{}; send JSON like {{\"body\": {{\"text\": \"hi\"}}}}", e.body_text()),
+        )
+    })
+}
+
+async fn publish_session(State(s): State<Shared>, Path(id): Path<String>, p: PublishBody) -> ApiResult {
+    let (id, body) = (parse_id(&id)?, body(p)?);
+    match s.server.send(id, Rooms::publish_session(&body)) {
+        Ok(seq) => {
+            metrics::messages_out(1);
+            Ok((StatusCode::ACCEPTED, Json(json!({"session": id.to_string(), "seq": seq}))).into_response())
+        }
+        Err(e) => Err(ApiError(StatusCode::CONFLICT, format!("not queued: {e}"))),
+    }
+}
+
+async fn list_rooms(State(s): State<Shared>) -> Response {
+    let list: Vec<Value> = rooms(&s).list().into_iter().map(|(r, n)| json!({"room": r, "members": n})).collect();
+    Json(json!({"rooms": list})).into_response()
+}
+
+async fn get_room(State(s): State<Shared>, Path(room): Path<String>) -> ApiResult {
+    match rooms(&s).room_members(&room) {
+        Some(m) => Ok(Json(json!({"room": room, "members": m})).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
+    }
+}
+
+async fn publish_room(State(s): State<Shared>, Path(room): Path<String>, p: PublishBody) -> ApiResult {
+    let body = body(p)?;
+    let out = rooms(&s).publish_room(&room, &body);
+    match out {
+        Some(out) => {
+            let queued = deliver(&s.server, out);
+            Ok((StatusCode::ACCEPTED, Json(json!({"room": room, "queued": queued}))).into_response())
+        }
+        None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct DrainReq {
+    #[serde(default, with = "humantime_serde")]
+    window: Option<Duration>,
+}
+
+async fn drain(State(s): State<Shared>, req: Option<Json<DrainReq>>) -> Response {
+    let window = req.and_then(|r| r.0.window).unwrap_or(s.drain_window);
+    if window.is_zero() {
+        return error(StatusCode::BAD_REQUEST, "window must be above 0, e.g. {\"window\": \"5s\"}");
+    }
+    s.draining.store(true, Ordering::SeqCst);
+    let told = s.server.drain(window);
+    tracing::info!(told, ?window, "draining on the admin API's request");
+    Json(json!({"told": told, "window_ms": window.as_millis() as u64})).into_response()
+}
+
+async fn ready(State(s): State<Shared>) -> Response {
+    if s.draining.load(Ordering::SeqCst) {
+        error(StatusCode::SERVICE_UNAVAILABLE, "draining: new sessions are refused")
+    } else {
+        Json(json!({"ready": true})).into_response()
+    }
+}
+
+async fn metrics_text(State(s): State<Shared>) -> Response {
+    let text = metrics::render(&s.metrics, &s.server);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

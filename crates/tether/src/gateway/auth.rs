@@ -1,0 +1,113 @@
+//! Who may open a session: an HS256 JWT in the HELLO's `auth` field
+//! (subject = user id, expiry checked), or nobody's credential at all when
+//! anonymous clients are admitted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tether_runtime::Authenticate;
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// The gateway's authenticator.
+pub(crate) struct JwtAuth {
+    key: Option<DecodingKey>,
+    validation: Validation,
+    anonymous: bool,
+}
+
+impl JwtAuth {
+    pub(crate) fn new(secret: Option<&str>, anonymous: bool, leeway: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = leeway.as_secs();
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        JwtAuth { key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())), validation, anonymous }
+    }
+}
+
+/// The user id an anonymous session is shown as (from its session id).
+pub(crate) fn anonymous_user(session: &str) -> String {
+    format!("anon-{}", session.get(..8).unwrap_or(session))
+}
+
+impl Authenticate for JwtAuth {
+    fn authenticate(&self, credential: &[u8]) -> Result<Arc<str>, String> {
+        if credential.is_empty() {
+            return if self.anonymous {
+                Ok(Arc::from(""))
+            } else {
+                Err("this gateway requires a token: pass a JWT signed with the gateway's secret".into())
+            };
+        }
+        let Some(key) = &self.key else {
+            return Err("this gateway accepts anonymous clients only: connect without a token".into());
+        };
+        let token =
+            std::str::from_utf8(credential).map_err(|_| "the token is not UTF-8 text: send a JWT".to_owned())?;
+        match decode::<Claims>(token, key, &self.validation) {
+            Ok(data) if !data.claims.sub.is_empty() && data.claims.sub.len() <= 128 => Ok(Arc::from(data.claims.sub)),
+            Ok(_) => Err("the token's subject (sub) must be a user id of 1 to 128 bytes".into()),
+            Err(e) => {
+                use jsonwebtoken::errors::ErrorKind as K;
+                Err(match e.kind() {
+                    K::ExpiredSignature => "the token has expired: get a new one and reconnect".into(),
+                    K::InvalidSignature => "the token's signature does not match this gateway's secret".into(),
+                    K::InvalidAlgorithm => "the token must be signed with HS256".into(),
+                    K::MissingRequiredClaim(c) => format!("the token has no `{c}` claim"),
+                    _ => format!("the token is not a valid JWT ({e})"),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn token(secret: &str, alg: Algorithm, claims: serde_json::Value) -> Vec<u8> {
+        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap().into_bytes()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn a_valid_token_names_the_user_and_bad_ones_say_why() {
+        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60));
+        let good = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "alice", "exp": now() + 600}));
+        assert_eq!(&*a.authenticate(&good).unwrap(), "alice");
+        let expired = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "alice", "exp": now() - 3600}));
+        assert!(a.authenticate(&expired).unwrap_err().contains("expired"));
+        // Within the leeway, still accepted.
+        let recent = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "bob", "exp": now() - 10}));
+        assert_eq!(&*a.authenticate(&recent).unwrap(), "bob");
+        let forged = token(&"x".repeat(32), Algorithm::HS256, serde_json::json!({"sub": "eve", "exp": now() + 600}));
+        assert!(a.authenticate(&forged).unwrap_err().contains("signature"));
+        let other_alg = token(SECRET, Algorithm::HS512, serde_json::json!({"sub": "eve", "exp": now() + 600}));
+        assert!(a.authenticate(&other_alg).unwrap_err().contains("HS256"));
+        let no_exp = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "eve"}));
+        assert!(a.authenticate(&no_exp).unwrap_err().contains("exp"));
+        assert!(a.authenticate(b"not a jwt").unwrap_err().contains("not a valid JWT"));
+        assert!(a.authenticate(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
+        assert!(a.authenticate(b"").unwrap_err().contains("requires a token"));
+    }
+
+    #[test]
+    fn anonymous_gateways_admit_empty_credentials_only() {
+        let a = JwtAuth::new(None, true, Duration::from_secs(60));
+        assert_eq!(&*a.authenticate(b"").unwrap(), "");
+        assert!(a.authenticate(b"abc").unwrap_err().contains("anonymous clients only"));
+        assert_eq!(anonymous_user("0123456789abcdef"), "anon-01234567");
+    }
+}

@@ -1,0 +1,457 @@
+//! The gateway's configuration file (TOML). Every knob has a default, so an
+//! empty file (or none) is the embedded in-memory gateway on loopback.
+//! Unknown keys are refused, and every inconsistency is reported with the
+//! field's path and the fix. Secrets can come from the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use serde::Deserialize;
+use tether_proto::{HeartbeatConfig, OverflowPolicy, Profile, ReplayLimits, ServerConfig};
+
+/// The commented example, also checked by a test.
+pub(crate) const EXAMPLE: &str = include_str!("../../../../config/tether.example.toml");
+
+/// A listener address, or "off".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Addr(pub(crate) Option<SocketAddr>);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "off" {
+            return Ok(Addr(None));
+        }
+        s.parse().map(|a| Addr(Some(a))).map_err(|_| {
+            serde::de::Error::custom(format!("{s:?} is not HOST:PORT; write e.g. \"127.0.0.1:7400\", or \"off\""))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    pub(crate) listen: Listen,
+    pub(crate) tls: Tls,
+    pub(crate) session: Session,
+    pub(crate) heartbeat: Heartbeat,
+    pub(crate) limits: Limits,
+    pub(crate) auth: Auth,
+    pub(crate) admin: Admin,
+    pub(crate) demo: Demo,
+    pub(crate) log: Log,
+    pub(crate) drain: Drain,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Listen {
+    pub(crate) tcp: Addr,
+    pub(crate) ws: Addr,
+    pub(crate) tls: Addr,
+    pub(crate) wss: Addr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let a = |s: &str| Addr(s.parse().ok());
+        Listen { tcp: a("127.0.0.1:7400"), ws: a("127.0.0.1:7401"), tls: Addr(None), wss: Addr(None) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Tls {
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Session {
+    #[serde(with = "humantime_serde")]
+    pub(crate) grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) min_idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) max_idle_timeout: Duration,
+    pub(crate) max_frame: u32,
+    pub(crate) replay_max_messages: usize,
+    pub(crate) replay_max_bytes: usize,
+    /// Debug switch: false never drops a silent transport.
+    pub(crate) enforce_idle: bool,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        let c = ServerConfig::default();
+        Session {
+            grace: c.grace,
+            handshake_timeout: c.handshake_timeout,
+            min_idle_timeout: c.min_idle_timeout,
+            max_idle_timeout: c.max_idle_timeout,
+            max_frame: c.max_frame,
+            replay_max_messages: c.replay.max_messages,
+            replay_max_bytes: c.replay.max_bytes,
+            enforce_idle: c.enforce_idle,
+        }
+    }
+}
+
+/// The heartbeat profile the server tunes accepted sockets for (keepalive
+/// and TCP_USER_TIMEOUT); clients choose their own heartbeat.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Heartbeat {
+    pub(crate) profile: String,
+    #[serde(with = "humantime_serde")]
+    pub(crate) interval: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) probe_timeout: Option<Duration>,
+    pub(crate) probes: Option<u32>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { profile: "default".into(), interval: None, probe_timeout: None, probes: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Limits {
+    pub(crate) max_handshakes: usize,
+    pub(crate) max_pending: usize,
+    #[serde(with = "humantime_serde")]
+    pub(crate) overload_retry: Duration,
+    pub(crate) max_rooms_per_session: usize,
+    pub(crate) max_room_members: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_handshakes: 512,
+            max_pending: 4096,
+            overload_retry: Duration::from_secs(1),
+            max_rooms_per_session: 32,
+            max_room_members: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Auth {
+    /// Admit clients whose HELLO carries no credential.
+    pub(crate) anonymous: bool,
+    /// HS256 secret; prefer `jwt_secret_env`.
+    pub(crate) jwt_secret: Option<String>,
+    /// Environment variable holding the HS256 secret.
+    pub(crate) jwt_secret_env: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) leeway: Duration,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { anonymous: true, jwt_secret: None, jwt_secret_env: None, leeway: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Admin {
+    pub(crate) listen: Addr,
+    /// Bearer key; prefer `key_env`. Neither: a random key is made and printed at start.
+    pub(crate) key: Option<String>,
+    pub(crate) key_env: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { listen: Addr("127.0.0.1:7402".parse().ok()), key: None, key_env: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Demo {
+    /// Serves the demo page and the browser client.
+    pub(crate) listen: Addr,
+}
+
+impl Default for Demo {
+    fn default() -> Self {
+        Demo { listen: Addr("127.0.0.1:7403".parse().ok()) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Log {
+    /// A tracing filter: "info", "debug", "tether=debug,info"…
+    pub(crate) level: String,
+    /// Log PING/PONG frames too (at debug); off keeps logs readable.
+    pub(crate) heartbeats: bool,
+    /// "text" or "json".
+    pub(crate) format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { level: "info".into(), heartbeats: false, format: "text".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Drain {
+    /// On shutdown, clients are told to come back spread over this window.
+    #[serde(with = "humantime_serde")]
+    pub(crate) window: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain { window: Duration::from_secs(5) }
+    }
+}
+
+/// A refused setting: where, what, and the fix.
+fn refuse(field: &str, what: impl std::fmt::Display, fix: &str) -> anyhow::Error {
+    anyhow::anyhow!("{field}: {what}; {fix}")
+}
+
+/// A core setting's error, named by its key in this file.
+fn in_section(section: &str, e: tether_proto::ConfigError) -> anyhow::Error {
+    let key = e.field.strip_prefix("heartbeat.").unwrap_or(e.field).replace("replay.", "replay_");
+    refuse(&format!("{section}.{key}"), &e.problem, &e.fix)
+}
+
+/// Reads a secret given inline or through an environment variable.
+fn secret(inline: &Option<String>, env: &Option<String>, field: &str) -> Result<Option<String>> {
+    match (inline, env) {
+        (Some(_), Some(_)) => Err(refuse(field, "is given both inline and as _env", "keep one of the two")),
+        (Some(s), None) => Ok(Some(s.clone())),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Err(refuse(
+                &format!("{field}_env"),
+                format!("environment variable {var} is not set"),
+                "export it before starting, or set the value inline",
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// Settings with secrets resolved, ready to start.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) cfg: Config,
+    pub(crate) core: ServerConfig,
+    pub(crate) heartbeat: HeartbeatConfig,
+    pub(crate) jwt_secret: Option<String>,
+    pub(crate) admin_key: Option<String>,
+}
+
+impl Config {
+    /// Parses a file's text (`origin` names it in errors).
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
+    }
+
+    /// Reads and parses a file.
+    pub(crate) fn load(path: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Checks the settings work together and resolves secrets.
+    pub(crate) fn resolve(self) -> Result<Resolved> {
+        let s = &self.session;
+        let core = ServerConfig {
+            grace: s.grace,
+            handshake_timeout: s.handshake_timeout,
+            min_idle_timeout: s.min_idle_timeout,
+            max_idle_timeout: s.max_idle_timeout,
+            max_frame: s.max_frame,
+            replay: ReplayLimits {
+                max_bytes: s.replay_max_bytes,
+                max_messages: s.replay_max_messages,
+                overflow: OverflowPolicy::EndSession,
+            },
+            enforce_idle: s.enforce_idle,
+            ..ServerConfig::default()
+        };
+        core.validate().map_err(|e| in_section("session", e))?;
+
+        let profile: Profile = self.heartbeat.profile.parse().map_err(|e| anyhow::anyhow!("heartbeat.profile: {e}"))?;
+        let mut heartbeat = HeartbeatConfig::profile(profile);
+        if let Some(i) = self.heartbeat.interval {
+            heartbeat.interval = i;
+        }
+        if let Some(t) = self.heartbeat.probe_timeout {
+            heartbeat.probe_timeout = t;
+        }
+        if let Some(p) = self.heartbeat.probes {
+            heartbeat.probes = p;
+        }
+        heartbeat.validate().map_err(|e| in_section("heartbeat", e))?;
+
+        let l = &self.listen;
+        if [l.tcp, l.ws, l.tls, l.wss].iter().all(|a| a.0.is_none()) {
+            bail!(refuse("listen", "every listener is off", "enable at least one of tcp, ws, tls, wss"));
+        }
+        let wants_tls = l.tls.0.is_some() || l.wss.0.is_some();
+        match (&self.tls.cert, &self.tls.key, wants_tls) {
+            (Some(_), Some(_), _) | (None, None, false) => {}
+            (None, None, true) => bail!(refuse(
+                "tls.cert",
+                "listen.tls or listen.wss is on but no certificate is given",
+                "set tls.cert and tls.key to PEM files, or turn those listeners \"off\"",
+            )),
+            _ => bail!(refuse("tls", "only one of cert and key is given", "give both tls.cert and tls.key")),
+        }
+        let mut seen = Vec::new();
+        for (name, a) in [
+            ("listen.tcp", l.tcp),
+            ("listen.ws", l.ws),
+            ("listen.tls", l.tls),
+            ("listen.wss", l.wss),
+            ("admin.listen", self.admin.listen),
+            ("demo.listen", self.demo.listen),
+        ] {
+            if let Some(addr) = a.0 {
+                if addr.port() != 0 {
+                    if let Some((other, _)) = seen.iter().find(|(_, b)| *b == addr) {
+                        bail!(refuse(name, format!("{addr} is also {other}"), "give each listener its own port"));
+                    }
+                }
+                seen.push((name, addr));
+            }
+        }
+        if self.limits.max_handshakes == 0 {
+            bail!(refuse("limits.max_handshakes", "is 0", "admit at least 1 handshake at once (512 is typical)"));
+        }
+        if self.limits.max_rooms_per_session == 0 || self.limits.max_room_members == 0 {
+            bail!(refuse(
+                "limits.max_rooms_per_session",
+                "a zero room limit refuses every join",
+                "set max_rooms_per_session and max_room_members above 0",
+            ));
+        }
+
+        let jwt_secret = secret(&self.auth.jwt_secret, &self.auth.jwt_secret_env, "auth.jwt_secret")?;
+        if let Some(s) = &jwt_secret {
+            if s.len() < 32 {
+                bail!(refuse(
+                    "auth.jwt_secret",
+                    format!("is {} bytes long", s.len()),
+                    "use a random secret of at least 32 bytes (e.g. `openssl rand -hex 32`)",
+                ));
+            }
+        }
+        if !self.auth.anonymous && jwt_secret.is_none() {
+            bail!(refuse(
+                "auth",
+                "anonymous = false and no jwt_secret: nobody could connect",
+                "set auth.jwt_secret_env (or jwt_secret), or allow anonymous clients",
+            ));
+        }
+        let admin_key = secret(&self.admin.key, &self.admin.key_env, "admin.key")?;
+        if let Some(k) = &admin_key {
+            if k.len() < 16 {
+                bail!(refuse("admin.key", format!("is {} bytes long", k.len()), "use at least 16 random bytes"));
+            }
+        }
+        if self.log.format != "text" && self.log.format != "json" {
+            bail!(refuse("log.format", format!("{:?} is unknown", self.log.format), "use \"text\" or \"json\""));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            refuse(
+                "log.level",
+                format!("{:?}: {e}", self.log.level),
+                "use a level such as \"info\" or \"tether=debug,info\"",
+            )
+        })?;
+        if self.drain.window.is_zero() {
+            bail!(refuse("drain.window", "is 0", "spread reconnects over a few seconds, e.g. \"5s\""));
+        }
+        Ok(Resolved { cfg: self, core, heartbeat, jwt_secret, admin_key })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::parse(text, "test.toml").and_then(Config::resolve) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn no_file_is_the_embedded_default_and_the_example_is_valid() {
+        let d = Config::parse("", "empty").unwrap();
+        assert_eq!(d, Config::default());
+        let r = d.resolve().unwrap();
+        assert_eq!(r.core, ServerConfig::default());
+        let ex = Config::parse(EXAMPLE, "example").unwrap();
+        ex.resolve().unwrap();
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = Config::parse(
+            "[session]\ngrace = \"90s\"\nenforce_idle = false\n[listen]\ntcp = \"off\"\n[log]\nheartbeats = true",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.session.grace, Duration::from_secs(90));
+        assert!(!c.session.enforce_idle);
+        assert_eq!(c.listen.tcp, Addr(None));
+        assert!(c.log.heartbeats);
+        let r = c.resolve().unwrap();
+        assert_eq!(r.core.grace, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn bad_settings_name_the_field_and_the_fix() {
+        assert!(err("[session]\ngraec = \"1s\"").contains("unknown field `graec`"));
+        assert!(err("[sesion]").contains("unknown field `sesion`"));
+        let e = err("[session]\ngrace = \"60\"");
+        assert!(e.contains("grace"), "{e}");
+        let e = err("[listen]\ntcp = \"localhost\"");
+        assert!(e.contains("HOST:PORT"), "{e}");
+        let e = err("[listen]\ntcp = \"off\"\nws = \"off\"");
+        assert!(e.contains("listen: every listener is off"), "{e}");
+        let e = err("[listen]\nwss = \"127.0.0.1:7443\"");
+        assert!(e.contains("tls.cert") && e.contains("PEM"), "{e}");
+        let e = err("[admin]\nlisten = \"127.0.0.1:7400\"");
+        assert!(e.contains("admin.listen: 127.0.0.1:7400 is also listen.tcp"), "{e}");
+        let e = err("[auth]\nanonymous = false");
+        assert!(e.contains("nobody could connect"), "{e}");
+        let e = err("[auth]\njwt_secret = \"short\"");
+        assert!(e.contains("at least 32 bytes"), "{e}");
+        let e = err("[auth]\njwt_secret_env = \"TETHER_TEST_SURELY_UNSET_VAR\"");
+        assert!(e.contains("TETHER_TEST_SURELY_UNSET_VAR is not set"), "{e}");
+        let e = err("[session]\nmin_idle_timeout = \"10m\"\nmax_idle_timeout = \"1m\"");
+        assert!(e.contains("session.max_idle_timeout"), "{e}");
+        let e = err("[heartbeat]\nprofile = \"fast\"");
+        assert!(e.contains("heartbeat.profile") && e.contains("realtime"), "{e}");
+        let e = err("[log]\nformat = \"xml\"");
+        assert!(e.contains("log.format"), "{e}");
+        let e = err("[session]\nmax_frame = 10");
+        assert!(e.contains("max_frame"), "{e}");
+    }
+}

@@ -1,0 +1,91 @@
+//! Prometheus metrics. Counters are recorded as events happen; gauges of
+//! the session table (by state, by transport) and the ping count kept by the
+//! runtime are read when Prometheus scrapes.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tether_runtime::{Kind, ServerHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns its handle.
+pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("tether_rtt_seconds".into()), &buckets)?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    describe();
+    let _ = HANDLE.set(handle.clone());
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("tether_sessions", "Sessions by state: attached (a transport carries it) or detached (in grace)");
+    describe_gauge!("tether_connections", "Attached sessions by transport (tcp, tls, ws, wss)");
+    describe_counter!("tether_sessions_opened_total", "New sessions opened");
+    describe_counter!("tether_pings_total", "Heartbeat PINGs answered");
+    describe_histogram!("tether_rtt_seconds", Unit::Seconds, "Round-trip times reported by clients on their PINGs");
+    describe_counter!("tether_detections_total", "Transports found lost (sessions detached)");
+    describe_counter!("tether_resumes_total", "Sessions resumed on a new transport");
+    describe_counter!("tether_replayed_messages_total", "Messages written again after a resume");
+    describe_counter!("tether_expiries_total", "Sessions whose grace ran out without a resume");
+    describe_counter!("tether_sessions_ended_total", "Sessions ended, by reason");
+    describe_counter!("tether_rejects_total", "Handshakes refused, by reason");
+    describe_counter!("tether_messages_in_total", "Application messages received");
+    describe_counter!("tether_messages_out_total", "Application messages queued to sessions");
+    describe_counter!("tether_send_failures_total", "Messages that could not be queued (buffer full, session gone)");
+}
+
+pub(crate) fn opened() {
+    counter!("tether_sessions_opened_total").increment(1);
+}
+pub(crate) fn detected() {
+    counter!("tether_detections_total").increment(1);
+}
+pub(crate) fn resumed(replayed: u64) {
+    counter!("tether_resumes_total").increment(1);
+    counter!("tether_replayed_messages_total").increment(replayed);
+}
+pub(crate) fn ended(reason: &'static str) {
+    if reason == "expired" {
+        counter!("tether_expiries_total").increment(1);
+    }
+    counter!("tether_sessions_ended_total", "reason" => reason).increment(1);
+}
+pub(crate) fn rejected(reason: String) {
+    counter!("tether_rejects_total", "reason" => reason).increment(1);
+}
+pub(crate) fn message_in() {
+    counter!("tether_messages_in_total").increment(1);
+}
+pub(crate) fn messages_out(n: u64) {
+    counter!("tether_messages_out_total").increment(n);
+}
+pub(crate) fn send_failed() {
+    counter!("tether_send_failures_total").increment(1);
+}
+pub(crate) fn rtt(seconds: f64) {
+    histogram!("tether_rtt_seconds").record(seconds);
+}
+
+/// Reads the session table into the gauges, then renders everything.
+pub(crate) fn render(handle: &PrometheusHandle, server: &ServerHandle) -> String {
+    let sessions = server.sessions();
+    let attached = sessions.iter().filter(|s| s.attached).count();
+    gauge!("tether_sessions", "state" => "attached").set(attached as f64);
+    gauge!("tether_sessions", "state" => "detached").set((sessions.len() - attached) as f64);
+    for kind in [Kind::Tcp, Kind::Tls, Kind::Ws, Kind::Wss] {
+        let n = sessions.iter().filter(|s| s.attached && s.peer.is_some_and(|(k, _)| k == kind)).count();
+        gauge!("tether_connections", "transport" => kind.to_string()).set(n as f64);
+    }
+    counter!("tether_pings_total").absolute(server.pings_answered());
+    handle.render()
+}

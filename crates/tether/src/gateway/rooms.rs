@@ -1,0 +1,397 @@
+//! Rooms and presence, as plain state: every input (a session opened, a
+//! request, a detach, a resume, an end) returns the messages to send. The
+//! gateway's event loop feeds it and sends; the admin API reads it.
+//! Membership belongs to the session, so it survives every resume.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tether_proto::SessionId;
+
+/// A member's link state, as the room sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presence {
+    Active,
+    Reconnecting,
+    Left,
+    Expired,
+}
+
+impl Presence {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Presence::Active => "active",
+            Presence::Reconnecting => "reconnecting",
+            Presence::Left => "left",
+            Presence::Expired => "expired",
+        }
+    }
+}
+
+/// One session as the room protocol knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) user: String,
+    pub(crate) name: String,
+    pub(crate) state: Presence,
+    pub(crate) rtt_ms: Option<f64>,
+    pub(crate) rooms: BTreeSet<String>,
+}
+
+/// Limits from the config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoomLimits {
+    pub(crate) max_rooms_per_session: usize,
+    pub(crate) max_room_members: usize,
+}
+
+/// Messages to send: (to, payload).
+pub(crate) type Out = Vec<(SessionId, Bytes)>;
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Request {
+    Join {
+        room: String,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Leave {
+        room: String,
+    },
+    Say {
+        room: String,
+        body: Value,
+    },
+    Members {
+        room: String,
+    },
+}
+
+const MAX_NAME: usize = 64;
+
+pub(crate) struct Rooms {
+    limits: RoomLimits,
+    members: HashMap<SessionId, Member>,
+    rooms: BTreeMap<String, BTreeSet<SessionId>>,
+}
+
+fn msg(v: Value) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+impl Rooms {
+    pub(crate) fn new(limits: RoomLimits) -> Self {
+        Rooms { limits, members: HashMap::new(), rooms: BTreeMap::new() }
+    }
+
+    pub(crate) fn member(&self, s: SessionId) -> Option<&Member> {
+        self.members.get(&s)
+    }
+
+    /// Every room with its member count.
+    pub(crate) fn list(&self) -> Vec<(String, usize)> {
+        self.rooms.iter().map(|(r, m)| (r.clone(), m.len())).collect()
+    }
+
+    /// A room's members as JSON, None if the room does not exist.
+    pub(crate) fn room_members(&self, room: &str) -> Option<Vec<Value>> {
+        let ids = self.rooms.get(room)?;
+        Some(ids.iter().filter_map(|id| self.member_json(*id)).collect())
+    }
+
+    pub(crate) fn member_json(&self, id: SessionId) -> Option<Value> {
+        let m = self.members.get(&id)?;
+        Some(json!({
+            "session": id.to_string(),
+            "user": m.user,
+            "name": m.name,
+            "state": m.state.as_str(),
+            "rtt_ms": m.rtt_ms,
+        }))
+    }
+
+    /// A session opened; `user` is its authenticated id.
+    pub(crate) fn opened(&mut self, id: SessionId, user: String) {
+        let name = user.clone();
+        self.members.insert(id, Member { user, name, state: Presence::Active, rtt_ms: None, rooms: BTreeSet::new() });
+    }
+
+    /// The member's client reported its RTT (on a PING).
+    pub(crate) fn rtt(&mut self, id: SessionId, ms: f64) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.rtt_ms = Some((ms * 10.0).round() / 10.0);
+        }
+    }
+
+    /// Tells every room the member is in that its state changed (`skip_self`
+    /// when the member cannot hear it now).
+    fn announce(&self, id: SessionId, skip_self: bool, out: &mut Out) {
+        let (Some(m), Some(member)) = (self.members.get(&id), self.member_json(id)) else { return };
+        for room in &m.rooms {
+            let payload = msg(json!({"ev": "presence", "room": room, "member": member}));
+            for to in self.rooms.get(room).into_iter().flatten() {
+                if !(skip_self && *to == id) {
+                    out.push((*to, payload.clone()));
+                }
+            }
+        }
+    }
+
+    fn set_state(&mut self, id: SessionId, state: Presence) -> bool {
+        match self.members.get_mut(&id) {
+            Some(m) if m.state != state => {
+                m.state = state;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The session lost its transport and waits for a resume.
+    pub(crate) fn detached(&mut self, id: SessionId) -> Out {
+        let mut out = Vec::new();
+        if self.set_state(id, Presence::Reconnecting) {
+            self.announce(id, true, &mut out);
+        }
+        out
+    }
+
+    /// The session continues on a new transport.
+    pub(crate) fn resumed(&mut self, id: SessionId) -> Out {
+        let mut out = Vec::new();
+        if self.set_state(id, Presence::Active) {
+            self.announce(id, false, &mut out);
+        }
+        out
+    }
+
+    /// The session ended: `expired` when its grace ran out, else it left
+    /// (closed, kicked). It is removed from every room.
+    pub(crate) fn ended(&mut self, id: SessionId, expired: bool) -> Out {
+        let mut out = Vec::new();
+        self.set_state(id, if expired { Presence::Expired } else { Presence::Left });
+        self.announce(id, true, &mut out);
+        if let Some(m) = self.members.remove(&id) {
+            for room in m.rooms {
+                self.remove_from(&room, id);
+            }
+        }
+        out
+    }
+
+    fn remove_from(&mut self, room: &str, id: SessionId) {
+        if let Some(set) = self.rooms.get_mut(room) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// A message from a session: one room-protocol request.
+    pub(crate) fn request(&mut self, id: SessionId, payload: &[u8]) -> Out {
+        let mut out = Vec::new();
+        let error = |op: &str, message: &str| (id, msg(json!({"ev": "error", "op": op, "message": message})));
+        if !self.members.contains_key(&id) {
+            return out;
+        }
+        let req: Request = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(error(
+                    "",
+                    &format!(
+                        "not a room request ({e}); send JSON with op join, leave, say or members (docs/GATEWAY.md)"
+                    ),
+                ));
+                return out;
+            }
+        };
+        match req {
+            Request::Join { room, name } => {
+                if room.is_empty() || room.len() > 64 {
+                    out.push(error("join", "room names are 1 to 64 bytes"));
+                    return out;
+                }
+                if name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
+                    out.push(error("join", "names are at most 64 bytes"));
+                    return out;
+                }
+                let already = self.members.get(&id).is_some_and(|m| m.rooms.contains(&room));
+                if !already {
+                    if self.members.get(&id).is_some_and(|m| m.rooms.len() >= self.limits.max_rooms_per_session) {
+                        out.push(error("join", "this session is in as many rooms as allowed; leave one first"));
+                        return out;
+                    }
+                    if self.rooms.get(&room).is_some_and(|r| r.len() >= self.limits.max_room_members) {
+                        out.push(error("join", "the room is full; try again later"));
+                        return out;
+                    }
+                }
+                if let Some(m) = self.members.get_mut(&id) {
+                    if let Some(n) = name.filter(|n| !n.is_empty()) {
+                        m.name = n;
+                    }
+                    m.rooms.insert(room.clone());
+                }
+                self.rooms.entry(room.clone()).or_default().insert(id);
+                let members = self.room_members(&room).unwrap_or_default();
+                out.push((
+                    id,
+                    msg(json!({"ev": "joined", "room": room, "you": self.member_json(id), "members": members})),
+                ));
+                let payload = msg(json!({"ev": "presence", "room": room, "member": self.member_json(id)}));
+                for to in self.rooms.get(&room).into_iter().flatten() {
+                    out.push((*to, payload.clone()));
+                }
+            }
+            Request::Leave { room } => {
+                let was = self.members.get_mut(&id).is_some_and(|m| m.rooms.remove(&room));
+                if !was {
+                    out.push(error("leave", "you are not in this room"));
+                    return out;
+                }
+                self.remove_from(&room, id);
+                out.push((id, msg(json!({"ev": "left", "room": room}))));
+                if let Some(mut member) = self.member_json(id) {
+                    member["state"] = json!(Presence::Left.as_str());
+                    let payload = msg(json!({"ev": "presence", "room": room, "member": member}));
+                    for to in self.rooms.get(&room).into_iter().flatten() {
+                        out.push((*to, payload.clone()));
+                    }
+                }
+            }
+            Request::Say { room, body } => {
+                let Some(ids) = self.rooms.get(&room).filter(|r| r.contains(&id)) else {
+                    out.push(error("say", "join the room before saying something in it"));
+                    return out;
+                };
+                let payload = msg(json!({"ev": "message", "room": room, "from": self.member_json(id), "body": body}));
+                out.extend(ids.iter().map(|to| (*to, payload.clone())));
+            }
+            Request::Members { room } => {
+                let members = self.room_members(&room).unwrap_or_default();
+                out.push((id, msg(json!({"ev": "members", "room": room, "members": members}))));
+            }
+        }
+        out
+    }
+
+    /// An operator's publish to a room: (recipients' messages), None if no such room.
+    pub(crate) fn publish_room(&self, room: &str, body: &Value) -> Option<Out> {
+        let ids = self.rooms.get(room)?;
+        let payload = msg(json!({"ev": "publish", "room": room, "body": body}));
+        Some(ids.iter().map(|to| (*to, payload.clone())).collect())
+    }
+
+    /// An operator's publish to one session.
+    pub(crate) fn publish_session(body: &Value) -> Bytes {
+        msg(json!({"ev": "publish", "room": null, "body": body}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn id(n: u8) -> SessionId {
+        SessionId::from_bytes([n; 16])
+    }
+
+    fn rooms() -> Rooms {
+        Rooms::new(RoomLimits { max_rooms_per_session: 2, max_room_members: 3 })
+    }
+
+    fn parse(out: &Out) -> Vec<(u8, Value)> {
+        out.iter().map(|(to, b)| (to.as_bytes()[0], serde_json::from_slice(b).unwrap())).collect()
+    }
+
+    fn req(r: &mut Rooms, who: u8, v: Value) -> Vec<(u8, Value)> {
+        parse(&r.request(id(who), v.to_string().as_bytes()))
+    }
+
+    #[test]
+    fn join_say_and_presence_through_a_blip_and_an_expiry() {
+        let mut r = rooms();
+        r.opened(id(1), "alice".into());
+        r.opened(id(2), "bob".into());
+        let out = req(&mut r, 1, json!({"op": "join", "room": "call", "name": "Alice"}));
+        assert_eq!(out[0].1["ev"], "joined");
+        assert_eq!(out[0].1["you"]["name"], "Alice");
+        let out = req(&mut r, 2, json!({"op": "join", "room": "call"}));
+        assert_eq!(out[0].1["members"].as_array().unwrap().len(), 2);
+        // Both members hear of bob joining.
+        let told: Vec<u8> = out.iter().filter(|(_, v)| v["ev"] == "presence").map(|(to, _)| *to).collect();
+        assert_eq!(told, vec![1, 2]);
+
+        // Bob's network blips: alice sees reconnecting, then active, and he
+        // is still a member throughout (no leave, no rejoin).
+        let out = parse(&r.detached(id(2)));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].0, out[0].1["member"]["state"].as_str()), (1, Some("reconnecting")));
+        assert_eq!(r.room_members("call").unwrap().len(), 2);
+        let out = req(&mut r, 1, json!({"op": "say", "room": "call", "body": {"text": "hi"}}));
+        assert_eq!(out.len(), 2, "a reconnecting member still gets room messages (buffered for the resume)");
+        let out = parse(&r.resumed(id(2)));
+        assert!(out.iter().all(|(_, v)| v["member"]["state"] == "active"));
+        assert_eq!(out.len(), 2);
+
+        // Bob expires: alice is told and he is gone.
+        r.detached(id(2));
+        let out = parse(&r.ended(id(2), true));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1["member"]["state"], "expired");
+        assert_eq!(r.room_members("call").unwrap().len(), 1);
+        assert!(r.member(id(2)).is_none());
+        // The last member leaving removes the room.
+        let out = req(&mut r, 1, json!({"op": "leave", "room": "call"}));
+        assert_eq!(out[0].1["ev"], "left");
+        assert!(r.room_members("call").is_none());
+    }
+
+    #[test]
+    fn bad_requests_get_errors_saying_what_to_do() {
+        let mut r = rooms();
+        r.opened(id(1), "alice".into());
+        let e = |out: Vec<(u8, Value)>| out[0].1["message"].as_str().unwrap().to_owned();
+        assert!(e(parse(&r.request(id(1), b"hello"))).contains("not a room request"));
+        assert!(e(req(&mut r, 1, json!({"op": "dance"}))).contains("not a room request"));
+        assert!(e(req(&mut r, 1, json!({"op": "say", "room": "x", "body": 1}))).contains("join the room"));
+        assert!(e(req(&mut r, 1, json!({"op": "leave", "room": "x"}))).contains("not in this room"));
+        assert!(e(req(&mut r, 1, json!({"op": "join", "room": ""}))).contains("1 to 64"));
+        assert!(e(req(&mut r, 1, json!({"op": "join", "room": "a", "name": "n".repeat(65)}))).contains("64"));
+        req(&mut r, 1, json!({"op": "join", "room": "a"}));
+        req(&mut r, 1, json!({"op": "join", "room": "b"}));
+        assert!(e(req(&mut r, 1, json!({"op": "join", "room": "c"}))).contains("as many rooms as allowed"));
+        // Joining again is not a new room.
+        assert_eq!(req(&mut r, 1, json!({"op": "join", "room": "a"}))[0].1["ev"], "joined");
+        for n in 2..=3 {
+            r.opened(id(n), format!("u{n}"));
+            req(&mut r, n, json!({"op": "join", "room": "a"}));
+        }
+        r.opened(id(4), "u4".into());
+        assert!(e(req(&mut r, 4, json!({"op": "join", "room": "a"}))).contains("full"));
+    }
+
+    #[test]
+    fn rtt_and_publish() {
+        let mut r = rooms();
+        r.opened(id(1), "alice".into());
+        req(&mut r, 1, json!({"op": "join", "room": "a"}));
+        r.rtt(id(1), 12.345);
+        assert_eq!(r.room_members("a").unwrap()[0]["rtt_ms"], 12.3);
+        let out = r.publish_room("a", &json!({"n": 1})).unwrap();
+        assert_eq!(parse(&out)[0].1["ev"], "publish");
+        assert!(r.publish_room("nope", &json!(1)).is_none());
+        assert_eq!(r.list(), vec![("a".to_owned(), 1)]);
+        // A closed (not expired) session is shown as left.
+        r.opened(id(2), "bob".into());
+        req(&mut r, 2, json!({"op": "join", "room": "a"}));
+        let out = parse(&r.ended(id(2), false));
+        assert_eq!(out[0].1["member"]["state"], "left");
+    }
+}
