@@ -1,0 +1,350 @@
+//! The gateway for real: `tether serve --config` as a process, clients of
+//! the tether runtime through a fault proxy, and the admin API over HTTP.
+//! Covers auth (JWT accepted, refused with a reason), rooms and presence
+//! through a transport loss, a resume and an expiry, the admin API (key,
+//! sessions, rooms, publish, kick, drain, readiness, OpenAPI, metrics), and
+//! `tether config check`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../tether-runtime/tests/common/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tether_proto::{ClientConfig, ClientEvent, Profile, SessionEnd};
+use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+
+const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+const KEY: &str = "admin-key-0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Gateway {
+    child: Child,
+    tcp: SocketAddr,
+    admin: SocketAddr,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_gateway(extra: &str) -> Gateway {
+    let dir = std::env::temp_dir().join(format!("tether-gw-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n\
+             [session]\ngrace = \"3s\"\n\
+             [auth]\nanonymous = false\njwt_secret_env = \"GW_TEST_SECRET\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\nkey_env = \"GW_TEST_KEY\"\n\
+             [demo]\nlisten = \"off\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("GW_TEST_SECRET", SECRET)
+        .env("GW_TEST_KEY", KEY)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tether serve");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (mut tcp, mut admin) = (None, None);
+    for line in out.lines() {
+        let line = line.unwrap();
+        if let Some(a) = line.trim().strip_prefix("sessions on tcp://") {
+            tcp = a.parse().ok();
+        }
+        if let Some(a) = line.trim().strip_prefix("admin API on http://") {
+            admin = a.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    Gateway { child, tcp: tcp.expect("tcp listener"), admin: admin.expect("admin listener"), _dir: dir }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos().into()
+}
+
+fn token(sub: &str, exp_in: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": sub, "exp": now + exp_in}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A runtime client whose events are collected on a channel.
+struct Peer {
+    handle: ClientHandle,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn connect(addr: SocketAddr, auth: &str) -> Peer {
+    let mut core = ClientConfig::profile(Profile::Realtime);
+    core.auth = Bytes::from(auth.to_owned());
+    let mut opts = ClientOptions::new(core);
+    opts.watch_network = false;
+    let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
+    let handle = client.handle();
+    let (tx, events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(e) = client.next_event().await {
+            if let Event::Session(e) = e {
+                if tx.send(e).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Peer { handle, events, _task: task }
+}
+
+impl Peer {
+    async fn next(&mut self, what: &str, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(e)) if f(&e) => return e,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("client stopped while waiting for {what}"),
+                Err(_) => panic!("no {what} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The next room-protocol message matching `f`.
+    async fn msg(&mut self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let e = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(e)) => e,
+                Ok(None) => panic!("client stopped while waiting for {what}"),
+                Err(_) => panic!("no {what} within {WAIT:?}"),
+            };
+            if let ClientEvent::Message(m) = e {
+                let v: Value = serde_json::from_slice(&m).unwrap();
+                if f(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+
+    fn send(&self, v: Value) {
+        self.handle.send(Bytes::from(v.to_string())).unwrap();
+    }
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if let Some(k) = key {
+        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+async fn api(g: &Gateway, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, text) = http(g.admin, method, path, Some(KEY), body).await;
+    assert!((200..300).contains(&status), "{method} {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+fn presence(room: &'static str, user: &'static str, state: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["ev"] == "presence" && v["room"] == room && v["member"]["user"] == user && v["member"]["state"] == state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_presence_auth_and_admin_api() {
+    let g = start_gateway("");
+
+    // Auth: no token, a forged token, an expired token: refused with the reason.
+    for (auth, why) in [
+        (String::new(), "requires a token"),
+        (token("eve", 600).replace('.', ".x"), "signature"),
+        ("not-a-jwt".to_owned(), "not a valid JWT"),
+        (token("eve", -3600), "expired"),
+    ] {
+        let mut p = connect(g.tcp, &auth);
+        let e = p.next("a refusal", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
+        let ClientEvent::SessionEnded { reason: SessionEnd::Refused { message, .. }, restarting, .. } = e else {
+            panic!("expected a refusal, got {e:?}")
+        };
+        assert!(message.contains(why), "{message:?} should say {why:?}");
+        assert!(!restarting, "an Unauthorized refusal must not be retried");
+    }
+
+    // Alice directly, Bob through a proxy we can cut.
+    let proxy = proxy::Proxy::start(g.tcp).await;
+    let mut alice = connect(g.tcp, &token("alice", 600));
+    let mut bob = connect(proxy.addr, &token("bob", 600));
+    alice.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    bob.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    alice.send(json!({"op": "join", "room": "call", "name": "Alice"}));
+    let joined = alice.msg("joined", |v| v["ev"] == "joined").await;
+    assert_eq!(joined["you"]["user"], "alice");
+    bob.send(json!({"op": "join", "room": "call"}));
+    let joined = bob.msg("joined", |v| v["ev"] == "joined").await;
+    assert_eq!(joined["members"].as_array().unwrap().len(), 2);
+    alice.msg("bob active", presence("call", "bob", "active")).await;
+    bob.send(json!({"op": "say", "room": "call", "body": {"text": "hello"}}));
+    let m = alice.msg("bob's message", |v| v["ev"] == "message").await;
+    assert_eq!((m["from"]["user"].as_str(), m["body"]["text"].as_str()), (Some("bob"), Some("hello")));
+
+    // A blip: Bob's connection is reset. The room sees him reconnecting,
+    // then active again; he never left.
+    proxy.reset_all();
+    alice.msg("bob reconnecting", presence("call", "bob", "reconnecting")).await;
+    bob.next("resumed", |e| matches!(e, ClientEvent::Resumed { .. })).await;
+    alice.msg("bob active again", presence("call", "bob", "active")).await;
+    let room = api(&g, "GET", "/v1/rooms/call", None).await;
+    assert_eq!(room["members"].as_array().unwrap().len(), 2);
+
+    // The admin API: the key is required; sessions show users and state.
+    assert_eq!(http(g.admin, "GET", "/v1/sessions", None, None).await.0, 401);
+    assert_eq!(http(g.admin, "GET", "/v1/sessions", Some("wrong-key-000000000"), None).await.0, 401);
+    assert_eq!(http(g.admin, "GET", "/health", None, None).await.0, 200);
+    let sessions = api(&g, "GET", "/v1/sessions", None).await;
+    let users: Vec<&str> = sessions["sessions"].as_array().unwrap().iter().filter_map(|s| s["user"].as_str()).collect();
+    assert!(users.contains(&"alice") && users.contains(&"bob"), "{sessions}");
+    let bob_id = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user"] == "bob")
+        .and_then(|s| s["id"].as_str())
+        .unwrap()
+        .to_owned();
+    assert_eq!(api(&g, "GET", &format!("/v1/sessions/{bob_id}"), None).await["transport"], "tcp");
+
+    // Publish to the room and to one session.
+    let r = api(&g, "POST", "/v1/rooms/call/publish", Some(json!({"body": {"notice": "recording"}}))).await;
+    assert_eq!(r["queued"], 2);
+    alice.msg("room publish", |v| v["ev"] == "publish" && v["body"]["notice"] == "recording").await;
+    bob.msg("room publish", |v| v["ev"] == "publish" && v["body"]["notice"] == "recording").await;
+    api(&g, "POST", &format!("/v1/sessions/{bob_id}/publish"), Some(json!({"body": "just you"}))).await;
+    bob.msg("session publish", |v| v["ev"] == "publish" && v["body"] == "just you").await;
+    let (status, text) = http(g.admin, "POST", "/v1/rooms/nope/publish", Some(KEY), Some(json!({"body": 1}))).await;
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(http(g.admin, "GET", "/v1/sessions/xyz", Some(KEY), None).await.0, 400);
+
+    // Expiry: Bob's path dies for longer than the 3 s grace. The room is told
+    // he expired, and he is gone from it.
+    proxy.blackhole(true);
+    proxy.reset_all();
+    alice.msg("bob expired", presence("call", "bob", "expired")).await;
+    let room = api(&g, "GET", "/v1/rooms/call", None).await;
+    assert_eq!(room["members"].as_array().unwrap().len(), 1);
+
+    // Kick: a new member is kicked; the room sees them leave.
+    let mut carol = connect(g.tcp, &token("carol", 600));
+    carol.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    carol.send(json!({"op": "join", "room": "call"}));
+    carol.msg("joined", |v| v["ev"] == "joined").await;
+    let sessions = api(&g, "GET", "/v1/sessions", None).await;
+    let carol_id = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user"] == "carol")
+        .and_then(|s| s["id"].as_str())
+        .unwrap()
+        .to_owned();
+    api(&g, "DELETE", &format!("/v1/sessions/{carol_id}?reason=spam"), None).await;
+    alice.msg("carol left", presence("call", "carol", "left")).await;
+    let e = carol.next("session end", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
+    assert!(format!("{e:?}").contains("spam"), "{e:?}");
+
+    // Metrics count what happened.
+    let (status, text) = http(g.admin, "GET", "/metrics", Some(KEY), None).await;
+    assert_eq!(status, 200);
+    let metric = |name: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    assert_eq!(metric("tether_rejects_total{reason=\"Unauthorized\"}"), 4.0, "{text}");
+    assert!(metric("tether_sessions_opened_total") >= 3.0);
+    assert!(metric("tether_detections_total") >= 2.0);
+    assert!(metric("tether_resumes_total") >= 1.0);
+    assert_eq!(metric("tether_expiries_total"), 1.0);
+    assert!(metric("tether_messages_in_total") >= 4.0);
+    assert!(text.contains("tether_sessions{state=\"attached\"}"));
+    assert!(text.contains("tether_connections{transport=\"tcp\"}"));
+    assert!(text.contains("tether_pings_total"));
+
+    // Every path in the OpenAPI description is served (none falls through
+    // to "no such endpoint").
+    let (_, doc) = http(g.admin, "GET", "/openapi.json", None, None).await;
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let p = path.replace("{id}", &"0".repeat(32)).replace("{room}", "call");
+            let (status, text) = http(g.admin, &method.to_uppercase(), &p, Some(KEY), Some(json!({"body": 1}))).await;
+            assert!(!text.contains("no such endpoint") && status != 405, "{method} {path}: {status} {text}");
+        }
+    }
+
+    // Drain: readiness turns 503 and attached clients are told to come back.
+    assert_eq!(http(g.admin, "GET", "/ready", None, None).await.0, 503, "the drain in the loop above");
+}
+
+#[test]
+fn config_check_names_the_field_and_the_fix() {
+    let dir = std::env::temp_dir().join(format!("tether-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[session]\ngrace = \"0s\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("session.grace") && err.contains("60s is typical"), "{err}");
+
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "[admin]\nlisten = \"127.0.0.1:7402\"\nkye = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&typo).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("unknown field `kye`") && err.contains("line 3"), "{err}");
+
+    let example = dir.join("example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "example"]).output().unwrap();
+    std::fs::write(&example, &out.stdout).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sessions on tcp://127.0.0.1:7400"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
