@@ -21,6 +21,33 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
 cargo test --workspace -- --skip lab_suite
 
+# The browser client: its TypeScript must build to exactly the committed
+# dist/tether.js (the gateway embeds that file), its unit tests run in node,
+# and the browser tests drive Debian's chromium through playwright-core.
+install_debs() {
+  step "installing $* (Debian packages)"
+  local sudo_=""
+  [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "$@"
+}
+need=()
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if ((${#need[@]})); then install_debs "${need[@]}"; fi
+step "browser client: npm ci, build, dist up to date, unit tests"
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+if ! git diff --quiet -- clients/js/dist; then
+  git --no-pager diff --stat -- clients/js/dist
+  echo "clients/js/dist is not what clients/js/src builds to: run (cd clients/js && npm run build) and commit dist/" >&2
+  exit 1
+fi
+(cd clients/js && node --test test/*.test.mjs)
+step "browser tests: real Chromium against tether serve (about 40 s)"
+cargo build -q -p tether
+node --test clients/js/browser-tests/*.test.mjs
+
 # The fault lab needs root, iproute2, nftables and procps (network
 # namespaces, real packet drops, per-namespace sysctls). TETHER_LAB=skip
 # skips it explicitly (for machines without root). It runs alone: other tests' CPU load would skew its timings.
@@ -28,14 +55,8 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v sysctl >/dev/null 2>&1 && [ -x /bin/kill ] || need+=(procps)  # sysctl, kill
-if ((${#need[@]})); then
-  step "installing ${need[*]} (Debian packages the fault lab needs)"
-  sudo_=""
-  [ "$(id -u)" = 0 ] || sudo_="sudo"
-  $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}"
-fi
-step "fault lab: 13 scenarios in network namespaces, in parallel (about 100 s)"
+if ((${#need[@]})); then install_debs "${need[@]}"; fi
+step "fault lab: 14 scenarios in network namespaces, in parallel (about 100 s)"
 cargo test -p tether --test lab -- --nocapture
 
 # A further batch of fault schedules whose seeds move daily, so coverage grows

@@ -46,8 +46,9 @@ export class DecodeError extends Error {
     get closeCode() { return this.kind === 'FrameTooLarge' ? 2001 : 2000; }
 }
 const utf8Encoder = new TextEncoder();
-const utf8Strict = new TextDecoder('utf-8', { fatal: true });
-const utf8Lossy = new TextDecoder('utf-8');
+// ignoreBOM keeps a leading U+FEFF as text (as Rust's from_utf8 does), so decoding stays canonical.
+const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const utf8Lossy = new TextDecoder('utf-8', { ignoreBOM: true });
 /** Reads the fields of one frame in layout order; every shortfall is `Truncated`. */
 class Reader {
     constructor(buf, type) {
@@ -459,6 +460,15 @@ export class TetherEvent extends Event {
         this.detail = detail;
     }
 }
+/** An EventTarget with typed `on(type, fn(detail))` listeners. */
+export class Emitter extends EventTarget {
+    /** Adds a listener; returns a function that removes it. */
+    on(type, fn) {
+        const h = (e) => fn(e.detail);
+        this.addEventListener(type, h);
+        return () => this.removeEventListener(type, h);
+    }
+}
 /** Thrown by `send` when a message cannot be queued (nothing else throws at the app). */
 export class SendError extends Error {
     constructor(kind, message) {
@@ -481,7 +491,7 @@ function defaultStorage() {
         return null;
     }
 }
-export class TetherClient extends EventTarget {
+export class TetherClient extends Emitter {
     constructor(url, opts = {}) {
         super();
         this.session = null;
@@ -533,12 +543,6 @@ export class TetherClient extends EventTarget {
     get rtt() { return this.lastRtt; }
     /** Unacknowledged outgoing messages and their payload bytes. */
     get buffered() { return { messages: this.out.buf.length, bytes: this.out.bytes }; }
-    /** Typed listener; returns a function that removes it. */
-    on(type, fn) {
-        const h = (e) => fn(e.detail);
-        this.addEventListener(type, h);
-        return () => this.removeEventListener(type, h);
-    }
     /** Queues a message: written at once if connected, else on the next transport, replayed until acknowledged. */
     send(data) {
         if (this.link.k === 'closed')
@@ -693,8 +697,9 @@ export class TetherClient extends EventTarget {
         const l = this.link;
         if (l.k !== 'connecting' || l.tid !== tid)
             return;
-        if (this.ws && this.ws.protocol && this.ws.protocol !== SUBPROTOCOL) {
-            this.lose(_now, 'protocol-error', `the server chose subprotocol ${this.ws.protocol}`, false);
+        if (this.ws && this.ws.protocol !== SUBPROTOCOL) {
+            // §2.2: refuse a WebSocket on which tether.v1 was not agreed (browsers already fail those).
+            this.lose(_now, 'protocol-error', `the server did not agree to ${SUBPROTOCOL} (got "${this.ws.protocol}")`, false);
             return;
         }
         const s = this.session;
@@ -1083,7 +1088,7 @@ export class TetherClient extends EventTarget {
     }
 }
 /** The gateway's room protocol: JSON requests (`op`) and events (`ev`) in DATA payloads. */
-export class Rooms extends EventTarget {
+export class Rooms extends Emitter {
     constructor(client) {
         super();
         this.client = client;
@@ -1091,11 +1096,6 @@ export class Rooms extends EventTarget {
         this.pending = [];
         client.on('message', (m) => this.onMessage(m.text()));
         client.on('ended', (e) => this.onEnded(e));
-    }
-    on(type, fn) {
-        const h = (e) => fn(e.detail);
-        this.addEventListener(type, h);
-        return () => this.removeEventListener(type, h);
     }
     /** Rooms this client has joined (they are joined again if the session is replaced). */
     get rooms() { return [...this.joinedRooms.keys()]; }

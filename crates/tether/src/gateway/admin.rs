@@ -123,7 +123,7 @@ struct KickQuery {
 async fn kick(State(s): State<Shared>, Path(id): Path<String>, q: axum::extract::Query<KickQuery>) -> ApiResult {
     let id = parse_id(&id)?;
     let reason = q.0.reason.unwrap_or_else(|| "kicked by the operator".into());
-    if s.server.close_session(id, CloseCode::Normal, &reason) {
+    if s.server.close_session(id, CloseCode::Kicked, &reason) {
         Ok(Json(json!({"kicked": id.to_string()})).into_response())
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, GONE.into()))

@@ -102,7 +102,8 @@ fn summary(r: &Resolved) -> Vec<String> {
 fn init_logs(c: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&c.log.level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     // Only the first subscriber wins; a second init (tests) is harmless.
     let _ = if c.log.format == "json" { b.json().try_init() } else { b.try_init() };
 }

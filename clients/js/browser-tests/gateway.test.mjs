@@ -1,0 +1,258 @@
+// The browser client in real Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core; never a downloaded browser) against a real
+// `tether serve`, through the demo page it serves:
+// - offline 20 s (CDP offline emulation, which stalls the open WebSocket)
+//   then online: the same session, nothing lost or duplicated either way,
+//   resumed within 1 s of going online;
+// - a page reload resumes the same session (token in sessionStorage);
+// - the gateway killed: the page shows reconnecting, then expired after grace;
+// - screenshots of the demo page, saved under target/browser-screenshots.
+//
+// Run: node --test clients/js/browser-tests/ (TETHER_BIN overrides the
+// gateway binary, default target/debug/tether).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdirSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const bin = process.env.TETHER_BIN ?? join(root, 'target/debug/tether');
+const shots = join(root, 'target/browser-screenshots');
+const KEY = 'browser-test-admin-key-0123456789';
+mkdirSync(shots, { recursive: true });
+
+/** Starts `tether serve` on ephemeral ports; resolves with its addresses. */
+function startGateway(grace) {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-browser-'));
+  const cfg = join(dir, 'gw.toml');
+  writeFileSync(cfg, `
+[listen]
+tcp = "off"
+ws = "127.0.0.1:0"
+[session]
+grace = "${grace}"
+[admin]
+listen = "127.0.0.1:0"
+key = "${KEY}"
+[demo]
+listen = "127.0.0.1:0"
+`);
+  const child = spawn(bin, ['serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((ok, fail) => {
+    const g = { child, ws: null, admin: null, demo: null };
+    const timer = setTimeout(() => fail(new Error(`${bin} serve did not start within 20 s`)), 20000);
+    child.on('exit', (code) => fail(new Error(`${bin} serve exited with ${code}`)));
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const l = line.trim();
+      if (l.startsWith('sessions on ws://')) g.ws = l.slice('sessions on '.length);
+      if (l.startsWith('admin API on http://')) g.admin = l.split(' ')[3];
+      if (l.startsWith('demo page on http://')) g.demo = l.split(' ')[3];
+      if (l.includes('Ctrl-C')) {
+        clearTimeout(timer);
+        ok(g);
+      }
+    });
+  });
+}
+
+async function admin(g, method, path, body) {
+  const r = await fetch(`${g.admin}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
+  return JSON.parse(text);
+}
+
+/** Polls `f` (async) until it returns a truthy value, or fails after `ms`. */
+async function until(what, ms, f) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** Opens the demo page, joins `room` as `name`; resolves when joined. */
+async function openDemo(context, g, name, room = 'lobby') {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
+  await page.goto(`${g.demo}?ws=${encodeURIComponent(g.ws)}`);
+  await page.waitForFunction(() => window.tether?.client?.state === 'connected', null, { timeout: 15000 });
+  await page.fill('#name', name);
+  await page.fill('#room', room);
+  await page.click('#join');
+  await page.waitForSelector(`#members li[data-state="active"]`, { timeout: 15000 });
+  return page;
+}
+
+const eventsOf = (page, type) => page.evaluate((t) => window.tetherLog.filter((e) => e.type === t), type);
+
+test('offline 20 s then online: the same session, nothing lost or duplicated, resumed within 1 s', async () => {
+  const g = await startGateway('60s');
+  try {
+    const ctxA = await browser.newContext();
+    const ctxB = await browser.newContext();
+    const a = await openDemo(ctxA, g, 'Ann');
+    const b = await openDemo(ctxB, g, 'Ben');
+    const session = await a.evaluate(() => window.tether.client.sessionId);
+    await until('both members listed', 10000, async () =>
+      (await a.$$eval('#members li', (l) => l.length)) === 2);
+    await a.screenshot({ path: join(shots, 'demo-two-members.png') });
+
+    // Streams both ways throughout: Ann says a numbered message every 100 ms
+    // (her client queues them while offline); the gateway publishes a
+    // numbered message to the room every 100 ms (queued for her session).
+    await a.evaluate(() => {
+      window.sent = 0;
+      window.sayTimer = setInterval(() => {
+        window.sent += 1;
+        window.tether.rooms.say('lobby', { n: window.sent });
+      }, 100);
+      window.onlineAt = null;
+      addEventListener('online', () => { window.onlineAt = performance.now(); });
+    });
+    let published = 0;
+    let publishing = true;
+    const publisher = (async () => {
+      while (publishing) {
+        published += 1;
+        await admin(g, 'POST', '/v1/rooms/lobby/publish', { body: { p: published } });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+
+    await new Promise((r) => setTimeout(r, 1000));
+    await ctxA.setOffline(true);
+    await new Promise((r) => setTimeout(r, 20000));
+    await a.screenshot({ path: join(shots, 'demo-offline.png') });
+    await ctxA.setOffline(false);
+    // Back: resumed (or, if the stalled socket survived, still connected).
+    await until('Ann resumed', 15000, async () => (await eventsOf(a, 'resumed')).length > 0);
+    const onlineAt = await a.evaluate(() => window.onlineAt);
+    const resumed = (await eventsOf(a, 'resumed')).at(-1);
+    assert.ok(onlineAt !== null, 'the page never saw the online event');
+    const after = resumed.t - onlineAt;
+    console.log(`resumed ${after.toFixed(0)} ms after online`);
+    assert.ok(after >= 0 && after <= 1000, `resumed ${after} ms after online (bound 1000 ms)`);
+    assert.equal(await a.evaluate(() => window.tether.client.sessionId), session, 'a new session was opened');
+    assert.equal((await eventsOf(a, 'connected')).length, 1, 'connected more than once: not the same session');
+
+    // Stop both streams, let them drain, and account for every message.
+    await a.evaluate(() => clearInterval(window.sayTimer));
+    publishing = false;
+    await publisher;
+    const sent = await a.evaluate(() => window.sent);
+    const count = (page, pred) => page.evaluate(pred);
+    await until('Ben has all of Ann\'s messages', 15000, async () =>
+      (await count(b, () => window.tetherLog.filter((e) => e.type === 'roomMessage' && e.detail?.body?.n).length)) >= sent);
+    await until('Ann has every publish', 15000, async () =>
+      (await count(a, () => window.tetherLog.filter((e) => e.type === 'publish' && e.detail?.body?.p).length)) >= published);
+    await new Promise((r) => setTimeout(r, 500)); // anything extra (a duplicate) would arrive now
+    const got = await b.evaluate(() => window.tetherLog.filter((e) => e.type === 'roomMessage' && e.detail?.body?.n)
+      .map((e) => e.detail.body.n));
+    assert.deepEqual(got, Array.from({ length: sent }, (_, i) => i + 1), 'Ann → room: lost, duplicated or reordered');
+    const pubs = await a.evaluate(() => window.tetherLog.filter((e) => e.type === 'publish' && e.detail?.body?.p)
+      .map((e) => e.detail.body.p));
+    assert.deepEqual(pubs, Array.from({ length: published }, (_, i) => i + 1), 'gateway → Ann: lost, duplicated or reordered');
+    console.log(`${sent} messages up, ${published} down, across a 20 s outage`);
+    await ctxA.close();
+    await ctxB.close();
+  } finally {
+    g.child.kill('SIGKILL');
+  }
+});
+
+test('a page reload resumes the same session; the room sees a blip, not a leave', async () => {
+  const g = await startGateway('60s');
+  try {
+    const ctx = await browser.newContext();
+    const watcher = await openDemo(await browser.newContext(), g, 'Watcher');
+    const a = await openDemo(ctx, g, 'Reloader');
+    const session = await a.evaluate(() => window.tether.client.sessionId);
+    await a.reload();
+    await a.waitForFunction(() => window.tether?.client?.state === 'connected', null, { timeout: 15000 });
+    assert.equal(await a.evaluate(() => window.tether.client.sessionId), session);
+    assert.equal((await eventsOf(a, 'resumed')).length, 1, 'the reloaded page did not resume');
+    assert.equal((await eventsOf(a, 'connected')).length, 0, 'the reloaded page opened a fresh session');
+    assert.equal(await a.textContent('#session'), session);
+    // Still a member: the room never saw it leave.
+    const room = await admin(g, 'GET', '/v1/rooms/lobby');
+    assert.ok(room.members.some((m) => m.session === session && m.state !== 'left'), JSON.stringify(room));
+    const left = await watcher.evaluate((s) => window.tetherLog.filter((e) => e.type === 'presence'
+      && e.detail?.member?.session === s && ['left', 'expired'].includes(e.detail.member.state)).length, session);
+    assert.equal(left, 0, 'the room was told the reloading member left');
+
+    // The demo's offline button: the other member sees "reconnecting".
+    await a.click('#offline');
+    await watcher.waitForSelector(`#members li[data-session="${session}"][data-state="reconnecting"]`, { timeout: 10000 });
+    await watcher.screenshot({ path: join(shots, 'demo-member-reconnecting.png') });
+    await watcher.waitForSelector(`#members li[data-session="${session}"][data-state="active"]`, { timeout: 20000 });
+
+    // RTT rides on the heartbeat: the watcher's client measures it on a
+    // PING/PONG and reports it on the next PING; the gateway lists it and
+    // the room shows it (realtime profile: a PING after 3 s of silence).
+    const watcherId = await watcher.evaluate(() => window.tether.client.sessionId);
+    const rtt = await until('the watcher\'s RTT in the admin API', 20000, async () => {
+      const s = await admin(g, 'GET', `/v1/sessions/${watcherId}`);
+      return s.rtt_ms ?? null;
+    });
+    assert.ok(rtt >= 0 && rtt < 1000, `rtt ${rtt}`);
+    await watcher.waitForFunction((id) => /RTT [0-9.]+ ms/.test(
+      document.querySelector(`#members li[data-session="${id}"]`)?.textContent ?? ''), watcherId, { timeout: 10000 });
+    const metrics = await (await fetch(`${g.admin}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
+    assert.match(metrics, /tether_rtt_seconds_count [1-9]/);
+    await watcher.screenshot({ path: join(shots, 'demo-rtt.png') });
+  } finally {
+    g.child.kill('SIGKILL');
+  }
+});
+
+test('gateway killed: the page shows reconnecting, then expired after grace', async () => {
+  const grace = 5;
+  const g = await startGateway(`${grace}s`);
+  const ctx = await browser.newContext();
+  const a = await openDemo(ctx, g, 'Orphan');
+  g.child.kill('SIGKILL');
+  // The status line shows each state as it comes (window.tetherLog keeps
+  // them all: after expiry the client goes on trying to start afresh).
+  const stateAt = async (state) => (await eventsOf(a, 'state')).find((e) => e.detail === state || e.detail?.state === state);
+  await a.waitForFunction(() => document.querySelector('#status').textContent.includes('reconnecting'), null,
+    { timeout: 10000 });
+  await a.screenshot({ path: join(shots, 'demo-server-gone-reconnecting.png') });
+  const lostAt = (await stateAt('reconnecting')).t;
+  await until('the page shows expired', 40000, () => stateAt('expired'));
+  const expiredAt = (await stateAt('expired')).t;
+  await a.screenshot({ path: join(shots, 'demo-server-gone-expired.png') });
+  const took = (expiredAt - lostAt) / 1000;
+  // PROTOCOL.md §10.2: the client never gives up before the server could
+  // have: last heard + its probe cycle (realtime: 3 + 3 × 1.5 = 7.5 s) +
+  // the server's idle timeout when longer than grace (9 s) + grace.
+  const bound = 7.5 + 9 + grace;
+  console.log(`expired ${took.toFixed(1)} s after the link was lost (grace ${grace} s, §10.2 bound ${bound} s)`);
+  assert.ok(took >= grace && took <= bound + 2, `expired ${took} s after the loss; grace ${grace} s, bound ${bound} s`);
+  const ended = await eventsOf(a, 'ended');
+  assert.ok(ended.some((e) => e.detail?.reason === 'expired'), JSON.stringify(ended));
+  await ctx.close();
+});

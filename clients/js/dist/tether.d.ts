@@ -1,0 +1,337 @@
+export declare const VERSION = 1;
+export declare const SUBPROTOCOL = "tether.v1";
+export declare const MIN_MAX_FRAME = 16384;
+export declare const DEFAULT_MAX_FRAME: number;
+export declare const MAX_MAX_FRAME: number;
+export declare const MAX_AUTH_LEN = 4096;
+export declare const MAX_PING_PAYLOAD = 1024;
+export declare const MAX_REASON_LEN = 1024;
+export declare const Kind: {
+    readonly HELLO: 1;
+    readonly WELCOME: 2;
+    readonly REJECT: 3;
+    readonly DATA: 16;
+    readonly ACK: 17;
+    readonly PING: 32;
+    readonly PONG: 33;
+    readonly CLOSE: 48;
+};
+export declare const CloseCode: {
+    readonly TransportReplaced: 1000;
+    readonly GoingAway: 1001;
+    readonly HandshakeTimeout: 1002;
+    readonly ProtocolError: 2000;
+    readonly FrameTooLarge: 2001;
+    readonly Normal: 3000;
+    readonly ReplayOverflow: 3001;
+    readonly SessionExpired: 3002;
+    readonly SequenceViolation: 3003;
+    readonly Kicked: 3004;
+};
+export declare const RejectReason: {
+    readonly UnsupportedVersion: 1;
+    readonly UnknownSession: 2;
+    readonly InvalidToken: 3;
+    readonly TokenReused: 4;
+    readonly Overloaded: 5;
+    readonly ShuttingDown: 6;
+    readonly Unauthorized: 7;
+    readonly BadHello: 8;
+};
+/** True for the close codes assigned in version 1 (§6.1). */
+export declare function isAssignedCloseCode(c: number): boolean;
+export interface Resume {
+    sessionId: Uint8Array;
+    token: Uint8Array;
+    lastReceived: bigint;
+}
+/** One protocol frame. Sequence numbers and acks are u64, hence bigint. */
+export type Frame = {
+    type: 'hello';
+    minVersion: number;
+    maxVersion: number;
+    maxFrame: number;
+    idleTimeoutMs: number;
+    resume: Resume | null;
+    auth: Uint8Array;
+} | {
+    type: 'welcome';
+    version: number;
+    resumed: boolean;
+    sessionId: Uint8Array;
+    token: Uint8Array;
+    lastReceived: bigint;
+    maxFrame: number;
+    idleTimeoutMs: number;
+    graceMs: number;
+} | {
+    type: 'reject';
+    reason: number;
+    retryAfterMs: number;
+    minVersion: number;
+    maxVersion: number;
+    message: string;
+} | {
+    type: 'data';
+    seq: bigint;
+    payload: Uint8Array;
+} | {
+    type: 'ack';
+    ack: bigint;
+} | {
+    type: 'ping' | 'pong';
+    nonce: number;
+    ack: bigint;
+    payload: Uint8Array;
+} | {
+    type: 'close';
+    code: number;
+    retryAfterMs: number;
+    reason: string;
+};
+export type DecodeErrorKind = 'FrameTooLarge' | 'Empty' | 'UnknownType' | 'Truncated' | 'TrailingBytes' | 'BadMagic' | 'ReservedBits' | 'TooLong' | 'InvalidUtf8' | 'InvalidValue';
+/** Why bytes are not a valid frame; `closeCode` is what the receiver sends (§4.0). */
+export declare class DecodeError extends Error {
+    readonly kind: DecodeErrorKind;
+    constructor(kind: DecodeErrorKind, detail: string);
+    get closeCode(): number;
+}
+/** Decodes exactly one whole frame (one WebSocket message). Throws DecodeError. */
+export declare function decodeFrame(buf: Uint8Array, maxFrame?: number): Frame;
+/** Encodes a frame (no length prefix: one WebSocket message). Like the reference, it does not validate limits. */
+export declare function encodeFrame(f: Frame): Uint8Array;
+/** Cuts a reason to at most 1024 UTF-8 bytes on a character boundary, so the CLOSE always decodes. */
+export declare function clipReason(text: string): string;
+export declare function toHex(b: Uint8Array): string;
+export declare function fromHex(s: string): Uint8Array;
+export type Profile = 'default' | 'realtime';
+export type LinkState = 'connecting' | 'connected' | 'reconnecting' | 'expired' | 'closed';
+export type LossReason = 'closed' | 'heartbeat-timeout' | 'network-changed' | 'handshake-timeout' | 'peer-closed' | 'protocol-error' | 'rejected' | 'offline';
+export type EndReason = 'expired' | 'refused' | 'peer-closed' | 'local-close' | 'sequence-violation' | 'incompatible';
+export interface TetherEventMap {
+    state: {
+        state: LinkState;
+        previous: LinkState;
+    };
+    connected: {
+        session: string;
+    };
+    resumed: {
+        session: string;
+        replayed: number;
+    };
+    disconnected: {
+        reason: LossReason;
+        message: string;
+    };
+    /** An attempt failed before the session was (re)established. */
+    attemptfailed: {
+        reason: LossReason;
+        message: string;
+    };
+    reconnecting: {
+        attempt: number;
+        delay: number;
+    };
+    message: {
+        data: Uint8Array;
+        seq: number;
+        text(): string;
+    };
+    rtt: {
+        ms: number;
+    };
+    /** The session ended; `unacked` are our messages the server never acknowledged, oldest first. */
+    ended: {
+        session: string | null;
+        reason: EndReason;
+        code: number | null;
+        message: string;
+        unacked: Uint8Array[];
+        restarting: boolean;
+    };
+}
+/** An Event carrying `detail`, without relying on CustomEvent. */
+export declare class TetherEvent<T> extends Event {
+    readonly detail: T;
+    constructor(type: string, detail: T);
+}
+/** An EventTarget with typed `on(type, fn(detail))` listeners. */
+export declare class Emitter<M> extends EventTarget {
+    /** Adds a listener; returns a function that removes it. */
+    on<K extends keyof M & string>(type: K, fn: (detail: M[K]) => void): () => void;
+}
+export type StorageLike = Pick<Storage, 'getItem' | 'setItem' | 'removeItem'>;
+export interface Clock {
+    now(): number;
+    wall(): number;
+    setTimeout(fn: () => void, ms: number): unknown;
+    clearTimeout(handle: unknown): void;
+}
+export interface TetherOptions {
+    /** Credential sent as HELLO auth (a JWT for the gateway); empty for anonymous. */
+    token?: string;
+    profile?: Profile;
+    /** Where the session survives a page reload; default window.sessionStorage, null for none. */
+    storage?: StorageLike | null;
+    storageKey?: string;
+    WebSocketImpl?: typeof WebSocket;
+    /** For tests: a virtual clock and a deterministic random source. */
+    clock?: Clock;
+    random?: () => number;
+}
+/** Thrown by `send` when a message cannot be queued (nothing else throws at the app). */
+export declare class SendError extends Error {
+    readonly kind: 'closed' | 'too-large' | 'buffer-full';
+    constructor(kind: 'closed' | 'too-large' | 'buffer-full', message: string);
+}
+export declare class TetherClient extends Emitter<TetherEventMap> {
+    readonly url: string;
+    private readonly t;
+    private readonly auth;
+    private readonly storage;
+    private readonly key;
+    private readonly WS;
+    private readonly clock;
+    private readonly random;
+    private link;
+    private session;
+    /** Set while a session has no transport: after this the server has surely expired it (§10.2). */
+    private resumableUntil;
+    private out;
+    private inb;
+    private hb;
+    private backoff;
+    private retryNotBefore;
+    private offlineUntil;
+    private nextTid;
+    private ws;
+    private pingPayload;
+    private peerMaxFrame;
+    private lastRtt;
+    private lastEnd;
+    private reported;
+    private queue;
+    private timer;
+    private busy;
+    private dirtyCore;
+    private dirtyOut;
+    private unlisten;
+    constructor(url: string, opts?: TetherOptions);
+    get state(): LinkState;
+    /** The session id (32 hex digits), or null before the first WELCOME. */
+    get sessionId(): string | null;
+    /** The last round-trip time measured by PING/PONG, in ms. */
+    get rtt(): number | null;
+    /** Unacknowledged outgoing messages and their payload bytes. */
+    get buffered(): {
+        messages: number;
+        bytes: number;
+    };
+    /** Queues a message: written at once if connected, else on the next transport, replayed until acknowledged. */
+    send(data: string | Uint8Array): number;
+    /** Ends the session deliberately (CLOSE 3000 or a 4xxx code) and stops for good. */
+    close(code?: number, reason?: string): void;
+    /** probe_now (§8.7): probe a live link at once (dropped if unanswered), or retry at once while waiting. */
+    probe(): void;
+    /** Demo aid: drop the WebSocket without a CLOSE, and fail every attempt for `ms` (as a browser that went offline). */
+    simulateOffline(ms: number): void;
+    /** Runs one input, then persists, reports and re-arms the timer (the drive contract, §1.1). */
+    private input;
+    private emit;
+    private arm;
+    private pollTimeout;
+    private computeState;
+    private onTimeout;
+    private startAttempt;
+    private currentTid;
+    private connected;
+    private transportClosed;
+    private received;
+    /** §8.7: called on online/offline/visibility/pageshow and by `probe()`. */
+    private networkChange;
+    private onHandshakeFrame;
+    private onWelcome;
+    private onEstablishedFrame;
+    private onRtt;
+    private onClose;
+    private protocolError;
+    private sendPing;
+    /** Writes everything owed on an established transport: new DATA, then an ACK if one is due. */
+    private flush;
+    private lose;
+    private loseNoClose;
+    /** last heard + dead_after + (idle if idle > grace) + grace: never before the server gives up (§10.2). */
+    private expiryAfter;
+    private schedule;
+    /** Ends the session: tells the server (if connected and `sendClose`), hands back the unacked, restarts or stops. */
+    private endSession;
+    private sendFrame;
+    /** Abandons the current WebSocket at once: nothing it still carries is read again (§2.3, §7.6). */
+    private dropTransport;
+    private listenToPage;
+    /**
+     * Two keys: `<key>` holds the session (id, token, last_received, the local expiry as a wall-clock
+     * deadline), `<key>:out` our unacknowledged messages, so a reload resumes without a gap either way.
+     */
+    private persist;
+    private restore;
+}
+export type MemberState = 'active' | 'reconnecting' | 'left' | 'expired';
+export interface Member {
+    session: string;
+    user: string;
+    name: string;
+    state: MemberState;
+    rtt_ms: number | null;
+}
+export interface RoomsEventMap {
+    joined: {
+        room: string;
+        you: Member;
+        members: Member[];
+    };
+    left: {
+        room: string;
+    };
+    members: {
+        room: string;
+        members: Member[];
+    };
+    presence: {
+        room: string;
+        member: Member;
+    };
+    roomMessage: {
+        room: string;
+        from: Member;
+        body: unknown;
+    };
+    publish: {
+        room: string | null;
+        body: unknown;
+    };
+    error: {
+        op: string;
+        message: string;
+    };
+}
+/** The gateway's room protocol: JSON requests (`op`) and events (`ev`) in DATA payloads. */
+export declare class Rooms extends Emitter<RoomsEventMap> {
+    readonly client: TetherClient;
+    private readonly joinedRooms;
+    private pending;
+    constructor(client: TetherClient);
+    /** Rooms this client has joined (they are joined again if the session is replaced). */
+    get rooms(): string[];
+    join(room: string, name?: string): void;
+    leave(room: string): void;
+    say(room: string, body: unknown): void;
+    /** Asks for the member list; answers come back in request order, so a FIFO matches them. */
+    members(room: string): Promise<Member[]>;
+    private op;
+    private fire;
+    private onMessage;
+    /** Membership belongs to the session: a fresh session joins the same rooms again. */
+    private onEnded;
+}

@@ -1,0 +1,524 @@
+// The session machine against a fake WebSocket on a virtual clock:
+// handshake, acks, resume with replay, dedupe, token rotation persisted,
+// reload, heartbeat, probes, backoff, expiry, REJECT and CLOSE handling.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setup, welcome, seqBytes, SID, enc, dec, MemoryStorage, FakeClock } from './harness.mjs';
+import { toHex, Rooms } from '../dist/tether.js';
+
+const TOKEN1 = seqBytes(0x20, 32);
+const TOKEN2 = seqBytes(0xa0, 32);
+const data = (seq, text) => ({ type: 'data', seq: BigInt(seq), payload: enc(text) });
+const stored = (h) => JSON.parse(h.storage.getItem('tether:ws://test/'));
+
+test('handshake: HELLO per spec, WELCOME → connected, session stored', () => {
+  const h = setup({ client: { token: 'tok' } });
+  assert.equal(h.client.state, 'connecting');
+  assert.equal(h.sockets().length, 0, 'nothing happens before the first tick: listeners attach first');
+  h.clock.advance(0);
+  const ws = h.ws();
+  assert.equal(ws.protocols, 'tether.v1');
+  assert.equal(ws.binaryType, 'arraybuffer');
+  assert.equal(ws.sent.length, 0, 'nothing is sent before the WebSocket opens');
+  ws.open();
+  const [hello] = ws.take('hello');
+  assert.deepEqual(hello, {
+    type: 'hello', minVersion: 1, maxVersion: 1, maxFrame: 1 << 20, idleTimeoutMs: 40000, resume: null, auth: enc('tok'),
+  });
+  ws.deliver(welcome());
+  assert.equal(h.client.state, 'connected');
+  assert.equal(h.client.sessionId, toHex(SID));
+  assert.deepEqual(h.of('connected'), [{ session: toHex(SID) }]);
+  assert.deepEqual(h.of('state').map((s) => s.state), ['connected']);
+  const s = stored(h);
+  assert.equal(s.id, toHex(SID));
+  assert.equal(s.token, toHex(TOKEN1));
+  assert.equal(s.recv, '0');
+});
+
+test('realtime profile asks for a 9 s idle timeout and refuses a server that grants less (CLOSE 3000, stop)', () => {
+  const h = setup({ client: { profile: 'realtime' } });
+  h.clock.advance(0);
+  const ws = h.ws();
+  ws.open();
+  assert.equal(ws.take('hello')[0].idleTimeoutMs, 9000);
+  ws.deliver(welcome({ idleTimeoutMs: 8999 }));
+  const [close] = ws.take('close');
+  assert.equal(close.code, 3000);
+  assert.match(close.reason, /raise the server's idle timeout/);
+  assert.equal(h.client.state, 'closed');
+  assert.equal(h.of('ended')[0].reason, 'incompatible');
+});
+
+test('sending: seq from 1, queued before WELCOME, written after; ACK pacing 50 ms / 32', () => {
+  const h = setup();
+  h.client.send('early');
+  const { ws } = h.connect();
+  assert.deepEqual(ws.take('data'), [data(1, 'early')]);
+  h.client.send('a');
+  h.client.send(new Uint8Array([1, 2, 3]));
+  assert.deepEqual(ws.take('data').map((f) => f.seq), [2n, 3n]);
+
+  ws.deliver(data(1, 'x'));
+  ws.deliver(data(2, 'y'));
+  assert.deepEqual(ws.take('ack'), [], 'acks are coalesced, not one per message');
+  h.clock.advance(49);
+  assert.deepEqual(ws.take('ack'), []);
+  h.clock.advance(1);
+  assert.deepEqual(ws.take('ack'), [{ type: 'ack', ack: 2n }]);
+  for (let i = 3; i <= 34; i++) ws.deliver(data(i, `m${i}`));
+  assert.deepEqual(ws.take('ack'), [{ type: 'ack', ack: 34n }], '32 unacked deliveries: ack at once');
+  assert.deepEqual(h.of('message').map((m) => m.text()).slice(0, 2), ['x', 'y']);
+  assert.equal(stored(h).recv, '34', 'last_received persisted as messages are delivered');
+});
+
+test('resume after a drop: RESUME HELLO, token rotation persisted, exact replay, no duplicates', async () => {
+  const h = setup();
+  const { ws } = h.connect();
+  for (const m of ['a', 'b', 'c']) h.client.send(m);
+  ws.deliver({ type: 'ack', ack: 1n });
+  ws.deliver(data(1, 'one'));
+  ws.deliver(data(2, 'two'));
+  h.clear();
+  const staleHandler = ws.onmessage; // what a late event of the old socket would run
+  ws.drop();
+  assert.equal(h.client.state, 'reconnecting');
+  assert.deepEqual(h.of('disconnected').map((d) => d.reason), ['closed']);
+  const [rec] = h.of('reconnecting');
+  assert.equal(rec.attempt, 0);
+  assert.ok(rec.delay <= 500, 'first delay ≤ initial (full jitter)');
+  assert.deepEqual(h.client.buffered, { messages: 2, bytes: 2 });
+
+  h.client.send('d'); // queued while disconnected
+  h.clock.advance(rec.delay);
+  const ws2 = h.ws();
+  assert.notEqual(ws2, ws);
+  ws2.open();
+  const [hello] = ws2.take('hello');
+  assert.deepEqual(hello.resume, { sessionId: SID, token: TOKEN1, lastReceived: 2n });
+  assert.equal(ws2.sent.length, 0, 'nothing but HELLO before WELCOME');
+
+  ws2.deliver(welcome({ resumed: true, token: TOKEN2, lastReceived: 2n }));
+  assert.deepEqual(h.of('resumed'), [{ session: toHex(SID), replayed: 2 }]);
+  assert.deepEqual(ws2.take('data'), [data(3, 'c'), data(4, 'd')], 'only what the server lacks, in order');
+  assert.equal(stored(h).token, toHex(TOKEN2), 'the rotated token is persisted at once');
+
+  // The server replays its tail overlapping what we already delivered.
+  ws2.deliver(data(2, 'two'));
+  ws2.deliver(data(3, 'three'));
+  assert.deepEqual(h.of('message').map((m) => m.text()), ['three']);
+
+  // The old transport can deliver nothing any more (§7.6).
+  const late = data(4, 'from the old socket');
+  const b = (await import('../dist/tether.js')).encodeFrame(late);
+  staleHandler({ data: b.buffer });
+  assert.equal(ws.onmessage, null, 'handlers of the abandoned socket are detached');
+  assert.equal(h.of('message').length, 1);
+
+  // Next resume uses the new token.
+  ws2.drop();
+  h.clock.advance(2000);
+  h.ws().open();
+  assert.deepEqual(h.ws().take('hello')[0].resume.token, TOKEN2);
+});
+
+test('a reload resumes the stored session: same token, last_received, unacked messages replayed', () => {
+  const storage = new MemoryStorage();
+  const clock = new FakeClock();
+  const h1 = setup({ storage, clock });
+  const { ws } = h1.connect();
+  h1.client.send('kept');
+  h1.client.send('also');
+  ws.deliver({ type: 'ack', ack: 1n });
+  ws.deliver(data(1, 'hello'));
+  // "Reload": a new client with the same storage; the old one is simply abandoned.
+  const h2 = setup({ storage, clock });
+  assert.equal(h2.client.state, 'reconnecting');
+  assert.equal(h2.client.sessionId, toHex(SID));
+  h2.clock.advance(0);
+  const ws2 = h2.ws();
+  ws2.open();
+  assert.deepEqual(ws2.take('hello')[0].resume, { sessionId: SID, token: TOKEN1, lastReceived: 1n });
+  ws2.deliver(welcome({ resumed: true, token: TOKEN2, lastReceived: 1n }));
+  assert.deepEqual(ws2.take('data'), [data(2, 'also')]);
+  ws2.deliver(data(1, 'hello'));
+  ws2.deliver(data(2, 'new'));
+  assert.deepEqual(h2.of('message').map((m) => m.text()), ['new'], 'no duplicate of what the old page delivered');
+  assert.equal(h2.client.send('next'), 3, 'numbering continues');
+});
+
+test('a reload keeps the local-expiry deadline instead of extending it', () => {
+  const storage = new MemoryStorage();
+  const clock = new FakeClock();
+  const h1 = setup({ storage, clock });
+  const { ws } = h1.connect();
+  ws.drop(); // last heard at t0: expiry at t0 + 35 s + 60 s
+  clock.advance(90_000);
+  const h2 = setup({ storage, clock });
+  h2.client.send('late');
+  for (const w of h2.sockets()) w.drop?.();
+  clock.advance(4_999);
+  assert.equal(h2.of('ended').length, 0);
+  clock.advance(1);
+  const [ended] = h2.of('ended');
+  assert.equal(ended.reason, 'expired');
+  assert.deepEqual(ended.unacked.map(dec), ['late']);
+});
+
+test('heartbeat: PING after 20 s of silence, re-probes every 5 s, dead at 35 s, abandoned at once', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.clock.advance(19_999);
+  assert.deepEqual(ws.take('ping'), []);
+  h.clock.advance(1);
+  const [p1] = ws.take('ping');
+  assert.equal(p1.payload.length, 0, 'no RTT known yet: empty payload');
+  h.clock.advance(40);
+  ws.deliver({ type: 'pong', nonce: p1.nonce, ack: 0n, payload: new Uint8Array(0) });
+  assert.deepEqual(h.of('rtt'), [{ ms: 40 }]);
+  assert.equal(h.client.rtt, 40);
+  // Silence again: PINGs at +20, +25, +30 s carry the RTT; dead at +35 s.
+  h.clock.advance(20_000);
+  const [p2] = ws.take('ping');
+  assert.deepEqual(JSON.parse(dec(p2.payload)), { rtt_ms: 40 });
+  assert.equal(p2.nonce, (p1.nonce + 1) >>> 0);
+  h.clock.advance(5_000);
+  h.clock.advance(5_000);
+  assert.equal(ws.take('ping').length, 2);
+  assert.equal(h.client.state, 'connected');
+  h.clock.advance(4_999);
+  assert.equal(h.client.state, 'connected');
+  h.clock.advance(1);
+  assert.ok(ws.closed, 'the dead WebSocket is closed without waiting');
+  assert.equal(ws.take('close').length, 0, 'no CLOSE to a dead peer');
+  assert.deepEqual(h.of('disconnected').map((d) => d.reason), ['heartbeat-timeout']);
+  assert.equal(h.client.state, 'reconnecting');
+});
+
+test('any frame heard resets the heartbeat; PING from the server is answered with PONG', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.clock.advance(15_000);
+  ws.deliver({ type: 'ping', nonce: 99, ack: 0n, payload: new Uint8Array(0) });
+  assert.deepEqual(ws.take('pong'), [{ type: 'pong', nonce: 99, ack: 0n, payload: new Uint8Array(0) }]);
+  h.clock.advance(19_999);
+  assert.deepEqual(ws.take('ping'), []);
+  h.clock.advance(1);
+  assert.equal(ws.take('ping').length, 1);
+});
+
+test('probe(): immediate PING; unanswered within 5 s → dropped and reconnected at once', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.clock.advance(3_000);
+  h.client.probe();
+  assert.equal(ws.take('ping').length, 1);
+  h.clock.advance(4_999);
+  assert.equal(h.client.state, 'connected');
+  h.clear();
+  h.clock.advance(1);
+  assert.ok(ws.closed);
+  assert.deepEqual(h.of('disconnected').map((d) => d.reason), ['network-changed']);
+  assert.deepEqual(h.of('reconnecting'), [{ attempt: 0, delay: 0 }]);
+  assert.equal(h.sockets().length, 2, 'the new attempt starts at once');
+});
+
+test('probe() answered keeps the link', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.client.probe();
+  const [p] = ws.take('ping');
+  h.clock.advance(100);
+  ws.deliver({ type: 'pong', nonce: p.nonce, ack: 0n, payload: new Uint8Array(0) });
+  h.clock.advance(10_000);
+  assert.equal(h.client.state, 'connected');
+  assert.deepEqual(h.of('rtt'), [{ ms: 100 }]);
+});
+
+test('backoff: full jitter within min(cap, 500·2ⁿ); resume_max 2 s while resumable; probe() retries at once', () => {
+  const h = setup();
+  h.setRandom(0.999999);
+  h.clock.advance(0);
+  // No session yet: cap 30 s.
+  for (let n = 0; n < 8; n++) h.ws().drop(), h.clock.advance(h.of('reconnecting').at(-1).delay);
+  const delays = h.of('reconnecting').map((r) => r.delay);
+  delays.forEach((d, n) => assert.ok(d <= Math.min(30_000, 500 * 2 ** n) && d > 0.99 * Math.min(30_000, 500 * 2 ** n), `attempt ${n}: ${d}`));
+  assert.deepEqual(h.of('reconnecting').map((r) => r.attempt), [0, 1, 2, 3, 4, 5, 6, 7]);
+  // While waiting, a network change resets the backoff and tries at once.
+  h.ws().drop();
+  const before = h.sockets().length;
+  h.client.probe();
+  h.clock.advance(0);
+  assert.equal(h.sockets().length, before + 1);
+  // With a session to resume, delays are capped at 2 s.
+  h.ws().open();
+  h.ws().deliver(welcome());
+  h.clear();
+  for (let n = 0; n < 6; n++) h.ws().drop(), h.clock.advance(h.of('reconnecting').at(-1).delay);
+  for (const r of h.of('reconnecting')) assert.ok(r.delay <= 2000, String(r.delay));
+});
+
+test('a connection stable for 10 s resets the backoff counter; a short one does not', () => {
+  const h = setup();
+  h.connect();
+  for (let i = 0; i < 3; i++) { h.ws().drop(); h.clock.advance(2000); }
+  h.ws().open();
+  h.ws().deliver(welcome({ resumed: true }));
+  h.clear();
+  h.clock.advance(9_000);
+  h.ws().drop();
+  assert.equal(h.of('reconnecting')[0].attempt, 3, 'a 9 s connection keeps the count');
+  h.clock.advance(2000);
+  h.ws().open();
+  h.ws().deliver(welcome({ resumed: true }));
+  h.clear();
+  h.clock.advance(10_000);
+  h.ws().drop();
+  assert.equal(h.of('reconnecting')[0].attempt, 0);
+});
+
+test('a WebSocket without the tether.v1 subprotocol is refused before HELLO', () => {
+  const h = setup();
+  h.clock.advance(0);
+  const ws = h.ws();
+  ws.readyState = 1;
+  ws.onopen({}); // opened, but ws.protocol is ''
+  assert.equal(ws.sent.length, 0);
+  assert.ok(ws.closed);
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['protocol-error']);
+});
+
+test('handshake timeout: an attempt that never opens is abandoned after 5 s', () => {
+  const h = setup();
+  h.clock.advance(0);
+  const ws = h.ws();
+  h.clock.advance(4_999);
+  assert.equal(h.of('attemptfailed').length, 0);
+  h.clock.advance(1);
+  assert.ok(ws.closed);
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['handshake-timeout']);
+});
+
+test('local expiry: no resume within dead_after + grace of the last frame heard → ended "expired", fresh session', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.client.send('pending');
+  h.clock.advance(10_000);
+  ws.deliver({ type: 'ping', nonce: 1, ack: 0n, payload: new Uint8Array(0) }); // last heard: t0 + 10 s
+  const lastHeard = h.clock.t;
+  ws.drop();
+  // The network is stalled: every attempt hangs until the 5 s handshake timeout.
+  h.clock.advance(lastHeard + 95_000 - 1 - h.clock.t);
+  assert.ok(h.of('attemptfailed').every((a) => a.reason === 'handshake-timeout'));
+  assert.ok(h.of('attemptfailed').length >= 10);
+  // §9.3: within the last attempt budget before expiry, attempts start at once.
+  const late = h.of('reconnecting').filter((r, i, all) => i > 0);
+  assert.equal(late.at(-1).delay, 0);
+  assert.equal(h.of('ended').length, 0);
+  h.clock.advance(lastHeard + 95_000 - h.clock.t);
+  const [ended] = h.of('ended');
+  assert.equal(ended.reason, 'expired');
+  assert.equal(ended.restarting, true);
+  assert.deepEqual(ended.unacked.map(dec), ['pending'], 'unacked messages are handed back');
+  assert.equal(h.client.state, 'expired');
+  assert.equal(h.client.sessionId, null);
+  assert.equal(h.storage.getItem('tether:ws://test/'), null, 'the ended session is forgotten');
+  h.clock.advance(500);
+  const w = h.ws();
+  w.open();
+  assert.equal(w.take('hello')[0].resume, null, 'a fresh session, not a resume');
+  w.deliver(welcome({ sessionId: seqBytes(0x50, 16) }));
+  assert.equal(h.client.state, 'connected');
+});
+
+test('REJECT 7 Unauthorized: give up for good with the message', () => {
+  const h = setup({ client: { token: 'bad' } });
+  h.clock.advance(0);
+  h.ws().open();
+  h.ws().deliver({ type: 'reject', reason: 7, retryAfterMs: 0, minVersion: 1, maxVersion: 1, message: 'signature does not match' });
+  assert.equal(h.client.state, 'closed');
+  const [ended] = h.of('ended');
+  assert.equal(ended.reason, 'refused');
+  assert.equal(ended.code, 7);
+  assert.equal(ended.message, 'signature does not match');
+  assert.equal(ended.restarting, false);
+  h.clock.advance(120_000);
+  assert.equal(h.sockets().length, 1, 'no retry without a change by the user');
+  assert.throws(() => h.client.send('x'), (e) => e.kind === 'closed');
+});
+
+test('REJECT 5 Overloaded: retry-after is a floor; REJECT 2 while resuming restarts fresh', () => {
+  const h = setup();
+  h.clock.advance(0);
+  h.ws().open();
+  h.ws().deliver({ type: 'reject', reason: 5, retryAfterMs: 7000, minVersion: 1, maxVersion: 1, message: 'busy' });
+  assert.ok(h.of('reconnecting')[0].delay >= 7000);
+  h.client.probe(); // even a network change waits for the retry-after
+  h.clock.advance(6_999);
+  assert.equal(h.sockets().length, 1);
+  h.clock.advance(1);
+  assert.equal(h.sockets().length, 2);
+  h.ws().open();
+  h.ws().deliver(welcome());
+  h.client.send('lost?');
+  h.ws().drop();
+  h.clock.advance(2000);
+  h.ws().open();
+  h.ws().deliver({ type: 'reject', reason: 2, retryAfterMs: 0, minVersion: 1, maxVersion: 1, message: 'unknown session' });
+  const [ended] = h.of('ended');
+  assert.equal(ended.reason, 'expired');
+  assert.equal(ended.restarting, true);
+  assert.deepEqual(ended.unacked.map(dec), ['lost?']);
+  assert.ok(h.of('reconnecting').at(-1).delay <= 500, 'fresh start after the first backoff step');
+});
+
+test('malformed input never throws to the app: CLOSE 2000 (or 2001), transport dropped, session kept', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  ws.raw(new Uint8Array([0x40, 1, 2]).buffer);
+  assert.deepEqual(ws.take('close').map((c) => c.code), [2000]);
+  assert.ok(ws.closed);
+  assert.equal(h.client.state, 'reconnecting');
+  h.clock.advance(2000);
+  const ws2 = h.ws();
+  ws2.open();
+  ws2.deliver(welcome({ resumed: true }));
+  ws2.raw('a text message');
+  assert.deepEqual(ws2.take('close').map((c) => c.code), [2000]);
+  h.clock.advance(2000);
+  const ws3 = h.ws();
+  ws3.open();
+  ws3.deliver(welcome({ resumed: true }));
+  ws3.raw(new ArrayBuffer((1 << 20) + 1));
+  assert.deepEqual(ws3.take('close').map((c) => c.code), [2001]);
+  assert.deepEqual(h.of('disconnected').map((d) => d.reason), ['protocol-error', 'protocol-error', 'protocol-error']);
+  assert.equal(h.of('ended').length, 0);
+});
+
+test('frames out of place and sequence violations', () => {
+  const h = setup();
+  h.clock.advance(0);
+  h.ws().open();
+  h.ws().deliver(data(1, 'too early'));
+  assert.deepEqual(h.ws().take('close').map((c) => c.code), [2000], 'DATA before WELCOME');
+  h.clock.advance(500);
+  const { ws } = { ws: h.ws() };
+  ws.open();
+  ws.deliver(welcome());
+  ws.deliver(welcome());
+  assert.deepEqual(ws.take('close').map((c) => c.code), [2000], 'WELCOME after the handshake');
+  h.clock.advance(2000);
+  const ws2 = h.ws();
+  ws2.open();
+  ws2.deliver(welcome({ resumed: true }));
+  ws2.deliver(data(2, 'gap'));
+  assert.deepEqual(ws2.take('close').map((c) => c.code), [3003]);
+  const [ended] = h.of('ended');
+  assert.equal(ended.reason, 'sequence-violation');
+  assert.equal(ended.restarting, true);
+});
+
+test('CLOSE from the server: 1001 keeps the session (retry-after honoured), 3004 stops, 3002 restarts', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  ws.deliver({ type: 'close', code: 1001, retryAfterMs: 3000, reason: 'restart' });
+  assert.ok(ws.closed);
+  assert.equal(ws.take('close').length, 0, 'no reply to a CLOSE');
+  assert.ok(h.of('reconnecting')[0].delay >= 3000);
+  h.clock.advance(3000);
+  h.ws().open();
+  h.ws().deliver(welcome({ resumed: true }));
+  h.ws().deliver({ type: 'close', code: 3002, retryAfterMs: 0, reason: '' });
+  assert.equal(h.of('ended')[0].reason, 'expired');
+  h.clock.advance(500);
+  h.ws().open();
+  h.ws().deliver(welcome());
+  h.ws().deliver({ type: 'close', code: 3004, retryAfterMs: 0, reason: 'kicked by admin' });
+  assert.equal(h.client.state, 'closed');
+  assert.deepEqual(h.of('ended').at(-1), { session: toHex(SID), reason: 'peer-closed', code: 3004, message: 'kicked by admin', unacked: [], restarting: false });
+});
+
+test('close(): CLOSE 3000 sent, session forgotten, state closed; a resumed WELCOME for another session is refused', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.client.close();
+  assert.deepEqual(ws.take('close').map((c) => c.code), [3000]);
+  assert.ok(ws.closed);
+  assert.equal(h.client.state, 'closed');
+  assert.equal(h.storage.getItem('tether:ws://test/'), null);
+
+  const h2 = setup();
+  h2.clock.advance(0);
+  h2.ws().open();
+  h2.ws().deliver(welcome({ resumed: true }));
+  assert.deepEqual(h2.ws().take('close').map((c) => c.code), [2000], 'a resume that was not asked for');
+});
+
+test('an ack for data never sent is a sequence violation (CLOSE 3003)', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.client.send('one');
+  ws.deliver({ type: 'ack', ack: 2n });
+  assert.deepEqual(ws.take('close').map((c) => c.code), [3003]);
+  assert.deepEqual(h.of('ended')[0].unacked.map(dec), ['one']);
+});
+
+test('simulateOffline: drops without CLOSE, attempts fail until the time is up, then resumes', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.client.simulateOffline(10_000);
+  assert.ok(ws.closed);
+  assert.equal(ws.take('close').length, 0);
+  assert.equal(h.client.state, 'reconnecting');
+  h.clock.advance(9_999);
+  assert.equal(h.sockets().length, 1, 'no WebSocket is opened while offline');
+  assert.ok(h.of('attemptfailed').length >= 1);
+  h.clock.advance(1);
+  assert.equal(h.sockets().length, 2, 'back online: an attempt at once');
+  h.ws().open();
+  assert.ok(h.ws().take('hello')[0].resume);
+});
+
+test('send limits: too large before WELCOME, buffer full', () => {
+  const h = setup();
+  assert.throws(() => h.client.send(new Uint8Array(16384 - 8)), (e) => e.kind === 'too-large');
+  h.client.send(new Uint8Array(16384 - 9));
+  for (let i = 0; i < 4095; i++) h.client.send('x');
+  assert.throws(() => h.client.send('y'), (e) => e.kind === 'buffer-full');
+});
+
+test('Rooms: JSON ops out, events in, members() answered in order, rooms re-joined after a fresh session', async () => {
+  const h = setup();
+  const rooms = new Rooms(h.client);
+  const seen = [];
+  for (const t of ['joined', 'presence', 'roomMessage', 'publish', 'error', 'left']) rooms.on(t, (d) => seen.push([t, d]));
+  const { ws } = h.connect();
+  rooms.join('lobby', 'ann');
+  rooms.say('lobby', { text: 'hi' });
+  const p = rooms.members('lobby');
+  const ops = ws.take('data').map((f) => JSON.parse(dec(f.payload)));
+  assert.deepEqual(ops, [
+    { op: 'join', room: 'lobby', name: 'ann' },
+    { op: 'say', room: 'lobby', body: { text: 'hi' } },
+    { op: 'members', room: 'lobby' },
+  ]);
+  const me = { session: toHex(SID), user: 'anon-00010203', name: 'ann', state: 'active', rtt_ms: null };
+  const send = (seq, obj) => ws.deliver(data(seq, JSON.stringify(obj)));
+  send(1, { ev: 'joined', room: 'lobby', you: me, members: [me] });
+  send(2, { ev: 'presence', room: 'lobby', member: me });
+  send(3, { ev: 'message', room: 'lobby', from: me, body: { text: 'hi' } });
+  send(4, { ev: 'members', room: 'lobby', members: [me] });
+  send(5, { ev: 'publish', room: null, body: 'note' });
+  assert.deepEqual(await p, [me]);
+  assert.deepEqual(seen.map(([t]) => t), ['joined', 'presence', 'roomMessage', 'publish']);
+  assert.deepEqual(seen[2][1], { room: 'lobby', from: me, body: { text: 'hi' } });
+
+  const p2 = rooms.members('lobby');
+  ws.deliver({ type: 'close', code: 3001, retryAfterMs: 0, reason: 'overflow' });
+  await assert.rejects(p2);
+  h.clock.advance(500);
+  h.ws().open();
+  h.ws().deliver(welcome({ sessionId: seqBytes(0x60, 16) }));
+  const rejoin = h.ws().take('data').map((f) => [f.seq, JSON.parse(dec(f.payload))]);
+  assert.deepEqual(rejoin, [[1n, { op: 'join', room: 'lobby', name: 'ann' }]]);
+});
