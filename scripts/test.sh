@@ -44,7 +44,7 @@ if ! git diff --quiet -- clients/js/dist; then
   exit 1
 fi
 (cd clients/js && node --test test/*.test.mjs)
-step "browser tests: real Chromium against tether serve (about 40 s)"
+step "browser tests: real Chromium against tether serve (about 70 s)"
 cargo build -q -p tether
 node --test clients/js/browser-tests/*.test.mjs
 

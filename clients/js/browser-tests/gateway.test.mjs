@@ -95,10 +95,10 @@ after(async () => {
 });
 
 /** Opens the demo page, joins `room` as `name`; resolves when joined. */
-async function openDemo(context, g, name, room = 'lobby') {
+async function openDemo(context, g, name, room = 'lobby', query = '') {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
-  await page.goto(`${g.demo}?ws=${encodeURIComponent(g.ws)}`);
+  await page.goto(`${g.demo}?ws=${encodeURIComponent(g.ws)}${query}`);
   await page.waitForFunction(() => window.tether?.client?.state === 'connected', null, { timeout: 15000 });
   await page.fill('#name', name);
   await page.fill('#room', room);
@@ -224,6 +224,37 @@ test('a page reload resumes the same session; the room sees a blip, not a leave'
     const metrics = await (await fetch(`${g.admin}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
     assert.match(metrics, /tether_rtt_seconds_count [1-9]/);
     await watcher.screenshot({ path: join(shots, 'demo-rtt.png') });
+  } finally {
+    g.child.kill('SIGKILL');
+  }
+});
+
+test('online, offline, visibilitychange and pageshow each probe the link at once', async () => {
+  const g = await startGateway('60s');
+  try {
+    // The default profile pings only after 20 s of silence, and the demo's
+    // member poll (every 5 s) keeps the link busier than that: any PING
+    // seen here was asked for by a page event.
+    const page = await openDemo(await browser.newContext(), g, 'Prober', 'lobby', '&profile=default');
+    const events = {
+      online: () => window.dispatchEvent(new Event('online')),
+      offline: () => window.dispatchEvent(new Event('offline')),
+      visibilitychange: () => document.dispatchEvent(new Event('visibilitychange')),
+      pageshow: () => window.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true })),
+    };
+    for (const [name, fire] of Object.entries(events)) {
+      const before = (await eventsOf(page, 'rtt')).length;
+      const firedAt = await page.evaluate(`(${fire.toString()})(), performance.now()`);
+      await until(`a probe after ${name}`, 2000, async () => (await eventsOf(page, 'rtt')).length > before);
+      const rtt = (await eventsOf(page, 'rtt'))[before];
+      assert.ok(rtt.t - firedAt < 1000, `${name}: PONG ${rtt.t - firedAt} ms after the event`);
+    }
+    // A page shown from the back/forward cache counts; a fresh load does not.
+    const before = (await eventsOf(page, 'rtt')).length;
+    await page.evaluate(() => window.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: false })));
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await eventsOf(page, 'rtt')).length, before, 'a non-persisted pageshow probed');
+    assert.equal((await eventsOf(page, 'disconnected')).length, 0, 'a probe on a live link dropped it');
   } finally {
     g.child.kill('SIGKILL');
   }

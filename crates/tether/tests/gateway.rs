@@ -41,6 +41,10 @@ impl Drop for Gateway {
 }
 
 fn start_gateway(extra: &str) -> Gateway {
+    start_gateway_with(extra, Stdio::inherit())
+}
+
+fn start_gateway_with(extra: &str, stderr: Stdio) -> Gateway {
     let dir = std::env::temp_dir().join(format!("tether-gw-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("gw.toml");
@@ -61,6 +65,7 @@ fn start_gateway(extra: &str) -> Gateway {
         .env("GW_TEST_SECRET", SECRET)
         .env("GW_TEST_KEY", KEY)
         .stdout(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .expect("start tether serve");
     let out = BufReader::new(child.stdout.take().unwrap());
@@ -321,6 +326,28 @@ async fn rooms_presence_auth_and_admin_api() {
 
     // Drain: readiness turns 503 and attached clients are told to come back.
     assert_eq!(http(g.admin, "GET", "/ready", None, None).await.0, 503, "the drain in the loop above");
+}
+
+/// The heartbeat-logging switch: with `log.heartbeats` PINGs are logged
+/// (at debug), without it they are not, at the same level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_frames_are_logged_only_when_asked() {
+    for on in [true, false] {
+        let dir = std::env::temp_dir().join(format!("tether-gw-log-{}-{on}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log_path = dir.join("stderr.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let g = start_gateway_with(&format!("[log]\nlevel = \"debug\"\nheartbeats = {on}\n"), Stdio::from(log));
+        // A realtime client pings after 3 s of silence; wait for its RTT,
+        // which proves a PING reached the gateway and was answered.
+        let mut p = connect(g.tcp, &token("pinger", 600));
+        p.next("an RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
+        drop(g);
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        assert!(text.contains("session opened"), "the log is missing lifecycle events:\n{text}");
+        assert_eq!(text.contains("heartbeat in"), on, "log.heartbeats = {on}:\n{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
