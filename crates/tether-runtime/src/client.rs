@@ -162,6 +162,12 @@ impl ClientHandle {
         network_changed(&self.shared);
     }
 
+    /// Application data to carry on every PING from now on (at most 1024
+    /// bytes; e.g. the gateway's `{"rtt_ms": …}`, docs/GATEWAY.md §1.3).
+    pub fn set_ping_payload(&self, payload: impl Into<Bytes>) {
+        self.shared.lock().set_ping_payload(payload.into());
+    }
+
     /// Ends the session (CLOSE 3000) and stops the client.
     pub fn close(&self) {
         self.shared.lock().close(now(), CloseCode::Normal, "client closed");

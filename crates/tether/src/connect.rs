@@ -102,6 +102,8 @@ pub(crate) async fn run(a: Args) -> Result<()> {
                         }
                         ClientEvent::Message(m) => println!("{t} < {}", String::from_utf8_lossy(&m)),
                         ClientEvent::Rtt(rtt) => {
+                            // The gateway shows members' RTT as their clients report it on PINGs.
+                            handle.set_ping_payload(format!("{{\"rtt_ms\":{:.1}}}", rtt.as_secs_f64() * 1000.0));
                             // Quiet unless verbose or the RTT moved by more than half.
                             let moved = last_rtt.is_none_or(|l: std::time::Duration| {
                                 rtt > l + l / 2 || rtt < l / 2

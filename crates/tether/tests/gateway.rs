@@ -342,6 +342,23 @@ async fn heartbeat_frames_are_logged_only_when_asked() {
         // which proves a PING reached the gateway and was answered.
         let mut p = connect(g.tcp, &token("pinger", 600));
         p.next("an RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
+        if on {
+            // A client reporting its RTT on its PINGs (GATEWAY.md §1.3) is
+            // listed with it after its next PING.
+            p.handle.set_ping_payload(r#"{"rtt_ms": 1.5}"#);
+            p.next("the next RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
+            // The gateway reads the payload from its event stream, which
+            // may trail the PONG by a moment: poll, bounded.
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let sessions = api(&g, "GET", "/v1/sessions", None).await;
+                if sessions["sessions"][0]["rtt_ms"] == 1.5 {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no RTT listed: {sessions}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         drop(g);
         let text = std::fs::read_to_string(&log_path).unwrap();
         assert!(text.contains("session opened"), "the log is missing lifecycle events:\n{text}");
