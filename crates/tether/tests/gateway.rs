@@ -312,6 +312,10 @@ async fn rooms_presence_auth_and_admin_api() {
     assert!(text.contains("tether_connections{transport=\"tcp\"}"));
     assert!(text.contains("tether_pings_total"));
 
+    // Bad admin input gets a JSON error saying what to send.
+    let (status, text) = http(g.admin, "POST", "/v1/drain", Some(KEY), Some(json!("soon"))).await;
+    assert!(status == 400 && text.contains(r#"{"error":"#) && text.contains("window"), "{status} {text}");
+
     // Every path in the OpenAPI description is served (none falls through
     // to "no such endpoint").
     let (_, doc) = http(g.admin, "GET", "/openapi.json", None, None).await;
@@ -365,6 +369,28 @@ async fn heartbeat_frames_are_logged_only_when_asked() {
         assert_eq!(text.contains("heartbeat in"), on, "log.heartbeats = {on}:\n{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// SIGTERM (what service managers send) drains like Ctrl-C: the attached
+/// client is told to come back later, and the gateway exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_stops() {
+    let mut g = start_gateway("");
+    let mut p = connect(g.tcp, &token("leaver", 600));
+    p.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    let pid = g.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let e = p.next("the drain", |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    assert!(format!("{e:?}").contains("GoingAway") || format!("{e:?}").contains("going away"), "{e:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = g.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gateway did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]

@@ -38,12 +38,29 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, kind: Kind, listener: TcpList
             continue;
         }
         let permit = inner.handshakes.clone().try_acquire_owned().ok();
-        inner.pending.fetch_add(1, Ordering::Relaxed);
-        let inner2 = inner.clone();
+        let pending = Pending::new(inner.clone());
         tokio::spawn(async move {
-            handshake(&inner2, kind, tcp, peer, permit).await;
-            inner2.pending.fetch_sub(1, Ordering::Relaxed);
+            handshake(&pending.0, kind, tcp, peer, permit).await;
+            drop(pending);
         });
+    }
+}
+
+/// Counts a handshake in progress until dropped, also when the handshake
+/// task panics (e.g. in an application's authenticator): a leaked count
+/// would end in every connection being dropped unanswered.
+struct Pending(Arc<Inner>);
+
+impl Pending {
+    fn new(inner: Arc<Inner>) -> Self {
+        inner.pending.fetch_add(1, Ordering::Relaxed);
+        Pending(inner)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -71,7 +71,9 @@ pub struct ServerOptions {
     pub seed: Option<u64>,
     /// Checks the HELLO credential of every new session; None admits all.
     pub auth: Option<Arc<dyn Authenticate>>,
-    /// Report PING payloads as [`ServerEvent::PingPayload`] (off: dropped).
+    /// Report PING payloads as [`ServerEvent::PingPayload`] (off: dropped;
+    /// on, they are still dropped while the event queue is full, so that a
+    /// lagging application never delays a PONG).
     pub ping_events: bool,
     /// Log PING/PONG frames too (every frame is logged at trace level,
     /// heartbeats only with this switch, to keep logs readable).
@@ -80,7 +82,9 @@ pub struct ServerOptions {
 
 /// Decides who may open a session, from the credential in its HELLO
 /// (`auth`, opaque bytes, may be empty). Resumes are proven by the resume
-/// token instead and are not checked again.
+/// token instead and are not checked again. It runs on the handshake's
+/// task: keep it fast and non-blocking (no I/O); a panic costs only that
+/// handshake.
 pub trait Authenticate: Send + Sync + 'static {
     /// The user id to attach to the session, or a refusal message saying
     /// what was wrong and what to do (sent in REJECT Unauthorized).
@@ -175,7 +179,8 @@ pub enum ServerEvent {
         /// Unacknowledged messages, oldest first.
         unacked: Vec<Bytes>,
     },
-    /// Application data on a PING (only with [`ServerOptions::ping_events`]).
+    /// Application data on a PING (only with [`ServerOptions::ping_events`];
+    /// dropped rather than queued while the event queue is full).
     PingPayload {
         /// The session.
         session: SessionId,

@@ -222,8 +222,14 @@ impl Task {
                     ServerEvent::Resumed { session: id, replayed, peer, kind }
                 }
                 SessionEvent::Ended { reason, unacked } => ServerEvent::Ended { session: id, reason, unacked },
-                SessionEvent::PingPayload(payload) if self.inner.ping_events => {
-                    ServerEvent::PingPayload { session: id, payload }
+                SessionEvent::PingPayload(payload) => {
+                    // Informational: never worth delaying this session (its
+                    // PONG is written after the emit) when the application
+                    // lags, so dropped if the queue is full.
+                    if self.inner.ping_events {
+                        let _ = self.inner.events.try_send(ServerEvent::PingPayload { session: id, payload });
+                    }
+                    continue;
                 }
                 _ => continue,
             });

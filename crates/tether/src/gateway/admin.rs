@@ -6,7 +6,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,10 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+fn bad_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
 pub(crate) fn router(shared: Shared) -> Router {
     let api = Router::new()
         .route("/v1/sessions", get(list_sessions))
@@ -60,13 +65,22 @@ pub(crate) fn router(shared: Shared) -> Router {
 }
 
 async fn bearer(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim).map(str::to_owned)
-    });
-    match given {
-        Some(k) if bool::from(k.as_bytes().ct_eq(s.admin_key.as_bytes())) => next.run(req).await,
-        Some(_) => error(StatusCode::UNAUTHORIZED, "wrong admin key; use the key from the config's admin.key"),
-        None => error(StatusCode::UNAUTHORIZED, "missing header `Authorization: Bearer <admin key>`"),
+    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    // "Bearer" is case-insensitive (RFC 7235); the key is compared in
+    // constant time.
+    let given = header
+        .as_deref()
+        .and_then(|v| (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| v[7..].trim_ascii().to_vec()));
+    let refuse = |message: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, message);
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        r
+    };
+    match (header.is_some(), given) {
+        (_, Some(k)) if bool::from(k.as_slice().ct_eq(s.admin_key.as_bytes())) => next.run(req).await,
+        (_, Some(_)) => refuse("wrong admin key; use the key from the config's admin.key (or admin.key_env)"),
+        (true, None) => refuse("the Authorization header is not `Bearer <admin key>`"),
+        (false, None) => refuse("missing header `Authorization: Bearer <admin key>`"),
     }
 }
 
@@ -89,7 +103,7 @@ fn session_json(s: &Shared, info: &tether_runtime::server::SessionInfo) -> Value
     let member = rooms.member(info.id);
     json!({
         "id": info.id.to_string(),
-        "user": member.map(|m| m.user.clone()),
+        "user": member.map(|m| m.user.clone()).or_else(|| info.user.as_deref().filter(|u| !u.is_empty()).map(str::to_owned)),
         "state": if info.attached { "attached" } else { "detached" },
         "transport": info.peer.map(|(k, _)| k.to_string()),
         "peer": info.peer.map(|(_, a)| a.to_string()),
@@ -107,8 +121,8 @@ async fn list_sessions(State(s): State<Shared>) -> Response {
     Json(json!({"sessions": list})).into_response()
 }
 
-async fn get_session(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    let id = parse_id(&id)?;
+async fn get_session(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> ApiResult {
+    let id = parse_id(&id.map_err(bad_request)?.0)?;
     match s.server.sessions().iter().find(|i| i.id == id) {
         Some(i) => Ok(Json(session_json(&s, i)).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, GONE.into())),
@@ -120,9 +134,13 @@ struct KickQuery {
     reason: Option<String>,
 }
 
-async fn kick(State(s): State<Shared>, Path(id): Path<String>, q: axum::extract::Query<KickQuery>) -> ApiResult {
-    let id = parse_id(&id)?;
-    let reason = q.0.reason.unwrap_or_else(|| "kicked by the operator".into());
+async fn kick(
+    State(s): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<KickQuery>, QueryRejection>,
+) -> ApiResult {
+    let id = parse_id(&id.map_err(bad_request)?.0)?;
+    let reason = q.map_err(bad_request)?.0.reason.unwrap_or_else(|| "kicked by the operator".into());
     if s.server.close_session(id, CloseCode::Kicked, &reason) {
         Ok(Json(json!({"kicked": id.to_string()})).into_response())
     } else {
@@ -135,7 +153,7 @@ struct Publish {
     body: Value,
 }
 
-type PublishBody = Result<Json<Publish>, axum::extract::rejection::JsonRejection>;
+type PublishBody = Result<Json<Publish>, JsonRejection>;
 
 fn body(p: PublishBody) -> Result<Value, ApiError> {
     p.map(|Json(p)| p.body).map_err(|e| {
@@ -162,7 +180,8 @@ async fn list_rooms(State(s): State<Shared>) -> Response {
     Json(json!({"rooms": list})).into_response()
 }
 
-async fn get_room(State(s): State<Shared>, Path(room): Path<String>) -> ApiResult {
+async fn get_room(State(s): State<Shared>, room: Result<Path<String>, PathRejection>) -> ApiResult {
+    let room = room.map_err(bad_request)?.0;
     match rooms(&s).room_members(&room) {
         Some(m) => Ok(Json(json!({"room": room, "members": m})).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
@@ -187,15 +206,22 @@ struct DrainReq {
     window: Option<Duration>,
 }
 
-async fn drain(State(s): State<Shared>, req: Option<Json<DrainReq>>) -> Response {
-    let window = req.and_then(|r| r.0.window).unwrap_or(s.drain_window);
-    if window.is_zero() {
-        return error(StatusCode::BAD_REQUEST, "window must be above 0, e.g. {\"window\": \"5s\"}");
+/// The body is optional; without one (or with `{}`) the configured window is used.
+async fn drain(State(s): State<Shared>, body: axum::body::Bytes) -> ApiResult {
+    let req: DrainReq = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainReq::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| bad_request(format!("{e}; send JSON like {{\"window\": \"5s\"}}, or no body")))?
+    };
+    let window = req.window.unwrap_or(s.drain_window);
+    if window.is_zero() || window > Duration::from_secs(3600) {
+        return Err(bad_request("window must be above 0 and at most 1h, e.g. {\"window\": \"5s\"}"));
     }
     s.draining.store(true, Ordering::SeqCst);
     let told = s.server.drain(window);
     tracing::info!(told, ?window, "draining on the admin API's request");
-    Json(json!({"told": told, "window_ms": window.as_millis() as u64})).into_response()
+    Ok(Json(json!({"told": told, "window_ms": window.as_millis() as u64})).into_response())
 }
 
 async fn ready(State(s): State<Shared>) -> Response {

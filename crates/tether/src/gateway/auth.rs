@@ -22,10 +22,31 @@ pub(crate) struct JwtAuth {
 }
 
 impl JwtAuth {
-    pub(crate) fn new(secret: Option<&str>, anonymous: bool, leeway: Duration) -> Self {
+    /// `audience` and `issuer`, when given, must match the token's `aud`
+    /// and `iss`; without an audience, `aud` is not checked.
+    pub(crate) fn new(
+        secret: Option<&str>,
+        anonymous: bool,
+        leeway: Duration,
+        audience: Option<&str>,
+        issuer: Option<&str>,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = leeway.as_secs();
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match audience {
+            Some(a) => {
+                validation.set_audience(&[a]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(i) = issuer {
+            validation.set_issuer(&[i]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         JwtAuth { key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())), validation, anonymous }
     }
 }
@@ -50,6 +71,9 @@ impl Authenticate for JwtAuth {
         let token =
             std::str::from_utf8(credential).map_err(|_| "the token is not UTF-8 text: send a JWT".to_owned())?;
         match decode::<Claims>(token, key, &self.validation) {
+            Ok(data) if data.claims.sub.starts_with("anon-") => {
+                Err("the token's subject (sub) may not start with \"anon-\": that names anonymous users".into())
+            }
             Ok(data) if !data.claims.sub.is_empty() && data.claims.sub.len() <= 128 => Ok(Arc::from(data.claims.sub)),
             Ok(_) => Err("the token's subject (sub) must be a user id of 1 to 128 bytes".into()),
             Err(e) => {
@@ -59,6 +83,9 @@ impl Authenticate for JwtAuth {
                     K::InvalidSignature => "the token's signature does not match this gateway's secret".into(),
                     K::InvalidAlgorithm => "the token must be signed with HS256".into(),
                     K::MissingRequiredClaim(c) => format!("the token has no `{c}` claim"),
+                    K::ImmatureSignature => "the token is not valid yet (nbf is in the future)".into(),
+                    K::InvalidAudience => "the token's audience (aud) is not this gateway's".into(),
+                    K::InvalidIssuer => "the token's issuer (iss) is not the one this gateway trusts".into(),
                     _ => format!("the token is not a valid JWT ({e})"),
                 })
             }
@@ -84,7 +111,7 @@ mod tests {
 
     #[test]
     fn a_valid_token_names_the_user_and_bad_ones_say_why() {
-        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60));
+        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60), None, None);
         let good = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "alice", "exp": now() + 600}));
         assert_eq!(&*a.authenticate(&good).unwrap(), "alice");
         let expired = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "alice", "exp": now() - 3600}));
@@ -101,11 +128,36 @@ mod tests {
         assert!(a.authenticate(b"not a jwt").unwrap_err().contains("not a valid JWT"));
         assert!(a.authenticate(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
         assert!(a.authenticate(b"").unwrap_err().contains("requires a token"));
+        let early =
+            token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "eve", "exp": now() + 600, "nbf": now() + 300}));
+        assert!(a.authenticate(&early).unwrap_err().contains("not valid yet"));
+        let anon = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "anon-12345678", "exp": now() + 600}));
+        assert!(a.authenticate(&anon).unwrap_err().contains("anon-"));
+        // Without a configured audience, a token's aud is not checked.
+        let with_aud =
+            token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "carl", "exp": now() + 600, "aud": "x"}));
+        assert_eq!(&*a.authenticate(&with_aud).unwrap(), "carl");
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60), Some("tether"), Some("https://id.example"));
+        let claims =
+            |aud: &str, iss: &str| serde_json::json!({"sub": "dan", "exp": now() + 600, "aud": aud, "iss": iss});
+        let ok = token(SECRET, Algorithm::HS256, claims("tether", "https://id.example"));
+        assert_eq!(&*a.authenticate(&ok).unwrap(), "dan");
+        let wrong_aud = token(SECRET, Algorithm::HS256, claims("other", "https://id.example"));
+        assert!(a.authenticate(&wrong_aud).unwrap_err().contains("audience"));
+        let wrong_iss = token(SECRET, Algorithm::HS256, claims("tether", "https://evil.example"));
+        assert!(a.authenticate(&wrong_iss).unwrap_err().contains("issuer"));
+        let none = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "dan", "exp": now() + 600}));
+        let e = a.authenticate(&none).unwrap_err();
+        assert!(e.contains("has no `aud`") || e.contains("has no `iss`"), "{e}");
     }
 
     #[test]
     fn anonymous_gateways_admit_empty_credentials_only() {
-        let a = JwtAuth::new(None, true, Duration::from_secs(60));
+        let a = JwtAuth::new(None, true, Duration::from_secs(60), None, None);
         assert_eq!(&*a.authenticate(b"").unwrap(), "");
         assert!(a.authenticate(b"abc").unwrap_err().contains("anonymous clients only"));
         assert_eq!(anonymous_user("0123456789abcdef"), "anon-01234567");

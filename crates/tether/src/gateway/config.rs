@@ -130,6 +130,13 @@ pub(crate) struct Limits {
     pub(crate) overload_retry: Duration,
     pub(crate) max_rooms_per_session: usize,
     pub(crate) max_room_members: usize,
+    /// Largest room request (a `say` with its body), bytes.
+    pub(crate) max_say_bytes: usize,
+    /// `say`s per second per session, sustained, and the burst allowed.
+    pub(crate) say_rate: f64,
+    pub(crate) say_burst: f64,
+    /// Most members listed in a `joined` or `members` answer.
+    pub(crate) max_members_listed: usize,
 }
 
 impl Default for Limits {
@@ -140,6 +147,12 @@ impl Default for Limits {
             overload_retry: Duration::from_secs(1),
             max_rooms_per_session: 32,
             max_room_members: 10_000,
+            max_say_bytes: 16 * 1024,
+            say_rate: 20.0,
+            // A minute's worth: what a client queued through an outage
+            // arrives at once on its resume, and must not be refused.
+            say_burst: 1200.0,
+            max_members_listed: 500,
         }
     }
 }
@@ -155,11 +168,22 @@ pub(crate) struct Auth {
     pub(crate) jwt_secret_env: Option<String>,
     #[serde(with = "humantime_serde")]
     pub(crate) leeway: Duration,
+    /// When set, tokens must carry this `aud`; when not, `aud` is not checked.
+    pub(crate) audience: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    pub(crate) issuer: Option<String>,
 }
 
 impl Default for Auth {
     fn default() -> Self {
-        Auth { anonymous: true, jwt_secret: None, jwt_secret_env: None, leeway: Duration::from_secs(60) }
+        Auth {
+            anonymous: true,
+            jwt_secret: None,
+            jwt_secret_env: None,
+            leeway: Duration::from_secs(60),
+            audience: None,
+            issuer: None,
+        }
     }
 }
 
@@ -196,7 +220,7 @@ impl Default for Demo {
 pub(crate) struct Log {
     /// A tracing filter: "info", "debug", "tether=debug,info"…
     pub(crate) level: String,
-    /// Log PING/PONG frames too (at debug); off keeps logs readable.
+    /// Log PING frames received too (at debug); off keeps logs readable.
     pub(crate) heartbeats: bool,
     /// "text" or "json".
     pub(crate) format: String,
@@ -235,6 +259,20 @@ fn in_section(section: &str, e: tether_proto::ConfigError) -> anyhow::Error {
 
 /// Reads a secret given inline or through an environment variable.
 fn secret(inline: &Option<String>, env: &Option<String>, field: &str) -> Result<Option<String>> {
+    let s = read_secret(inline, env, field)?;
+    if let Some(v) = &s {
+        if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!(refuse(
+                field,
+                "contains whitespace or control characters (a trailing newline from a file?)",
+                "strip them: the value is used byte for byte",
+            ));
+        }
+    }
+    Ok(s)
+}
+
+fn read_secret(inline: &Option<String>, env: &Option<String>, field: &str) -> Result<Option<String>> {
     match (inline, env) {
         (Some(_), Some(_)) => Err(refuse(field, "is given both inline and as _env", "keep one of the two")),
         (Some(s), None) => Ok(Some(s.clone())),
@@ -336,6 +374,50 @@ impl Config {
                 }
                 seen.push((name, addr));
             }
+        }
+        for (field, d, max, fix) in [
+            ("session.handshake_timeout", s.handshake_timeout, 300, "a few seconds is typical (10s)"),
+            ("limits.overload_retry", self.limits.overload_retry, 600, "a second or a few is typical"),
+            ("auth.leeway", self.auth.leeway, 3600, "allow at most an hour of clock skew (60s is typical)"),
+            ("drain.window", self.drain.window, 3600, "spread reconnects over seconds or minutes"),
+        ] {
+            if d > Duration::from_secs(max) {
+                bail!(refuse(field, format!("{} is too long", humantime::format_duration(d)), fix));
+            }
+        }
+        for (field, p) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+            if let Some(p) = p {
+                if !p.is_file() {
+                    bail!(refuse(
+                        field,
+                        format!("{} is not a readable file", p.display()),
+                        "give the path of a PEM file"
+                    ));
+                }
+            }
+        }
+        let lim = &self.limits;
+        if lim.max_say_bytes < 256 || lim.max_say_bytes > s.max_frame as usize {
+            bail!(refuse(
+                "limits.max_say_bytes",
+                format!("{} is outside 256..=session.max_frame ({})", lim.max_say_bytes, s.max_frame),
+                "16384 is typical",
+            ));
+        }
+        if !(lim.say_rate > 0.0 && lim.say_rate.is_finite() && lim.say_burst >= 1.0 && lim.say_burst.is_finite()) {
+            bail!(refuse(
+                "limits.say_rate",
+                "must be above 0, with say_burst at least 1",
+                "e.g. say_rate = 20.0, say_burst = 40.0"
+            ));
+        }
+        // A member list must fit a frame: about 300 bytes per member at most.
+        if lim.max_members_listed == 0 || lim.max_members_listed * 320 > s.max_frame as usize {
+            bail!(refuse(
+                "limits.max_members_listed",
+                format!("{} members would not fit one {}-byte frame", lim.max_members_listed, s.max_frame),
+                "list at most session.max_frame / 320 members (500 is typical)",
+            ));
         }
         if self.limits.max_handshakes == 0 {
             bail!(refuse("limits.max_handshakes", "is 0", "admit at least 1 handshake at once (512 is typical)"));
@@ -453,5 +535,15 @@ mod tests {
         assert!(e.contains("log.format"), "{e}");
         let e = err("[session]\nmax_frame = 10");
         assert!(e.contains("max_frame"), "{e}");
+        let e = err("[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\\n\"");
+        assert!(e.contains("auth.jwt_secret") && e.contains("trailing newline"), "{e}");
+        let e = err("[auth]\nleeway = \"2h\"");
+        assert!(e.contains("auth.leeway") && e.contains("too long"), "{e}");
+        let e = err("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"");
+        assert!(e.contains("tls.cert") && e.contains("not a readable file"), "{e}");
+        let e = err("[limits]\nmax_members_listed = 100000");
+        assert!(e.contains("limits.max_members_listed"), "{e}");
+        let e = err("[limits]\nsay_rate = 0.0");
+        assert!(e.contains("limits.say_rate"), "{e}");
     }
 }

@@ -26,6 +26,15 @@ use tokio::net::TcpListener;
 use self::config::{Config, Resolved};
 use self::rooms::{Out, RoomLimits, Rooms};
 
+/// Prints a line of the start-up banner or a notice, ignoring a closed
+/// stdout (a supervisor may have closed it; that must not stop a drain).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// The config file (TOML; see config/tether.example.toml). Without one,
@@ -144,7 +153,13 @@ pub(crate) async fn run(a: Args) -> Result<()> {
     opts.overload_retry = c.limits.overload_retry;
     opts.ping_events = true;
     opts.log_heartbeats = c.log.heartbeats;
-    opts.auth = Some(Arc::new(auth::JwtAuth::new(r.jwt_secret.as_deref(), c.auth.anonymous, c.auth.leeway)));
+    opts.auth = Some(Arc::new(auth::JwtAuth::new(
+        r.jwt_secret.as_deref(),
+        c.auth.anonymous,
+        c.auth.leeway,
+        c.auth.audience.as_deref(),
+        c.auth.issuer.as_deref(),
+    )));
     for (kind, addr) in
         [(Kind::Tcp, c.listen.tcp), (Kind::Ws, c.listen.ws), (Kind::Tls, c.listen.tls), (Kind::Wss, c.listen.wss)]
     {
@@ -156,6 +171,18 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         opts.tls = Some(tether_runtime::tls::server_config(cert, key)?);
     }
     let metrics = metrics::install()?;
+    {
+        // Histogram samples pile up until drained; drain them even when
+        // nobody scrapes (or the admin listener is off).
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                m.run_upkeep();
+            }
+        });
+    }
     let server = Server::start(opts).await?;
     let admin_key: Arc<str> = Arc::from(r.admin_key.clone().unwrap_or_else(random_key));
     let shared = Shared {
@@ -163,6 +190,10 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         rooms: Arc::new(Mutex::new(Rooms::new(RoomLimits {
             max_rooms_per_session: c.limits.max_rooms_per_session,
             max_room_members: c.limits.max_room_members,
+            max_say_bytes: c.limits.max_say_bytes,
+            say_rate: c.limits.say_rate,
+            say_burst: c.limits.say_burst,
+            max_members_listed: c.limits.max_members_listed,
         }))),
         metrics,
         admin_key: admin_key.clone(),
@@ -170,19 +201,19 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         drain_window: c.drain.window,
     };
 
-    println!(
+    out!(
         "tether serve: in-memory gateway, grace {}{}",
         humantime::format_duration(c.session.grace),
         a.config.as_ref().map(|p| format!(", config {}", p.display())).unwrap_or_default()
     );
     for l in server.local_addrs() {
-        println!("  sessions on {}://{}", l.kind, l.addr);
+        out!("  sessions on {}://{}", l.kind, l.addr);
     }
     if let Some(addr) = c.admin.listen.0 {
         let l = TcpListener::bind(addr).await.with_context(|| format!("admin.listen: cannot listen on {addr}"))?;
-        println!("  admin API on http://{} (OpenAPI at /openapi.json)", l.local_addr()?);
+        out!("  admin API on http://{} (OpenAPI at /openapi.json)", l.local_addr()?);
         if r.admin_key.is_none() {
-            println!("  admin key (generated; set admin.key_env to choose it): {admin_key}");
+            out!("  admin key (generated; set admin.key_env to choose it): {admin_key}");
         }
         let app = admin::router(shared.clone());
         tokio::spawn(async move { axum::serve(l, app).await });
@@ -190,11 +221,14 @@ pub(crate) async fn run(a: Args) -> Result<()> {
     if let Some(addr) = c.demo.listen.0 {
         let l = TcpListener::bind(addr).await.with_context(|| format!("demo.listen: cannot listen on {addr}"))?;
         let ws = server.local_addr(Kind::Ws).or(server.local_addr(Kind::Wss));
-        println!("  demo page on http://{}/", l.local_addr()?);
+        out!("  demo page on http://{}/", l.local_addr()?);
         let app = web::router(ws.map(|a| (a, server.local_addr(Kind::Ws).is_none())));
         tokio::spawn(async move { axum::serve(l, app).await });
     }
-    println!("  Ctrl-C drains (clients come back within {}) and stops", humantime::format_duration(c.drain.window));
+    out!(
+        "  Ctrl-C or SIGTERM drains (clients come back within {}) and stops",
+        humantime::format_duration(c.drain.window)
+    );
 
     let (handle, mut events) = server.into_parts();
     loop {
@@ -203,11 +237,11 @@ pub(crate) async fn run(a: Args) -> Result<()> {
                 let Some(e) = e else { return Ok(()) };
                 on_event(&shared, e);
             }
-            r = tokio::signal::ctrl_c() => {
+            r = stop_signal() => {
                 r?;
                 shared.draining.store(true, std::sync::atomic::Ordering::SeqCst);
                 let told = handle.drain(c.drain.window);
-                println!("draining: {told} client(s) told to reconnect within {}; stopping", humantime::format_duration(c.drain.window));
+                out!("draining: {told} client(s) told to reconnect within {}; stopping", humantime::format_duration(c.drain.window));
                 // Give the CLOSE frames a moment to leave. Sessions were in
                 // memory: a restarted gateway will not know them, and clients
                 // are told to start fresh.
@@ -217,6 +251,20 @@ pub(crate) async fn run(a: Args) -> Result<()> {
             }
         }
     }
+}
+
+/// Ctrl-C, or SIGTERM (what service managers send to stop a process).
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
 
 fn on_event(s: &Shared, e: ServerEvent) {
@@ -233,7 +281,7 @@ fn on_event(s: &Shared, e: ServerEvent) {
         }
         ServerEvent::Message { session, payload } => {
             metrics::message_in();
-            lock().request(session, &payload)
+            lock().request(session, &payload, std::time::Instant::now())
         }
         ServerEvent::PingPayload { session, payload } => {
             if let Some(ms) = rtt_of(&payload) {
@@ -260,7 +308,9 @@ fn on_event(s: &Shared, e: ServerEvent) {
         }
         ServerEvent::Rejected { peer, reason } => {
             metrics::rejected(format!("{reason:?}"));
-            tracing::info!(%peer, ?reason, "handshake refused");
+            // At debug: a stream of bad tokens must not flood the log (the
+            // metric counts them).
+            tracing::debug!(%peer, ?reason, "handshake refused");
             Vec::new()
         }
         _ => Vec::new(),

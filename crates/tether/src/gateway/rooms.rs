@@ -4,6 +4,7 @@
 //! Membership belongs to the session, so it survives every resume.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -38,6 +39,8 @@ pub(crate) struct Member {
     pub(crate) state: Presence,
     pub(crate) rtt_ms: Option<f64>,
     pub(crate) rooms: BTreeSet<String>,
+    /// Token bucket for `say`: tokens left, and when it was last filled.
+    says: (f64, Option<Instant>),
 }
 
 /// Limits from the config.
@@ -45,6 +48,13 @@ pub(crate) struct Member {
 pub(crate) struct RoomLimits {
     pub(crate) max_rooms_per_session: usize,
     pub(crate) max_room_members: usize,
+    /// Largest `say` request, bytes.
+    pub(crate) max_say_bytes: usize,
+    /// `say`s per second per session, sustained, and the burst allowed.
+    pub(crate) say_rate: f64,
+    pub(crate) say_burst: f64,
+    /// Most members listed in a `joined` or `members` answer.
+    pub(crate) max_members_listed: usize,
 }
 
 /// Messages to send: (to, payload).
@@ -102,6 +112,15 @@ impl Rooms {
         Some(ids.iter().filter_map(|id| self.member_json(*id)).collect())
     }
 
+    /// The member list sent to clients: `you` first, then up to the limit
+    /// (a list of every member of a huge room would outgrow a frame).
+    fn listed(&self, room: &str, you: SessionId) -> (Vec<Value>, usize) {
+        let Some(ids) = self.rooms.get(room) else { return (Vec::new(), 0) };
+        let count = ids.len();
+        let ids = std::iter::once(you).chain(ids.iter().copied().filter(|i| *i != you));
+        (ids.take(self.limits.max_members_listed).filter_map(|id| self.member_json(id)).collect(), count)
+    }
+
     pub(crate) fn member_json(&self, id: SessionId) -> Option<Value> {
         let m = self.members.get(&id)?;
         Some(json!({
@@ -116,7 +135,9 @@ impl Rooms {
     /// A session opened; `user` is its authenticated id.
     pub(crate) fn opened(&mut self, id: SessionId, user: String) {
         let name = user.clone();
-        self.members.insert(id, Member { user, name, state: Presence::Active, rtt_ms: None, rooms: BTreeSet::new() });
+        let says = (self.limits.say_burst, None);
+        self.members
+            .insert(id, Member { user, name, state: Presence::Active, rtt_ms: None, rooms: BTreeSet::new(), says });
     }
 
     /// The member's client reported its RTT (on a PING).
@@ -192,10 +213,33 @@ impl Rooms {
     }
 
     /// A message from a session: one room-protocol request.
-    pub(crate) fn request(&mut self, id: SessionId, payload: &[u8]) -> Out {
+    /// Takes one `say` token; false when the session says too much.
+    fn may_say(&mut self, id: SessionId, now: Instant) -> bool {
+        let (rate, burst) = (self.limits.say_rate, self.limits.say_burst);
+        let Some(m) = self.members.get_mut(&id) else { return false };
+        let (tokens, last) = &mut m.says;
+        if let Some(l) = *last {
+            *tokens = (*tokens + now.saturating_duration_since(l).as_secs_f64() * rate).min(burst);
+        }
+        *last = Some(now);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn request(&mut self, id: SessionId, payload: &[u8], now: Instant) -> Out {
         let mut out = Vec::new();
         let error = |op: &str, message: &str| (id, msg(json!({"ev": "error", "op": op, "message": message})));
         if !self.members.contains_key(&id) {
+            return out;
+        }
+        if payload.len() > self.limits.max_say_bytes {
+            let m =
+                format!("request of {} bytes; the gateway takes at most {}", payload.len(), self.limits.max_say_bytes);
+            out.push(error("", &m));
             return out;
         }
         let req: Request = match serde_json::from_slice(payload) {
@@ -265,16 +309,26 @@ impl Rooms {
                 }
             }
             Request::Say { room, body } => {
-                let Some(ids) = self.rooms.get(&room).filter(|r| r.contains(&id)) else {
+                if !self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
                     out.push(error("say", "join the room before saying something in it"));
                     return out;
-                };
+                }
+                if !self.may_say(id, now) {
+                    let m = format!("too many messages: at most {} per second; slow down", self.limits.say_rate);
+                    out.push(error("say", &m));
+                    return out;
+                }
+                let Some(ids) = self.rooms.get(&room) else { return out };
                 let payload = msg(json!({"ev": "message", "room": room, "from": self.member_json(id), "body": body}));
                 out.extend(ids.iter().map(|to| (*to, payload.clone())));
             }
             Request::Members { room } => {
-                let members = self.room_members(&room).unwrap_or_default();
-                out.push((id, msg(json!({"ev": "members", "room": room, "members": members}))));
+                if !self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
+                    out.push(error("members", "join the room to see its members"));
+                    return out;
+                }
+                let (members, count) = self.listed(&room, id);
+                out.push((id, msg(json!({"ev": "members", "room": room, "members": members, "count": count}))));
             }
         }
         out
@@ -302,8 +356,19 @@ mod tests {
         SessionId::from_bytes([n; 16])
     }
 
+    fn limits() -> RoomLimits {
+        RoomLimits {
+            max_rooms_per_session: 2,
+            max_room_members: 3,
+            max_say_bytes: 1024,
+            say_rate: 10.0,
+            say_burst: 20.0,
+            max_members_listed: 2,
+        }
+    }
+
     fn rooms() -> Rooms {
-        Rooms::new(RoomLimits { max_rooms_per_session: 2, max_room_members: 3 })
+        Rooms::new(limits())
     }
 
     fn parse(out: &Out) -> Vec<(u8, Value)> {
@@ -311,7 +376,7 @@ mod tests {
     }
 
     fn req(r: &mut Rooms, who: u8, v: Value) -> Vec<(u8, Value)> {
-        parse(&r.request(id(who), v.to_string().as_bytes()))
+        parse(&r.request(id(who), v.to_string().as_bytes(), Instant::now()))
     }
 
     #[test]
@@ -358,7 +423,10 @@ mod tests {
         let mut r = rooms();
         r.opened(id(1), "alice".into());
         let e = |out: Vec<(u8, Value)>| out[0].1["message"].as_str().unwrap().to_owned();
-        assert!(e(parse(&r.request(id(1), b"hello"))).contains("not a room request"));
+        assert!(e(parse(&r.request(id(1), b"hello", Instant::now()))).contains("not a room request"));
+        let big = json!({"op": "say", "room": "a", "body": "x".repeat(2000)}).to_string();
+        assert!(e(parse(&r.request(id(1), big.as_bytes(), Instant::now()))).contains("at most 1024"));
+        assert!(e(req(&mut r, 1, json!({"op": "members", "room": "a"}))).contains("join the room"));
         assert!(e(req(&mut r, 1, json!({"op": "dance"}))).contains("not a room request"));
         assert!(e(req(&mut r, 1, json!({"op": "say", "room": "x", "body": 1}))).contains("join the room"));
         assert!(e(req(&mut r, 1, json!({"op": "leave", "room": "x"}))).contains("not in this room"));
@@ -375,6 +443,33 @@ mod tests {
         }
         r.opened(id(4), "u4".into());
         assert!(e(req(&mut r, 4, json!({"op": "join", "room": "a"}))).contains("full"));
+        // Lists are capped (limit 2 here), you first, with the full count.
+        let list = req(&mut r, 3, json!({"op": "members", "room": "a"}));
+        assert_eq!(list[0].1["count"], 3);
+        assert_eq!(list[0].1["members"].as_array().unwrap().len(), 2);
+        assert_eq!(list[0].1["members"][0]["user"], "u3");
+    }
+
+    #[test]
+    fn says_are_rate_limited_per_session() {
+        let mut r = rooms();
+        r.opened(id(1), "alice".into());
+        req(&mut r, 1, json!({"op": "join", "room": "a"}));
+        let t0 = Instant::now();
+        let say = |r: &mut Rooms, at: Instant| {
+            let b = json!({"op": "say", "room": "a", "body": 1}).to_string();
+            parse(&r.request(id(1), b.as_bytes(), at))[0].1["ev"].as_str().unwrap().to_owned()
+        };
+        // A burst of 20 passes, the 21st is refused, and 10/s comes back.
+        for _ in 0..20 {
+            assert_eq!(say(&mut r, t0), "message");
+        }
+        assert_eq!(say(&mut r, t0), "error");
+        let later = t0 + std::time::Duration::from_millis(500);
+        for _ in 0..5 {
+            assert_eq!(say(&mut r, later), "message");
+        }
+        assert_eq!(say(&mut r, later), "error");
     }
 
     #[test]
