@@ -436,6 +436,8 @@ class Heartbeat {
 class Backoff {
     constructor() {
         this.attempt = 0;
+        /** The expiry whose one immediate last-moment attempt was given (§9.3). */
+        this.lateUsed = null;
     }
     reset() { this.attempt = 0; }
     ceiling(resumable) {
@@ -444,9 +446,18 @@ class Backoff {
     }
     next(now, random, resumableUntil, budget, retryAfter) {
         let delay = random() * this.ceiling(resumableUntil !== null);
-        // Never start so late that the attempt cannot finish before the local expiry (§9.3).
-        if (resumableUntil !== null)
-            delay = Math.min(delay, Math.max(0, resumableUntil - budget - now));
+        // Never start so late that the attempt cannot finish before the local
+        // expiry (§9.3); past that moment, one attempt at once, then the usual
+        // backoff (instantly failing connects must not loop).
+        if (resumableUntil !== null) {
+            const latest = resumableUntil - budget;
+            if (now < latest)
+                delay = Math.min(delay, latest - now);
+            else if (this.lateUsed !== resumableUntil) {
+                this.lateUsed = resumableUntil;
+                delay = 0;
+            }
+        }
         if (retryAfter !== null)
             delay = Math.max(delay, retryAfter); // a floor, applied after the caps (§9.4)
         this.attempt += 1;

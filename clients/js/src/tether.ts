@@ -396,6 +396,8 @@ class Heartbeat {
 /** Exponential backoff with full jitter (§9). */
 class Backoff {
   attempt = 0;
+  /** The expiry whose one immediate last-moment attempt was given (§9.3). */
+  lateUsed: number | null = null;
   reset(): void { this.attempt = 0; }
   ceiling(resumable: boolean): number {
     const cap = resumable ? BACKOFF.resumeMax : BACKOFF.max;
@@ -403,8 +405,17 @@ class Backoff {
   }
   next(now: number, random: () => number, resumableUntil: number | null, budget: number, retryAfter: number | null): number {
     let delay = random() * this.ceiling(resumableUntil !== null);
-    // Never start so late that the attempt cannot finish before the local expiry (§9.3).
-    if (resumableUntil !== null) delay = Math.min(delay, Math.max(0, resumableUntil - budget - now));
+    // Never start so late that the attempt cannot finish before the local
+    // expiry (§9.3); past that moment, one attempt at once, then the usual
+    // backoff (instantly failing connects must not loop).
+    if (resumableUntil !== null) {
+      const latest = resumableUntil - budget;
+      if (now < latest) delay = Math.min(delay, latest - now);
+      else if (this.lateUsed !== resumableUntil) {
+        this.lateUsed = resumableUntil;
+        delay = 0;
+      }
+    }
     if (retryAfter !== null) delay = Math.max(delay, retryAfter); // a floor, applied after the caps (§9.4)
     this.attempt += 1;
     return delay;

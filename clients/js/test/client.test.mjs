@@ -522,3 +522,27 @@ test('Rooms: JSON ops out, events in, members() answered in order, rooms re-join
   const rejoin = h.ws().take('data').map((f) => [f.seq, JSON.parse(dec(f.payload))]);
   assert.deepEqual(rejoin, [[1n, { op: 'join', room: 'lobby', name: 'ann' }]]);
 });
+
+test('§9.3: past the last moment to start, one attempt at once, then the usual backoff (refused connects never loop)', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  ws.drop();
+  // Every attempt is refused the moment it is made, as on a local network
+  // whose server is gone. Step 1 ms at a time until the session expires.
+  const starts = [];
+  let seen = h.sockets().length;
+  while (h.of('ended').length === 0) {
+    h.clock.advance(1);
+    for (const s of h.sockets().slice(seen)) {
+      starts.push(h.clock.t);
+      s.drop();
+    }
+    seen = h.sockets().length;
+    assert.ok(starts.length < 1000, 'attempts are looping');
+  }
+  const expiredAt = h.clock.t;
+  // The attempt budget is the 5 s handshake timeout: in that last window,
+  // only the one immediate attempt plus jittered ones at most 2 s apart.
+  const last = starts.filter((t) => t >= expiredAt - 5_000);
+  assert.ok(last.length >= 1 && last.length <= 8, `${last.length} attempts in the last 5 s`);
+});

@@ -73,12 +73,16 @@ pub struct DelayContext {
 pub struct Backoff {
     cfg: BackoffConfig,
     attempt: u32,
+    /// The expiry whose last-moment attempt was already given (§9.3): only
+    /// one attempt starts at once past that moment, or connections that
+    /// fail instantly would retry in a busy loop until the expiry.
+    late_used: Option<Instant>,
 }
 
 impl Backoff {
     /// Fresh state.
     pub fn new(cfg: BackoffConfig) -> Self {
-        Backoff { cfg, attempt: 0 }
+        Backoff { cfg, attempt: 0, late_used: None }
     }
 
     /// The settings.
@@ -110,9 +114,13 @@ impl Backoff {
         let mut delay = Duration::from_micros(rng.below_inclusive(ceil_us));
         if let Some(until) = ctx.resumable_until {
             // The last moment an attempt can start and still resume in time.
-            if let Some(latest) = until.checked_sub(ctx.attempt_budget) {
-                let room = latest.saturating_duration_since(now);
-                delay = delay.min(room);
+            let latest = until.checked_sub(ctx.attempt_budget).unwrap_or(now);
+            if now < latest {
+                delay = delay.min(latest - now);
+            } else if self.late_used != Some(until) {
+                // Past it: one attempt at once; later ones back off as usual.
+                self.late_used = Some(until);
+                delay = Duration::ZERO;
             }
         }
         if let Some(ra) = ctx.retry_after {
@@ -173,14 +181,17 @@ mod tests {
             );
             assert!(d <= cfg.resume_max);
         }
-        // Two seconds before expiry with a 5 s budget: start at once.
+        // Two seconds before expiry with a 5 s budget: start at once, but
+        // only once: an attempt that fails at once must not loop.
         let late = until - Duration::from_secs(2);
-        let d = b.next_delay(
-            late,
-            &mut rng,
-            DelayContext { resumable_until: Some(until), attempt_budget: Duration::from_secs(5), retry_after: None },
-        );
-        assert_eq!(d, Duration::ZERO);
+        let ctx =
+            DelayContext { resumable_until: Some(until), attempt_budget: Duration::from_secs(5), retry_after: None };
+        assert_eq!(b.next_delay(late, &mut rng, ctx), Duration::ZERO);
+        let later: Vec<Duration> = (0..20).map(|_| b.next_delay(late, &mut rng, ctx)).collect();
+        assert!(later.iter().all(|d| *d <= cfg.resume_max) && later.iter().filter(|d| !d.is_zero()).count() >= 19);
+        // A new outage (another expiry) gets its own immediate attempt.
+        let ctx2 = DelayContext { resumable_until: Some(until + Duration::from_secs(30)), ..ctx };
+        assert_eq!(b.next_delay(until + Duration::from_secs(27), &mut rng, ctx2), Duration::ZERO);
     }
 
     #[test]
