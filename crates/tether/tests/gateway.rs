@@ -296,13 +296,36 @@ async fn rooms_presence_auth_and_admin_api() {
     let e = carol.next("session end", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
     assert!(format!("{e:?}").contains("spam"), "{e:?}");
 
+    // Kick with a ban: the user cannot open a new session until it is lifted.
+    let mut dave = connect(g.tcp, &token("dave", 600));
+    dave.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    let sessions = api(&g, "GET", "/v1/sessions", None).await;
+    let dave_id = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user"] == "dave")
+        .and_then(|s| s["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let r = api(&g, "DELETE", &format!("/v1/sessions/{dave_id}?ban=10m"), None).await;
+    assert_eq!(r["banned"], "dave");
+    dave.next("session end", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
+    let mut again = connect(g.tcp, &token("dave", 600));
+    let e = again.next("a refusal", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
+    assert!(format!("{e:?}").contains("banned by the operator"), "{e:?}");
+    assert_eq!(api(&g, "GET", "/v1/bans", None).await["bans"][0]["user"], "dave");
+    api(&g, "DELETE", "/v1/bans/dave", None).await;
+    let mut back = connect(g.tcp, &token("dave", 600));
+    back.next("connected after the ban was lifted", |e| matches!(e, ClientEvent::Connected { .. })).await;
+
     // Metrics count what happened.
     let (status, text) = http(g.admin, "GET", "/metrics", Some(KEY), None).await;
     assert_eq!(status, 200);
     let metric = |name: &str| -> f64 {
         text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     };
-    assert_eq!(metric("tether_rejects_total{reason=\"Unauthorized\"}"), 4.0, "{text}");
+    assert_eq!(metric("tether_rejects_total{reason=\"Unauthorized\"}"), 5.0, "{text}");
     assert!(metric("tether_sessions_opened_total") >= 3.0);
     assert!(metric("tether_detections_total") >= 2.0);
     assert!(metric("tether_resumes_total") >= 1.0);
@@ -322,7 +345,7 @@ async fn rooms_presence_auth_and_admin_api() {
     let doc: Value = serde_json::from_str(&doc).unwrap();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
-            let p = path.replace("{id}", &"0".repeat(32)).replace("{room}", "call");
+            let p = path.replace("{id}", &"0".repeat(32)).replace("{room}", "call").replace("{user}", "nobody");
             let (status, text) = http(g.admin, &method.to_uppercase(), &p, Some(KEY), Some(json!({"body": 1}))).await;
             assert!(!text.contains("no such endpoint") && status != 405, "{method} {path}: {status} {text}");
         }

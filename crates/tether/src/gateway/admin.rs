@@ -52,6 +52,8 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/v1/rooms", get(list_rooms))
         .route("/v1/rooms/{room}", get(get_room))
         .route("/v1/rooms/{room}/publish", post(publish_room))
+        .route("/v1/bans", get(list_bans))
+        .route("/v1/bans/{user}", axum::routing::delete(lift_ban))
         .route("/v1/drain", post(drain))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(shared.clone(), bearer));
@@ -132,6 +134,9 @@ async fn get_session(State(s): State<Shared>, id: Result<Path<String>, PathRejec
 #[derive(Deserialize, Default)]
 struct KickQuery {
     reason: Option<String>,
+    /// A duration ("10m"): also ban the session's user for that long, and
+    /// end every session they hold.
+    ban: Option<String>,
 }
 
 async fn kick(
@@ -140,11 +145,56 @@ async fn kick(
     q: Result<Query<KickQuery>, QueryRejection>,
 ) -> ApiResult {
     let id = parse_id(&id.map_err(bad_request)?.0)?;
-    let reason = q.map_err(bad_request)?.0.reason.unwrap_or_else(|| "kicked by the operator".into());
-    if s.server.close_session(id, CloseCode::Kicked, &reason) {
-        Ok(Json(json!({"kicked": id.to_string()})).into_response())
+    let q = q.map_err(bad_request)?.0;
+    let reason = q.reason.unwrap_or_else(|| "kicked by the operator".into());
+    let Some(ban) = q.ban else {
+        return if s.server.close_session(id, CloseCode::Kicked, &reason) {
+            Ok(Json(json!({"kicked": [id.to_string()]})).into_response())
+        } else {
+            Err(ApiError(StatusCode::NOT_FOUND, GONE.into()))
+        };
+    };
+    let d = crate::duration(&ban).map_err(|e| bad_request(format!("ban: {e}")))?;
+    if d.is_zero() || d > Duration::from_secs(365 * 86400) {
+        return Err(bad_request("ban: give a duration above 0 and at most a year, e.g. ban=10m"));
+    }
+    let sessions = s.server.sessions();
+    let Some(info) = sessions.iter().find(|i| i.id == id) else {
+        return Err(ApiError(StatusCode::NOT_FOUND, GONE.into()));
+    };
+    let user = info.user.as_deref().filter(|u| !u.is_empty()).map(str::to_owned).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "this session is anonymous: there is no user to ban; kick it without ban=".into(),
+        )
+    })?;
+    s.bans.ban(&user, std::time::Instant::now() + d);
+    let mut kicked = Vec::new();
+    for i in sessions.iter().filter(|i| i.user.as_deref() == Some(user.as_str())) {
+        if s.server.close_session(i.id, CloseCode::Kicked, &reason) {
+            kicked.push(i.id.to_string());
+        }
+    }
+    tracing::info!(%user, ban = %humantime::format_duration(d), sessions = kicked.len(), "user banned");
+    Ok(Json(json!({"kicked": kicked, "banned": user, "ban_ms": d.as_millis() as u64})).into_response())
+}
+
+async fn list_bans(State(s): State<Shared>) -> Response {
+    let list: Vec<Value> = s
+        .bans
+        .list(std::time::Instant::now())
+        .into_iter()
+        .map(|(user, left)| json!({"user": user, "remaining_ms": left.as_millis() as u64}))
+        .collect();
+    Json(json!({"bans": list})).into_response()
+}
+
+async fn lift_ban(State(s): State<Shared>, user: Result<Path<String>, PathRejection>) -> ApiResult {
+    let user = user.map_err(bad_request)?.0;
+    if s.bans.lift(&user) {
+        Ok(Json(json!({"lifted": user})).into_response())
     } else {
-        Err(ApiError(StatusCode::NOT_FOUND, GONE.into()))
+        Err(ApiError(StatusCode::NOT_FOUND, "no ban for this user".into()))
     }
 }
 

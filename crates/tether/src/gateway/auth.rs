@@ -2,8 +2,9 @@
 //! (subject = user id, expiry checked), or nobody's credential at all when
 //! anonymous clients are admitted.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -14,11 +15,47 @@ struct Claims {
     sub: String,
 }
 
+/// Users the operator banned, until when (kept in memory, like sessions).
+#[derive(Clone, Default)]
+pub(crate) struct Bans(Arc<Mutex<HashMap<String, Instant>>>);
+
+impl Bans {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn ban(&self, user: &str, until: Instant) {
+        self.lock().insert(user.to_owned(), until);
+    }
+
+    /// True if the user was banned (and the ban is lifted).
+    pub(crate) fn lift(&self, user: &str) -> bool {
+        self.lock().remove(user).is_some()
+    }
+
+    /// How long the user stays banned, if they are.
+    pub(crate) fn remaining(&self, user: &str, now: Instant) -> Option<Duration> {
+        let mut bans = self.lock();
+        bans.retain(|_, until| *until > now);
+        bans.get(user).map(|until| *until - now)
+    }
+
+    /// Every current ban with the time it has left.
+    pub(crate) fn list(&self, now: Instant) -> Vec<(String, Duration)> {
+        let mut bans = self.lock();
+        bans.retain(|_, until| *until > now);
+        let mut v: Vec<_> = bans.iter().map(|(u, until)| (u.clone(), *until - now)).collect();
+        v.sort();
+        v
+    }
+}
+
 /// The gateway's authenticator.
 pub(crate) struct JwtAuth {
     key: Option<DecodingKey>,
     validation: Validation,
     anonymous: bool,
+    bans: Bans,
 }
 
 impl JwtAuth {
@@ -30,6 +67,7 @@ impl JwtAuth {
         leeway: Duration,
         audience: Option<&str>,
         issuer: Option<&str>,
+        bans: Bans,
     ) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = leeway.as_secs();
@@ -47,7 +85,7 @@ impl JwtAuth {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        JwtAuth { key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())), validation, anonymous }
+        JwtAuth { key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())), validation, anonymous, bans }
     }
 }
 
@@ -74,7 +112,16 @@ impl Authenticate for JwtAuth {
             Ok(data) if data.claims.sub.starts_with("anon-") => {
                 Err("the token's subject (sub) may not start with \"anon-\": that names anonymous users".into())
             }
-            Ok(data) if !data.claims.sub.is_empty() && data.claims.sub.len() <= 128 => Ok(Arc::from(data.claims.sub)),
+            Ok(data) if !data.claims.sub.is_empty() && data.claims.sub.len() <= 128 => {
+                match self.bans.remaining(&data.claims.sub, Instant::now()) {
+                    Some(left) => Err(format!(
+                        "user {} is banned by the operator for another {}",
+                        data.claims.sub,
+                        humantime::format_duration(Duration::from_secs(left.as_secs().max(1)))
+                    )),
+                    None => Ok(Arc::from(data.claims.sub)),
+                }
+            }
             Ok(_) => Err("the token's subject (sub) must be a user id of 1 to 128 bytes".into()),
             Err(e) => {
                 use jsonwebtoken::errors::ErrorKind as K;
@@ -111,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_valid_token_names_the_user_and_bad_ones_say_why() {
-        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60), None, None);
+        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60), None, None, Bans::default());
         let good = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "alice", "exp": now() + 600}));
         assert_eq!(&*a.authenticate(&good).unwrap(), "alice");
         let expired = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "alice", "exp": now() - 3600}));
@@ -140,8 +187,31 @@ mod tests {
     }
 
     #[test]
+    fn banned_users_are_refused_until_the_ban_ends_or_is_lifted() {
+        let bans = Bans::default();
+        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60), None, None, bans.clone());
+        let t = token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "mallory", "exp": now() + 600}));
+        bans.ban("mallory", Instant::now() + Duration::from_secs(600));
+        assert!(a.authenticate(&t).unwrap_err().contains("banned by the operator for another 9m"));
+        assert_eq!(bans.list(Instant::now()).len(), 1);
+        assert!(bans.lift("mallory"));
+        assert_eq!(&*a.authenticate(&t).unwrap(), "mallory");
+        // An expired ban is forgotten.
+        bans.ban("mallory", Instant::now());
+        assert_eq!(&*a.authenticate(&t).unwrap(), "mallory");
+        assert!(bans.list(Instant::now()).is_empty());
+    }
+
+    #[test]
     fn audience_and_issuer_are_checked_when_configured() {
-        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60), Some("tether"), Some("https://id.example"));
+        let a = JwtAuth::new(
+            Some(SECRET),
+            false,
+            Duration::from_secs(60),
+            Some("tether"),
+            Some("https://id.example"),
+            Bans::default(),
+        );
         let claims =
             |aud: &str, iss: &str| serde_json::json!({"sub": "dan", "exp": now() + 600, "aud": aud, "iss": iss});
         let ok = token(SECRET, Algorithm::HS256, claims("tether", "https://id.example"));
@@ -157,7 +227,7 @@ mod tests {
 
     #[test]
     fn anonymous_gateways_admit_empty_credentials_only() {
-        let a = JwtAuth::new(None, true, Duration::from_secs(60), None, None);
+        let a = JwtAuth::new(None, true, Duration::from_secs(60), None, None, Bans::default());
         assert_eq!(&*a.authenticate(b"").unwrap(), "");
         assert!(a.authenticate(b"abc").unwrap_err().contains("anonymous clients only"));
         assert_eq!(anonymous_user("0123456789abcdef"), "anon-01234567");

@@ -61,6 +61,7 @@ pub(crate) struct Shared {
     rooms: Arc<Mutex<Rooms>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     admin_key: Arc<str>,
+    bans: auth::Bans,
     draining: Arc<AtomicBool>,
     drain_window: Duration,
 }
@@ -153,12 +154,14 @@ pub(crate) async fn run(a: Args) -> Result<()> {
     opts.overload_retry = c.limits.overload_retry;
     opts.ping_events = true;
     opts.log_heartbeats = c.log.heartbeats;
+    let bans = auth::Bans::default();
     opts.auth = Some(Arc::new(auth::JwtAuth::new(
         r.jwt_secret.as_deref(),
         c.auth.anonymous,
         c.auth.leeway,
         c.auth.audience.as_deref(),
         c.auth.issuer.as_deref(),
+        bans.clone(),
     )));
     for (kind, addr) in
         [(Kind::Tcp, c.listen.tcp), (Kind::Ws, c.listen.ws), (Kind::Tls, c.listen.tls), (Kind::Wss, c.listen.wss)]
@@ -197,6 +200,7 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         }))),
         metrics,
         admin_key: admin_key.clone(),
+        bans,
         draining: Arc::new(AtomicBool::new(false)),
         drain_window: c.drain.window,
     };
