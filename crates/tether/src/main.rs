@@ -101,6 +101,8 @@ enum Command {
 enum BenchCmd {
     /// Server memory per idle WebSocket session vs a raw tokio TCP floor, and after one large message each.
     Memory(bench::MemoryArgs),
+    /// The gateway's room fan-out: N members join one room, one says M messages; delivery latency, CPU, memory.
+    Rooms(bench::RoomsArgs),
 }
 
 /// Parses `50s`, `1500ms`, `2m`, `1m 30s`, saying how to fix a bad one.
@@ -117,6 +119,7 @@ fn main() -> Result<()> {
         Command::Config(c) => gateway::config_cmd(c),
         Command::Connect(a) => runtime()?.block_on(connect::run(a)),
         Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
+        Command::Bench(BenchCmd::Rooms(a)) => runtime()?.block_on(bench::rooms(a)),
         Command::BenchNode(n) => runtime()?.block_on(bench::node(n)),
         Command::Lab(c) => lab::main(c),
         Command::LabNode(n) => runtime()?.block_on(lab::node::run(n)),

@@ -1,7 +1,11 @@
 //! `tether bench`: measured figures, never timed tests (release builds).
 //!
-//! - `memory`: server memory per idle session against the raw TCP floor.
+//! - `memory`: server memory per idle session against the raw TCP floor;
+//! - `rooms`: the gateway's room fan-out: a join storm, then messages to
+//!   every member, with delivery latency and the gateway's CPU and memory.
 
 mod memory;
+mod rooms;
 
 pub(crate) use memory::{memory, node, MemoryArgs, Node};
+pub(crate) use rooms::{rooms, RoomsArgs};

@@ -1,0 +1,256 @@
+//! `tether bench rooms`: the gateway's room fan-out, measured end to end.
+//!
+//! A real `tether serve` process (this binary) on loopback; N tether
+//! clients (TCP, in this process) join one room, which costs the gateway a
+//! presence message to every member for every join (N²/2 in all); then one
+//! member says M numbered messages at a given rate and every member must
+//! receive every one. Reported: join-storm time, delivery throughput,
+//! latency from say to each delivery (p50/p99/max), and the gateway's CPU
+//! time and resident memory, read from /proc.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tether_proto::{ClientConfig, ClientEvent, Profile};
+use tether_runtime::client::{Client, ClientOptions, Event};
+
+#[derive(clap::Args)]
+pub(crate) struct RoomsArgs {
+    /// Members of the room (each a tether session over TCP; at most ~18000).
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Messages said by one member, each delivered to every member.
+    #[arg(long, default_value_t = 200)]
+    messages: usize,
+    /// Messages per second (0: as fast as the say rate allows).
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+}
+
+/// The gateway process; killed on drop.
+struct Gateway {
+    child: Child,
+    _dir: tempdir::Dir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub(super) struct Dir(pub(super) std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Gateway {
+    fn start(members: usize) -> Result<(Gateway, String)> {
+        let dir = std::env::temp_dir().join(format!("tether-bench-rooms-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let cfg = dir.join("gw.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"off\"\n[admin]\nlisten = \"off\"\n[demo]\nlisten = \"off\"\n\
+                 [limits]\nmax_room_members = {}\nsay_rate = 100000.0\nsay_burst = 100000.0\n[log]\nlevel = \"warn\"\n",
+                members + 1
+            ),
+        )?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start tether serve")?;
+        let out = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut addr = None;
+        for line in out.lines() {
+            let line = line?;
+            if let Some(a) = line.trim().strip_prefix("sessions on tcp://") {
+                addr = Some(a.to_owned());
+            }
+            if line.contains("Ctrl-C") {
+                break;
+            }
+        }
+        let g = Gateway { child, _dir: tempdir::Dir(dir) };
+        let addr = addr.context("the gateway printed no tcp listener")?;
+        Ok((g, addr))
+    }
+
+    /// (CPU seconds used, resident KiB) from /proc.
+    fn usage(&self) -> Result<(f64, u64)> {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the ")" of the command name: utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        Ok((ticks / 100.0, rss))
+    }
+}
+
+/// Waits until `n` reaches `want`, printing progress every 2 s.
+async fn wait_for(what: &str, n: &AtomicUsize, want: usize, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    let mut last_print = Instant::now();
+    while n.load(Ordering::Relaxed) < want {
+        if Instant::now() > deadline {
+            bail!("{what}: {} of {want} after {within:?}", n.load(Ordering::Relaxed));
+        }
+        if last_print.elapsed() > Duration::from_secs(2) {
+            println!("  {what}: {}/{want}", n.load(Ordering::Relaxed));
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+pub(crate) async fn rooms(a: RoomsArgs) -> Result<()> {
+    if a.members == 0 || a.members > 18_000 {
+        bail!("--members {}: use 1 to 18000 (one process holds at most ~19.9k sockets here)", a.members);
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("note: a debug build; figures are for release builds (cargo build --release -p tether)");
+    }
+    let (gw, addr) = Gateway::start(a.members)?;
+    println!(
+        "tether bench rooms: {} members, {} messages at {}/s, gateway at tcp://{addr}",
+        a.members, a.messages, a.rate
+    );
+    let origin = Instant::now();
+    let joined = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let latencies: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::with_capacity(a.members * a.messages)));
+    let mut speaker = None;
+    let (cpu0, _) = gw.usage()?;
+    let join_start = Instant::now();
+    for i in 0..a.members {
+        let mut opts = ClientOptions::new(ClientConfig::profile(Profile::Default));
+        opts.watch_network = false;
+        let mut client = Client::start(format!("tcp://{addr}").parse()?, opts)?;
+        let handle = client.handle();
+        if i == 0 {
+            speaker = Some(handle.clone());
+        }
+        let (joined, delivered, latencies) = (joined.clone(), delivered.clone(), latencies.clone());
+        tokio::spawn(async move {
+            while let Some(e) = client.next_event().await {
+                match e {
+                    Event::Session(ClientEvent::Connected { .. }) => {
+                        let _ = handle.send(Bytes::from(json!({"op": "join", "room": "bench"}).to_string()));
+                    }
+                    Event::Session(ClientEvent::Message(m)) => {
+                        let Ok(v) = serde_json::from_slice::<Value>(&m) else { continue };
+                        match v["ev"].as_str() {
+                            Some("joined") => {
+                                joined.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some("message") => {
+                                let sent = v["body"]["t"].as_u64().unwrap_or(0);
+                                let now = origin.elapsed().as_micros() as u64;
+                                latencies.lock().unwrap_or_else(|p| p.into_inner()).push(now.saturating_sub(sent));
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        // Pace the connects a little: a handshake storm is another benchmark.
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for("joined", &joined, a.members, Duration::from_secs(120)).await?;
+    let join_time = join_start.elapsed();
+    let (cpu1, rss1) = gw.usage()?;
+    println!(
+        "  join storm: {} joins ({} presence messages) in {:.2} s; gateway CPU {:.2} s, RSS {} KiB",
+        a.members,
+        a.members * (a.members + 1) / 2,
+        join_time.as_secs_f64(),
+        cpu1 - cpu0,
+        rss1
+    );
+
+    let speaker = speaker.context("no members")?;
+    let want = a.members * a.messages;
+    let say_start = Instant::now();
+    let every = if a.rate > 0.0 { Duration::from_secs_f64(1.0 / a.rate) } else { Duration::ZERO };
+    for i in 0..a.messages {
+        let t = origin.elapsed().as_micros() as u64;
+        let body = json!({"op": "say", "room": "bench", "body": {"i": i, "t": t}}).to_string();
+        if let Err(e) = speaker.send(Bytes::from(body)) {
+            bail!("say {i} not queued: {e}");
+        }
+        if !every.is_zero() {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(say_start + every * (i as u32 + 1))).await;
+        }
+    }
+    wait_for("delivered", &delivered, want, Duration::from_secs(300)).await?;
+    let took = say_start.elapsed();
+    let (cpu2, rss2) = gw.usage()?;
+    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    lat.sort_unstable();
+    println!(
+        "  fan-out: {want} deliveries in {:.2} s ({:.0}/s); latency say → delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+        took.as_secs_f64(),
+        want as f64 / took.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        lat.len()
+    );
+    println!("  gateway CPU during fan-out {:.2} s, RSS {} KiB", cpu2 - cpu1, rss2);
+    println!(
+        "| members | messages | rate/s | join storm | deliveries/s | p50 ms | p99 ms | max ms | gateway CPU (fan-out) | gateway RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {:.2} s | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} s | {:.1} MiB |",
+        a.members,
+        a.messages,
+        a.rate,
+        join_time.as_secs_f64(),
+        want as f64 / took.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        cpu2 - cpu1,
+        rss2 as f64 / 1024.0
+    );
+    drop(gw);
+    Ok(())
+}
