@@ -137,6 +137,9 @@ pub(crate) struct Limits {
     pub(crate) say_burst: f64,
     /// Most members listed in a `joined` or `members` answer.
     pub(crate) max_members_listed: usize,
+    /// Rooms larger than this announce no presence changes (a join storm
+    /// costs N²/2 messages).
+    pub(crate) presence_max_members: usize,
 }
 
 impl Default for Limits {
@@ -152,7 +155,8 @@ impl Default for Limits {
             // A minute's worth: what a client queued through an outage
             // arrives at once on its resume, and must not be refused.
             say_burst: 1200.0,
-            max_members_listed: 500,
+            max_members_listed: 100,
+            presence_max_members: 1000,
         }
     }
 }
@@ -416,7 +420,7 @@ impl Config {
             bail!(refuse(
                 "limits.max_members_listed",
                 format!("{} members would not fit one {}-byte frame", lim.max_members_listed, s.max_frame),
-                "list at most session.max_frame / 320 members (500 is typical)",
+                "list at most session.max_frame / 320 members (100 is typical)",
             ));
         }
         if self.limits.max_handshakes == 0 {

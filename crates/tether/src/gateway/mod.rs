@@ -197,6 +197,7 @@ pub(crate) async fn run(a: Args) -> Result<()> {
             say_rate: c.limits.say_rate,
             say_burst: c.limits.say_burst,
             max_members_listed: c.limits.max_members_listed,
+            presence_max_members: c.limits.presence_max_members,
         }))),
         metrics,
         admin_key: admin_key.clone(),

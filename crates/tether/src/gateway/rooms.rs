@@ -55,6 +55,8 @@ pub(crate) struct RoomLimits {
     pub(crate) say_burst: f64,
     /// Most members listed in a `joined` or `members` answer.
     pub(crate) max_members_listed: usize,
+    /// Rooms larger than this announce no presence changes.
+    pub(crate) presence_max_members: usize,
 }
 
 /// Messages to send: (to, payload).
@@ -147,13 +149,21 @@ impl Rooms {
         }
     }
 
+    /// Who hears a presence change in `room`: every member, unless the room
+    /// is larger than `presence_max_members` (announcing every join to every
+    /// member costs N²/2 messages as a room fills; large rooms stay quiet
+    /// and members ask with `members`).
+    fn presence_audience(&self, room: &str) -> impl Iterator<Item = &SessionId> {
+        self.rooms.get(room).filter(|r| r.len() <= self.limits.presence_max_members).into_iter().flatten()
+    }
+
     /// Tells every room the member is in that its state changed (`skip_self`
     /// when the member cannot hear it now).
     fn announce(&self, id: SessionId, skip_self: bool, out: &mut Out) {
         let (Some(m), Some(member)) = (self.members.get(&id), self.member_json(id)) else { return };
         for room in &m.rooms {
             let payload = msg(json!({"ev": "presence", "room": room, "member": member}));
-            for to in self.rooms.get(room).into_iter().flatten() {
+            for to in self.presence_audience(room) {
                 if !(skip_self && *to == id) {
                     out.push((*to, payload.clone()));
                 }
@@ -288,7 +298,7 @@ impl Rooms {
                     msg(json!({"ev": "joined", "room": room, "you": self.member_json(id), "members": members})),
                 ));
                 let payload = msg(json!({"ev": "presence", "room": room, "member": self.member_json(id)}));
-                for to in self.rooms.get(&room).into_iter().flatten() {
+                for to in self.presence_audience(&room) {
                     out.push((*to, payload.clone()));
                 }
             }
@@ -303,7 +313,7 @@ impl Rooms {
                 if let Some(mut member) = self.member_json(id) {
                     member["state"] = json!(Presence::Left.as_str());
                     let payload = msg(json!({"ev": "presence", "room": room, "member": member}));
-                    for to in self.rooms.get(&room).into_iter().flatten() {
+                    for to in self.presence_audience(&room) {
                         out.push((*to, payload.clone()));
                     }
                 }
@@ -364,6 +374,7 @@ mod tests {
             say_rate: 10.0,
             say_burst: 20.0,
             max_members_listed: 2,
+            presence_max_members: 2,
         }
     }
 
@@ -437,10 +448,17 @@ mod tests {
         assert!(e(req(&mut r, 1, json!({"op": "join", "room": "c"}))).contains("as many rooms as allowed"));
         // Joining again is not a new room.
         assert_eq!(req(&mut r, 1, json!({"op": "join", "room": "a"}))[0].1["ev"], "joined");
-        for n in 2..=3 {
-            r.opened(id(n), format!("u{n}"));
-            req(&mut r, n, json!({"op": "join", "room": "a"}));
-        }
+        r.opened(id(2), "u2".into());
+        let out = req(&mut r, 2, json!({"op": "join", "room": "a"}));
+        assert_eq!(out.iter().filter(|(_, v)| v["ev"] == "presence").count(), 2, "both members hear the join");
+        // Above presence_max_members (2 here) a room is quiet: the joiner
+        // gets its answer, and nobody is told of the join.
+        r.opened(id(3), "u3".into());
+        let out = req(&mut r, 3, json!({"op": "join", "room": "a"}));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].1["ev"], "joined");
+        assert!(parse(&r.detached(id(3))).is_empty());
+        assert!(parse(&r.resumed(id(3))).is_empty());
         r.opened(id(4), "u4".into());
         assert!(e(req(&mut r, 4, json!({"op": "join", "room": "a"}))).contains("full"));
         // Lists are capped (limit 2 here), you first, with the full count.
