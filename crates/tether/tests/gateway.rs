@@ -191,6 +191,13 @@ async fn api(g: &Gateway, method: &str, path: &str, body: Option<Value>) -> Valu
     serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
+/// The id of the session the admin API lists for `user`.
+async fn session_of(g: &Gateway, user: &str) -> String {
+    let sessions = api(g, "GET", "/v1/sessions", None).await;
+    let found = sessions["sessions"].as_array().unwrap().iter().find(|s| s["user"] == user);
+    found.and_then(|s| s["id"].as_str()).unwrap_or_else(|| panic!("no session of {user}: {sessions}")).to_owned()
+}
+
 fn presence(room: &'static str, user: &'static str, state: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["ev"] == "presence" && v["room"] == room && v["member"]["user"] == user && v["member"]["state"] == state
 }
@@ -248,14 +255,7 @@ async fn rooms_presence_auth_and_admin_api() {
     let sessions = api(&g, "GET", "/v1/sessions", None).await;
     let users: Vec<&str> = sessions["sessions"].as_array().unwrap().iter().filter_map(|s| s["user"].as_str()).collect();
     assert!(users.contains(&"alice") && users.contains(&"bob"), "{sessions}");
-    let bob_id = sessions["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["user"] == "bob")
-        .and_then(|s| s["id"].as_str())
-        .unwrap()
-        .to_owned();
+    let bob_id = session_of(&g, "bob").await;
     assert_eq!(api(&g, "GET", &format!("/v1/sessions/{bob_id}"), None).await["transport"], "tcp");
 
     // Publish to the room and to one session.
@@ -282,15 +282,7 @@ async fn rooms_presence_auth_and_admin_api() {
     carol.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
     carol.send(json!({"op": "join", "room": "call"}));
     carol.msg("joined", |v| v["ev"] == "joined").await;
-    let sessions = api(&g, "GET", "/v1/sessions", None).await;
-    let carol_id = sessions["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["user"] == "carol")
-        .and_then(|s| s["id"].as_str())
-        .unwrap()
-        .to_owned();
+    let carol_id = session_of(&g, "carol").await;
     api(&g, "DELETE", &format!("/v1/sessions/{carol_id}?reason=spam"), None).await;
     alice.msg("carol left", presence("call", "carol", "left")).await;
     let e = carol.next("session end", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
@@ -299,15 +291,7 @@ async fn rooms_presence_auth_and_admin_api() {
     // Kick with a ban: the user cannot open a new session until it is lifted.
     let mut dave = connect(g.tcp, &token("dave", 600));
     dave.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
-    let sessions = api(&g, "GET", "/v1/sessions", None).await;
-    let dave_id = sessions["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["user"] == "dave")
-        .and_then(|s| s["id"].as_str())
-        .unwrap()
-        .to_owned();
+    let dave_id = session_of(&g, "dave").await;
     let r = api(&g, "DELETE", &format!("/v1/sessions/{dave_id}?ban=10m"), None).await;
     assert_eq!(r["banned"], "dave");
     dave.next("session end", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
