@@ -292,10 +292,11 @@ impl Rooms {
                     m.rooms.insert(room.clone());
                 }
                 self.rooms.entry(room.clone()).or_default().insert(id);
-                let members = self.room_members(&room).unwrap_or_default();
+                let (members, count) = self.listed(&room, id);
+                let you = self.member_json(id);
                 out.push((
                     id,
-                    msg(json!({"ev": "joined", "room": room, "you": self.member_json(id), "members": members})),
+                    msg(json!({"ev": "joined", "room": room, "you": you, "members": members, "count": count})),
                 ));
                 let payload = msg(json!({"ev": "presence", "room": room, "member": self.member_json(id)}));
                 for to in self.presence_audience(&room) {
@@ -457,6 +458,10 @@ mod tests {
         let out = req(&mut r, 3, json!({"op": "join", "room": "a"}));
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].1["ev"], "joined");
+        // The joined list is capped too (limit 2 here): you first, exact count.
+        assert_eq!(out[0].1["count"], 3);
+        assert_eq!(out[0].1["members"].as_array().unwrap().len(), 2);
+        assert_eq!(out[0].1["members"][0]["user"], "u3");
         assert!(parse(&r.detached(id(3))).is_empty());
         assert!(parse(&r.resumed(id(3))).is_empty());
         r.opened(id(4), "u4".into());
