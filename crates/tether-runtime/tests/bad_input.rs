@@ -225,6 +225,9 @@ async fn overload_rejects_with_retry_after_that_clients_obey() {
         log.wait(SECS_10, |e| matches!(e, Event::Session(ClientEvent::Connected { .. })).then_some(())).await;
     assert!(connected_at - rejected_at >= Duration::from_millis(700));
     assert!(client.is_established());
+    // The server counted the refusal (the metric of the gateway reads this).
+    let overloaded = server.rejects().into_iter().find(|(r, _)| *r == RejectReason::Overloaded).map(|(_, n)| n);
+    assert!(overloaded.is_some_and(|n| n >= 1), "rejects: {:?}", server.rejects());
 }
 
 /// Drain: every attached client is told to go away with a delay spread over

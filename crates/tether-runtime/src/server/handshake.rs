@@ -158,6 +158,10 @@ async fn handshake(
 
 async fn refuse(inner: &Inner, t: Transport, peer: SocketAddr, r: Refusal) {
     if let Some(reason) = r.reason {
+        // Counted always; the event may be dropped when the queue is full.
+        if let Some(c) = inner.rejects.get(usize::from(reason.to_u8())) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = inner.events.try_send(ServerEvent::Rejected { peer, reason });
     }
     transport::close_with(t, Some(r.frame), REFUSAL_FLUSH).await;

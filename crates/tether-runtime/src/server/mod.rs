@@ -187,7 +187,8 @@ pub enum ServerEvent {
         /// The payload.
         payload: Bytes,
     },
-    /// A handshake was refused.
+    /// A handshake was refused (dropped when the event queue is full;
+    /// [`ServerHandle::rejects`] counts every one).
     Rejected {
         /// The client's address.
         peer: SocketAddr,
@@ -227,6 +228,8 @@ pub(crate) struct Inner {
     next_tid: AtomicU64,
     /// PINGs answered, over all sessions.
     pings: AtomicU64,
+    /// Handshakes refused, by reason number (index 0 unused).
+    rejects: [AtomicU64; 9],
     auth: Option<Arc<dyn Authenticate>>,
     ping_events: bool,
     log_heartbeats: bool,
@@ -333,6 +336,7 @@ impl Server {
             overload_retry: opts.overload_retry,
             next_tid: AtomicU64::new(0),
             pings: AtomicU64::new(0),
+            rejects: Default::default(),
             auth: opts.auth.clone(),
             ping_events: opts.ping_events,
             log_heartbeats: opts.log_heartbeats,
@@ -400,6 +404,17 @@ impl ServerHandle {
     /// PINGs answered since the start, over all sessions.
     pub fn pings_answered(&self) -> u64 {
         self.inner.pings.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes refused since the start, by reason (reasons never given
+    /// are left out). Unlike [`ServerEvent::Rejected`], never dropped.
+    pub fn rejects(&self) -> Vec<(RejectReason, u64)> {
+        (1..=8u8)
+            .filter_map(|n| {
+                let count = self.inner.rejects[usize::from(n)].load(Ordering::Relaxed);
+                Some((RejectReason::from_u8(n)?, count)).filter(|_| count > 0)
+            })
+            .collect()
     }
 
     /// Handshakes in progress.

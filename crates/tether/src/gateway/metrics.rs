@@ -60,9 +60,6 @@ pub(crate) fn ended(reason: &'static str) {
     }
     counter!("tether_sessions_ended_total", "reason" => reason).increment(1);
 }
-pub(crate) fn rejected(reason: String) {
-    counter!("tether_rejects_total", "reason" => reason).increment(1);
-}
 pub(crate) fn message_in() {
     counter!("tether_messages_in_total").increment(1);
 }
@@ -87,5 +84,8 @@ pub(crate) fn render(handle: &PrometheusHandle, server: &ServerHandle) -> String
         gauge!("tether_connections", "transport" => kind.to_string()).set(n as f64);
     }
     counter!("tether_pings_total").absolute(server.pings_answered());
+    for (reason, n) in server.rejects() {
+        counter!("tether_rejects_total", "reason" => format!("{reason:?}")).absolute(n);
+    }
     handle.render()
 }

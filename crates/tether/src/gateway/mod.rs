@@ -312,7 +312,6 @@ fn on_event(s: &Shared, e: ServerEvent) {
             lock().ended(session, expired)
         }
         ServerEvent::Rejected { peer, reason } => {
-            metrics::rejected(format!("{reason:?}"));
             // At debug: a stream of bad tokens must not flood the log (the
             // metric counts them).
             tracing::debug!(%peer, ?reason, "handshake refused");
