@@ -100,8 +100,7 @@ fn parse_id(id: &str) -> Result<SessionId, ApiError> {
 const GONE: &str = "no such session (it may have expired)";
 const NO_ROOM: &str = "no such room (rooms exist while they have members)";
 
-fn session_json(s: &Shared, info: &tether_runtime::server::SessionInfo) -> Value {
-    let rooms = rooms(s);
+fn session_json(rooms: &Rooms, info: &tether_runtime::server::SessionInfo) -> Value {
     let member = rooms.member(info.id);
     json!({
         "id": info.id.to_string(),
@@ -119,14 +118,17 @@ fn session_json(s: &Shared, info: &tether_runtime::server::SessionInfo) -> Value
 async fn list_sessions(State(s): State<Shared>) -> Response {
     let mut infos = s.server.sessions();
     infos.sort_by_key(|i| i.id);
-    let list: Vec<Value> = infos.iter().map(|i| session_json(&s, i)).collect();
+    let list: Vec<Value> = {
+        let rooms = rooms(&s);
+        infos.iter().map(|i| session_json(&rooms, i)).collect()
+    };
     Json(json!({"sessions": list})).into_response()
 }
 
 async fn get_session(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = parse_id(&id.map_err(bad_request)?.0)?;
     match s.server.sessions().iter().find(|i| i.id == id) {
-        Some(i) => Ok(Json(session_json(&s, i)).into_response()),
+        Some(i) => Ok(Json(session_json(&rooms(&s), i)).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, GONE.into())),
     }
 }

@@ -24,7 +24,7 @@ use tether_runtime::{Kind, ServerHandle, SocketTuning};
 use tokio::net::TcpListener;
 
 use self::config::{Config, Resolved};
-use self::rooms::{Out, RoomLimits, Rooms};
+use self::rooms::{Out, Rooms};
 
 /// Prints a line of the start-up banner or a notice, ignoring a closed
 /// stdout (a supervisor may have closed it; that must not stop a drain).
@@ -190,15 +190,7 @@ pub(crate) async fn run(a: Args) -> Result<()> {
     let admin_key: Arc<str> = Arc::from(r.admin_key.clone().unwrap_or_else(random_key));
     let shared = Shared {
         server: server.handle(),
-        rooms: Arc::new(Mutex::new(Rooms::new(RoomLimits {
-            max_rooms_per_session: c.limits.max_rooms_per_session,
-            max_room_members: c.limits.max_room_members,
-            max_say_bytes: c.limits.max_say_bytes,
-            say_rate: c.limits.say_rate,
-            say_burst: c.limits.say_burst,
-            max_members_listed: c.limits.max_members_listed,
-            presence_max_members: c.limits.presence_max_members,
-        }))),
+        rooms: Arc::new(Mutex::new(Rooms::new(c.limits.clone()))),
         metrics,
         admin_key: admin_key.clone(),
         bans,

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tether_proto::SessionId;
 
+use super::config::Limits;
+
 /// A member's link state, as the room sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Presence {
@@ -43,22 +45,6 @@ pub(crate) struct Member {
     says: (f64, Option<Instant>),
 }
 
-/// Limits from the config.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RoomLimits {
-    pub(crate) max_rooms_per_session: usize,
-    pub(crate) max_room_members: usize,
-    /// Largest `say` request, bytes.
-    pub(crate) max_say_bytes: usize,
-    /// `say`s per second per session, sustained, and the burst allowed.
-    pub(crate) say_rate: f64,
-    pub(crate) say_burst: f64,
-    /// Most members listed in a `joined` or `members` answer.
-    pub(crate) max_members_listed: usize,
-    /// Rooms larger than this announce no presence changes.
-    pub(crate) presence_max_members: usize,
-}
-
 /// Messages to send: (to, payload).
 pub(crate) type Out = Vec<(SessionId, Bytes)>;
 
@@ -85,7 +71,7 @@ enum Request {
 const MAX_NAME: usize = 64;
 
 pub(crate) struct Rooms {
-    limits: RoomLimits,
+    limits: Limits,
     members: HashMap<SessionId, Member>,
     rooms: BTreeMap<String, BTreeSet<SessionId>>,
 }
@@ -95,7 +81,7 @@ fn msg(v: Value) -> Bytes {
 }
 
 impl Rooms {
-    pub(crate) fn new(limits: RoomLimits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Rooms { limits, members: HashMap::new(), rooms: BTreeMap::new() }
     }
 
@@ -367,8 +353,8 @@ mod tests {
         SessionId::from_bytes([n; 16])
     }
 
-    fn limits() -> RoomLimits {
-        RoomLimits {
+    fn limits() -> Limits {
+        Limits {
             max_rooms_per_session: 2,
             max_room_members: 3,
             max_say_bytes: 1024,
@@ -376,6 +362,7 @@ mod tests {
             say_burst: 20.0,
             max_members_listed: 2,
             presence_max_members: 2,
+            ..Limits::default()
         }
     }
 
