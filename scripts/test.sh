@@ -36,6 +36,11 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if ((${#need[@]})); then install_debs "${need[@]}"; fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 20)); then
+  echo "node $(node -v) is too old: playwright-core needs Node.js 20 or newer (Debian 12's nodejs is 18; install 20+, e.g. from NodeSource)" >&2
+  exit 1
+fi
 step "browser client: npm ci, build, dist up to date, unit tests"
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 if ! git diff --quiet -- clients/js/dist; then
