@@ -8,18 +8,18 @@
 //! sticky. The session (id, token, both streams) lives beside this and
 //! survives transport losses until it expires.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::adaptive::Adaptive;
 use crate::backoff::{Backoff, BackoffConfig, DelayContext};
-use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SessionEnd, TransportLoss};
+use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SequenceError, SessionEnd, TransportLoss};
 use crate::frame::{self, Close, Frame, Hello, Resume, Welcome};
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig, ProbeCause, Profile};
+use crate::outputs::Outputs;
 use crate::rng::Rng;
-use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, Refused, ReplayLimits};
+use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, ReceiveWindow, Refused, ReplayLimits};
 use crate::token::{ResumeToken, SessionId};
 use crate::{Transmit, TransportId};
 
@@ -35,6 +35,9 @@ pub struct ClientConfig {
     pub replay: ReplayLimits,
     /// Ack pacing.
     pub ack: AckConfig,
+    /// Server messages held for a busy application before further ones are
+    /// deferred (`docs/PROTOCOL.md` §7.8).
+    pub receive_window: ReceiveWindow,
     /// Longest a connection attempt may take, from asking the caller to
     /// connect to receiving WELCOME.
     pub handshake_timeout: Duration,
@@ -52,6 +55,7 @@ impl ClientConfig {
             backoff: BackoffConfig::default(),
             replay: ReplayLimits::client_default(),
             ack: AckConfig::default(),
+            receive_window: ReceiveWindow::default(),
             handshake_timeout: match p {
                 Profile::Realtime => Duration::from_secs(3),
                 _ => Duration::from_secs(5),
@@ -66,6 +70,7 @@ impl ClientConfig {
         self.heartbeat.validate()?;
         self.backoff.validate()?;
         self.replay.validate()?;
+        self.receive_window.validate()?;
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::new("handshake_timeout", "is 0", "use a few seconds, e.g. 5s"));
         }
@@ -150,13 +155,37 @@ pub enum ClientEvent {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Link {
-    Waiting { until: Instant },
-    Connecting { tid: TransportId, started: Instant, deadline: Instant },
-    Handshaking { tid: TransportId, started: Instant, deadline: Instant },
-    Established { tid: TransportId, since: Instant },
-    Closed,
+    Waiting {
+        until: Instant,
+    },
+    Connecting {
+        tid: TransportId,
+        started: Instant,
+        deadline: Instant,
+    },
+    Handshaking {
+        tid: TransportId,
+        started: Instant,
+        deadline: Instant,
+    },
+    Established {
+        tid: TransportId,
+        since: Instant,
+    },
+    /// Stopped for good, and why (what `send` reports from then on).
+    Closed {
+        reason: SessionEnd,
+    },
+}
+
+/// What ending a session does to the transport in flight, if any.
+enum Goodbye {
+    /// Send CLOSE with this code and text, flush, close.
+    Close(CloseCode, String),
+    /// Nothing more: it was already closed (or there is none).
+    Done,
 }
 
 #[derive(Debug, Clone)]
@@ -187,8 +216,10 @@ pub struct Client {
     next_tid: u64,
     ping_payload: Bytes,
     peer_max_frame: u32,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<ClientEvent>,
+    /// The latest time given with an input (pacing acks for what the
+    /// application takes between inputs).
+    now: Instant,
+    io: Outputs<ClientEvent>,
     resumes: u64,
 }
 
@@ -210,8 +241,8 @@ impl Client {
             ping_payload: Bytes::new(),
             // Every server accepts MIN_MAX_FRAME; the real limit comes in WELCOME.
             peer_max_frame: frame::MIN_MAX_FRAME,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            now,
+            io: Outputs::default(),
             link: Link::Waiting { until: now },
             session: None,
             resumable_until: None,
@@ -235,7 +266,7 @@ impl Client {
 
     /// True once the client has stopped for good.
     pub fn is_closed(&self) -> bool {
-        self.link == Link::Closed
+        matches!(self.link, Link::Closed { .. })
     }
 
     /// The heartbeat interval in use now.
@@ -268,8 +299,9 @@ impl Client {
     /// Queues an application message. It is written at once if a transport is
     /// up, else on the next one, and replayed until acknowledged.
     pub fn send(&mut self, now: Instant, payload: Bytes) -> Result<u64, SendError> {
-        if self.link == Link::Closed {
-            return Err(SendError::SessionEnded(SessionEnd::LocalClose));
+        self.now = now;
+        if let Link::Closed { reason } = &self.link {
+            return Err(SendError::SessionEnded(reason.clone()));
         }
         match self.out.admit(payload, self.peer_max_frame) {
             Ok(seq) => {
@@ -278,8 +310,8 @@ impl Client {
             }
             Err(Refused::Send(e)) => Err(e),
             Err(Refused::EndSession(reason)) => {
-                let close = Some((CloseCode::ReplayOverflow, "replay buffer overflow".into()));
-                self.end_session(now, reason.clone(), close, true);
+                let bye = Goodbye::Close(CloseCode::ReplayOverflow, "replay buffer overflow".into());
+                self.end_session(now, reason.clone(), bye, true);
                 Err(SendError::SessionEnded(reason))
             }
         }
@@ -293,26 +325,20 @@ impl Client {
     /// Ends the session deliberately: tells the server (if connected) and
     /// stops. Unacknowledged messages come back in `SessionEnded`.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) {
-        if self.link == Link::Closed {
+        self.now = now;
+        if self.is_closed() {
             return;
         }
-        // Only session-ending codes end a session; anything else (or an
-        // application code outside 4000–4999) is sent as 3000.
-        let code = match CloseCode::from_u16(code.to_u16()) {
-            Some(c) if c.ends_session() => c,
-            _ => CloseCode::Normal,
-        };
-        if let (Some(tid), false) = (self.current_tid(), self.is_established()) {
-            self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
-        }
-        self.end_session(now, SessionEnd::LocalClose, Some((code, reason.to_owned())), false);
+        let bye = Goodbye::Close(code.for_session_end(), reason.to_owned());
+        self.end_session(now, SessionEnd::LocalClose, bye, false);
     }
 
     // ----- inputs --------------------------------------------------------
 
     /// The caller finished opening transport `tid` (TCP connected, TLS and
     /// WebSocket handshakes done).
-    pub fn handle_connected(&mut self, _now: Instant, tid: TransportId) {
+    pub fn handle_connected(&mut self, now: Instant, tid: TransportId) {
+        self.now = now;
         let Link::Connecting { tid: want, started, deadline } = self.link else { return };
         if want != tid {
             return;
@@ -320,7 +346,7 @@ impl Client {
         let resume = self.session.as_ref().map(|s| Resume {
             session_id: s.id,
             token: s.token.clone(),
-            last_received: self.inb.delivered(),
+            last_received: self.inb.last_taken(),
         });
         let idle = self.cfg.heartbeat.server_idle_timeout();
         let hello = Hello {
@@ -331,12 +357,13 @@ impl Client {
             resume,
             auth: self.cfg.auth.clone(),
         };
-        self.transmit(tid, Frame::Hello(hello));
+        self.io.send(tid, Frame::Hello(hello));
         self.link = Link::Handshaking { tid, started, deadline };
     }
 
     /// Transport `tid` closed or failed (including a failed connect).
     pub fn handle_transport_closed(&mut self, now: Instant, tid: TransportId) {
+        self.now = now;
         if self.current_tid() == Some(tid) {
             self.lose(now, TransportLoss::Closed, false);
         }
@@ -344,13 +371,15 @@ impl Client {
 
     /// The caller could not decode the byte stream of `tid` (TCP framing).
     pub fn handle_decode_error(&mut self, now: Instant, tid: TransportId, err: frame::DecodeError) {
+        self.now = now;
         if self.current_tid() == Some(tid) {
-            self.protocol_error(now, err.close_code(), err.to_string(), TransportLoss::Malformed(err));
+            self.protocol_error(now, err.close_code(), &err.to_string(), TransportLoss::Malformed(err));
         }
     }
 
     /// One whole frame arrived on transport `tid`.
     pub fn handle_frame(&mut self, now: Instant, tid: TransportId, bytes: &[u8]) {
+        self.now = now;
         if self.current_tid() != Some(tid) || matches!(self.link, Link::Connecting { .. }) {
             return; // an old transport: it can deliver nothing
         }
@@ -371,6 +400,7 @@ impl Client {
     /// transport is probed at once and dropped if the probe fails; a pending
     /// reconnect is attempted at once.
     pub fn handle_network_change(&mut self, now: Instant, key: Option<&str>) {
+        self.now = now;
         if let Some(k) = key {
             self.network = k.to_owned();
             self.apply_learned_interval();
@@ -389,24 +419,24 @@ impl Client {
                 // An attempt in flight for longer than a probe timeout is
                 // likely stuck on the old network: start over at once.
                 if now.saturating_duration_since(started) >= self.cfg.heartbeat.probe_timeout {
-                    self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+                    self.io.abandon(tid);
                     self.backoff.reset();
                     self.link = Link::Waiting { until: self.retry_not_before.map_or(now, |r| r.max(now)) };
                 }
             }
-            Link::Closed => {}
+            Link::Closed { .. } => {}
         }
     }
 
     /// Time passed; act on every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         if let (Some(until), false) = (self.resumable_until, self.is_established()) {
             if now >= until {
                 if let Some(tid) = self.current_tid() {
-                    self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+                    self.io.abandon(tid);
                 }
-                self.link = Link::Waiting { until: now };
-                self.end_session(now, SessionEnd::Expired, None, true);
+                self.end_session(now, SessionEnd::Expired, Goodbye::Done, true);
             }
         }
         match self.link {
@@ -414,11 +444,18 @@ impl Client {
             Link::Connecting { deadline, .. } | Link::Handshaking { deadline, .. } if now >= deadline => {
                 self.lose(now, TransportLoss::HandshakeTimeout, false);
             }
+            Link::Established { tid, .. } if self.inb.resync_due() => {
+                // Everything held was taken: have the server replay what was
+                // deferred, on a new transport at once (§7.8).
+                let text = "messages deferred while the application was busy: resuming to receive them again";
+                self.io.close(tid, CloseCode::Resync, Duration::ZERO, text);
+                self.lose_no_close(now, TransportLoss::Resync, true);
+            }
             Link::Established { tid, .. } => {
                 if let Some(action) = self.hb.poll(now) {
                     match action {
                         HeartbeatAction::Ping(nonce) => self.send_ping(now, tid, nonce),
-                        HeartbeatAction::Missed => self.events.push_back(ClientEvent::HeartbeatMissed),
+                        HeartbeatAction::Missed => self.io.event(ClientEvent::HeartbeatMissed),
                         HeartbeatAction::Dead { silent_for, cause } => {
                             let reason = match cause {
                                 ProbeCause::Idle { interval, .. } => {
@@ -443,14 +480,30 @@ impl Client {
 
     // ----- outputs -------------------------------------------------------
 
-    /// The next thing to do on a transport.
+    /// The next thing to do on a transport. Drain it after every input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        crate::pop_release(&mut self.transmits)
+        self.io.pop_transmit()
     }
 
-    /// The next event for the application.
+    /// The next event for the application. Take events only as fast as the
+    /// application can handle them: a message counts as delivered, and is
+    /// acknowledged, once taken; untaken ones fill the receive window
+    /// (§7.8) and never stall the heartbeat.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        crate::pop_release(&mut self.events)
+        let e = self.io.pop_event()?;
+        match &e {
+            ClientEvent::Message(b) => self.inb.took(self.now, b.len(), true, &self.cfg.ack),
+            ClientEvent::PingPayload(b) | ClientEvent::PongPayload(b) => {
+                self.inb.took(self.now, b.len(), false, &self.cfg.ack);
+            }
+            _ => {}
+        }
+        Some(e)
+    }
+
+    /// True while events wait for the application.
+    pub fn has_events(&self) -> bool {
+        self.io.has_events()
     }
 
     /// When to call [`Client::handle_timeout`] next (None: only after input).
@@ -459,10 +512,10 @@ impl Client {
             Link::Waiting { until } => Some(until),
             Link::Connecting { deadline, .. } | Link::Handshaking { deadline, .. } => Some(deadline),
             Link::Established { .. } => {
-                let hb = self.hb.deadline();
-                Some(self.inb.ack_due().map_or(hb, |a| a.min(hb)))
+                let resync = self.inb.resync_due().then_some(self.now);
+                [Some(self.hb.deadline()), self.inb.ack_due(), resync].into_iter().flatten().min()
             }
-            Link::Closed => None,
+            Link::Closed { .. } => None,
         };
         match (link, self.resumable_until.filter(|_| !self.is_established())) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -479,20 +532,16 @@ impl Client {
         }
     }
 
-    fn transmit(&mut self, tid: TransportId, frame: Frame) {
-        self.transmits.push_back(Transmit::Send { transport: tid, frame });
-    }
-
     fn start_attempt(&mut self, now: Instant) {
         self.next_tid += 1;
         let tid = TransportId(self.next_tid);
         self.link = Link::Connecting { tid, started: now, deadline: now + self.cfg.handshake_timeout };
-        self.transmits.push_back(Transmit::Connect { transport: tid });
+        self.io.connect(tid);
     }
 
     fn send_ping(&mut self, now: Instant, tid: TransportId, nonce: u32) {
         let ack = self.inb.ack_sent();
-        self.transmit(tid, Frame::Ping { nonce, ack, payload: self.ping_payload.clone() });
+        self.io.send(tid, Frame::Ping { nonce, ack, payload: self.ping_payload.clone() });
         self.hb.on_sent(now);
     }
 
@@ -501,12 +550,12 @@ impl Client {
         let Link::Established { tid, .. } = self.link else { return };
         let mut wrote = false;
         while let Some((seq, payload)) = self.out.next_to_write() {
-            self.transmit(tid, Frame::Data { seq, payload });
+            self.io.send(tid, Frame::Data { seq, payload });
             wrote = true;
         }
         if self.inb.ack_due().is_some_and(|due| due <= now) {
             let ack = self.inb.ack_sent();
-            self.transmit(tid, Frame::Ack { ack });
+            self.io.send(tid, Frame::Ack { ack });
             wrote = true;
         }
         if wrote {
@@ -518,7 +567,7 @@ impl Client {
         match frame {
             Frame::Welcome(w) => self.on_welcome(now, tid, w),
             Frame::Reject(r) => {
-                self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+                self.io.abandon(tid);
                 if r.retry_after_ms > 0 {
                     self.retry_not_before = Some(now + Duration::from_millis(u64::from(r.retry_after_ms)));
                 }
@@ -531,25 +580,19 @@ impl Client {
                         RejectReason::UnknownSession => SessionEnd::Expired,
                         _ => SessionEnd::Refused { reason: r.reason, message: r.message },
                     };
-                    self.link = Link::Waiting { until: now };
-                    self.end_session(now, reason, None, true);
+                    self.end_session(now, reason, Goodbye::Done, true);
                 } else if r.reason.is_transient() || r.reason.session_gone() {
-                    self.lose(now, loss, false);
+                    self.lose_no_close(now, loss, false);
                 } else {
                     let reason = SessionEnd::Refused { reason: r.reason, message: r.message };
-                    self.link = Link::Waiting { until: now };
-                    self.end_session(now, reason, None, false);
+                    self.end_session(now, reason, Goodbye::Done, false);
                 }
             }
             Frame::Close(c) => self.on_close(now, c),
             other => {
                 let kind = other.kind();
-                self.protocol_error(
-                    now,
-                    CloseCode::ProtocolError,
-                    format!("frame 0x{kind:02x} before WELCOME"),
-                    TransportLoss::UnexpectedFrame { kind },
-                );
+                let text = format!("frame 0x{kind:02x} before WELCOME");
+                self.protocol_error(now, CloseCode::ProtocolError, &text, TransportLoss::UnexpectedFrame { kind });
             }
         }
     }
@@ -557,24 +600,15 @@ impl Client {
     fn on_welcome(&mut self, now: Instant, tid: TransportId, w: Welcome) {
         if w.version != frame::VERSION {
             let kind = frame::kind::WELCOME;
-            return self.protocol_error(
-                now,
-                CloseCode::ProtocolError,
-                format!("WELCOME chose version {}", w.version),
-                TransportLoss::UnexpectedFrame { kind },
-            );
+            let text = format!("WELCOME chose version {}", w.version);
+            return self.protocol_error(now, CloseCode::ProtocolError, &text, TransportLoss::UnexpectedFrame { kind });
         }
         let server_idle = Duration::from_millis(u64::from(w.idle_timeout_ms));
         let max_interval = match self.cfg.heartbeat.fit_server(server_idle) {
             Ok(m) => m,
             Err(e) => {
-                self.transmit(
-                    tid,
-                    Frame::Close(Close { code: CloseCode::Normal, retry_after_ms: 0, reason: e.to_string() }),
-                );
-                self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
-                self.link = Link::Waiting { until: now };
-                return self.end_session(now, SessionEnd::Incompatible(e.to_string()), None, false);
+                let bye = Goodbye::Close(CloseCode::Normal, e.to_string());
+                return self.end_session(now, SessionEnd::Incompatible(e.to_string()), bye, false);
             }
         };
         match &mut self.adaptive {
@@ -587,41 +621,31 @@ impl Client {
         self.peer_max_frame = w.max_frame.min(frame::MAX_MAX_FRAME);
         let resuming = self.session.as_ref().map(|s| s.id);
         let max_payload = self.peer_max_frame as usize - 9;
-        if self.out.longest() > max_payload {
+        let longest = self.out.longest();
+        if longest > max_payload {
             // A queued message can never be delivered to this server: end the
             // session and hand everything back rather than loop on 2001.
-            self.transmit(
-                tid,
-                Frame::Close(Close {
-                    code: CloseCode::Normal,
-                    retry_after_ms: 0,
-                    reason: "a queued message exceeds the server's frame limit".into(),
-                }),
+            let text = format!(
+                "a {longest}-byte message waits for the server but its max_frame {} allows {max_payload}",
+                self.peer_max_frame
             );
-            self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
-            self.link = Link::Waiting { until: now };
-            let msg = format!("a queued message is larger than the server's {max_payload}-byte payload limit");
-            return self.end_session(now, SessionEnd::Incompatible(msg), None, true);
+            let bye = Goodbye::Close(CloseCode::FrameLimit, text.clone());
+            return self.end_session(now, SessionEnd::Incompatible(text), bye, true);
         }
         if w.resumed {
             if resuming != Some(w.session_id) {
                 let kind = frame::kind::WELCOME;
+                let text = "WELCOME resumed a session that was not asked for";
                 return self.protocol_error(
                     now,
                     CloseCode::ProtocolError,
-                    "WELCOME resumed a session that was not asked for".into(),
+                    text,
                     TransportLoss::UnexpectedFrame { kind },
                 );
             }
             let before = self.out.last_assigned();
             if let Err(e) = self.out.rewind(w.last_received) {
-                self.link = Link::Established { tid, since: now };
-                return self.end_session(
-                    now,
-                    SessionEnd::SequenceViolation(e),
-                    Some((CloseCode::SequenceViolation, e.to_string())),
-                    true,
-                );
+                return self.violation(now, e);
             }
             if let Some(s) = &mut self.session {
                 s.token = w.token;
@@ -629,12 +653,12 @@ impl Client {
                 s.grace = Duration::from_millis(u64::from(w.grace_ms));
             }
             self.resumes += 1;
-            self.events.push_back(ClientEvent::Resumed { session: w.session_id, replayed: before - w.last_received });
+            self.io.event(ClientEvent::Resumed { session: w.session_id, replayed: before - w.last_received });
         } else {
             if resuming.is_some() {
                 // The server should have rejected the resume; it opened a new
                 // session instead, so the old one is gone.
-                self.end_session(now, SessionEnd::Expired, None, true);
+                self.end_session(now, SessionEnd::Expired, Goodbye::Done, true);
             }
             if self.out.rewind(0).is_err() {
                 // Unreachable: a fresh outbound has nothing acknowledged.
@@ -647,7 +671,7 @@ impl Client {
                 idle_timeout: server_idle,
                 grace: Duration::from_millis(u64::from(w.grace_ms)),
             });
-            self.events.push_back(ClientEvent::Connected { session: w.session_id });
+            self.io.event(ClientEvent::Connected { session: w.session_id });
         }
         self.inb.handshake_acked();
         self.link = Link::Established { tid, since: now };
@@ -663,14 +687,16 @@ impl Client {
         let interval = a.interval(&self.network);
         if interval != self.hb.interval() {
             self.hb.set_interval(interval);
-            self.events.push_back(ClientEvent::IntervalLearned { network: self.network.clone(), interval });
+            self.io.event(ClientEvent::IntervalLearned { network: self.network.clone(), interval });
         }
     }
 
     fn on_established_frame(&mut self, now: Instant, frame: Frame) {
         if let Frame::Pong { nonce, .. } = &frame {
+            // An unsolicited PONG (no PING with its nonce outstanding) is
+            // heard like any frame but measures nothing.
             if let Some(rtt) = self.hb.rtt_for(now, *nonce) {
-                self.events.push_back(ClientEvent::Rtt(rtt));
+                self.io.event(ClientEvent::Rtt(rtt));
             }
         }
         if let Some(ProbeCause::Idle { gap, interval }) = self.hb.on_heard(now) {
@@ -679,65 +705,66 @@ impl Client {
             }
             self.apply_learned_interval();
         }
-        let ack = match frame {
+        match frame {
             Frame::Data { seq, payload } => {
-                match self.inb.on_data(now, seq, &self.cfg.ack) {
-                    Ok(DataVerdict::Deliver) => self.events.push_back(ClientEvent::Message(payload)),
-                    Ok(DataVerdict::Duplicate) => {}
-                    Err(e) => {
-                        return self.end_session(
-                            now,
-                            SessionEnd::SequenceViolation(e),
-                            Some((CloseCode::SequenceViolation, e.to_string())),
-                            true,
-                        )
-                    }
+                match self.inb.on_data(now, seq, payload.len(), &self.cfg.receive_window, &self.cfg.ack) {
+                    Ok(DataVerdict::Deliver) => self.io.event(ClientEvent::Message(payload)),
+                    Ok(DataVerdict::Duplicate | DataVerdict::Deferred) => {}
+                    Err(e) => self.violation(now, e),
                 }
-                None
             }
-            Frame::Ack { ack } => Some(ack),
+            Frame::Ack { ack } => {
+                self.on_ack(now, ack);
+            }
             Frame::Ping { nonce, ack, payload } => {
-                if !payload.is_empty() {
-                    self.events.push_back(ClientEvent::PingPayload(payload));
+                // The ack first: a PING acknowledging data never sent ends
+                // the session (3003) and is not answered.
+                if !self.on_ack(now, ack) {
+                    return;
                 }
+                self.hold_payload(payload, ClientEvent::PingPayload);
                 if let Some(tid) = self.current_tid() {
                     let mine = self.inb.ack_sent();
-                    self.transmit(tid, Frame::Pong { nonce, ack: mine, payload: Bytes::new() });
+                    self.io.send(tid, Frame::Pong { nonce, ack: mine, payload: Bytes::new() });
                 }
-                Some(ack)
             }
             Frame::Pong { ack, payload, .. } => {
-                if !payload.is_empty() {
-                    self.events.push_back(ClientEvent::PongPayload(payload));
+                if self.on_ack(now, ack) {
+                    self.hold_payload(payload, ClientEvent::PongPayload);
                 }
-                Some(ack)
             }
-            Frame::Close(c) => return self.on_close(now, c),
+            Frame::Close(c) => self.on_close(now, c),
             other => {
                 let kind = other.kind();
-                return self.protocol_error(
-                    now,
-                    CloseCode::ProtocolError,
-                    format!("frame 0x{kind:02x} after WELCOME"),
-                    TransportLoss::UnexpectedFrame { kind },
-                );
+                let text = format!("frame 0x{kind:02x} after WELCOME");
+                self.protocol_error(now, CloseCode::ProtocolError, &text, TransportLoss::UnexpectedFrame { kind });
             }
-        };
-        if let Some(ack) = ack {
-            if let Err(e) = self.out.on_ack(ack) {
-                self.end_session(
-                    now,
-                    SessionEnd::SequenceViolation(e),
-                    Some((CloseCode::SequenceViolation, e.to_string())),
-                    true,
-                );
+        }
+    }
+
+    /// Applies a cumulative ack; false if it broke the rules (session ended).
+    fn on_ack(&mut self, now: Instant, ack: u64) -> bool {
+        match self.out.on_ack(ack) {
+            Ok(()) => true,
+            Err(e) => {
+                self.violation(now, e);
+                false
             }
+        }
+    }
+
+    /// Queues a PING/PONG payload for the application if the receive window
+    /// has room (it is informational: dropped otherwise).
+    fn hold_payload(&mut self, payload: Bytes, event: fn(Bytes) -> ClientEvent) {
+        if !payload.is_empty() && self.inb.has_room(&self.cfg.receive_window, payload.len()) {
+            self.inb.hold(payload.len());
+            self.io.event(event(payload));
         }
     }
 
     fn on_close(&mut self, now: Instant, c: Close) {
         if let Some(tid) = self.current_tid() {
-            self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+            self.io.abandon(tid);
         }
         if c.retry_after_ms > 0 {
             self.retry_not_before = Some(now + Duration::from_millis(u64::from(c.retry_after_ms)));
@@ -745,24 +772,36 @@ impl Client {
         if c.code.ends_session() {
             // The server ended the session. Restart only if it ended for a
             // reason a fresh session fixes (not a kick or a deliberate close).
-            let restart =
-                matches!(c.code, CloseCode::ReplayOverflow | CloseCode::SessionExpired | CloseCode::SequenceViolation);
-            self.link = Link::Waiting { until: now };
+            let restart = matches!(
+                c.code,
+                CloseCode::ReplayOverflow
+                    | CloseCode::SessionExpired
+                    | CloseCode::SequenceViolation
+                    | CloseCode::FrameLimit
+            );
             let reason = if c.code == CloseCode::SessionExpired {
                 SessionEnd::Expired
             } else {
                 SessionEnd::PeerClosed { code: c.code, reason: c.reason }
             };
-            self.end_session(now, reason, None, restart);
+            self.end_session(now, reason, Goodbye::Done, restart);
         } else {
-            self.lose(now, TransportLoss::PeerClosed { code: c.code, reason: c.reason }, false);
+            // A resync asks for a resume at once: the server is ready for it.
+            let immediate = c.code == CloseCode::Resync;
+            self.lose_no_close(now, TransportLoss::PeerClosed { code: c.code, reason: c.reason }, immediate);
         }
     }
 
-    fn protocol_error(&mut self, now: Instant, code: CloseCode, text: String, loss: TransportLoss) {
+    /// The peer broke the sequence rules: CLOSE 3003, the session ends, a
+    /// fresh one starts.
+    fn violation(&mut self, now: Instant, e: SequenceError) {
+        let bye = Goodbye::Close(CloseCode::SequenceViolation, e.to_string());
+        self.end_session(now, SessionEnd::SequenceViolation(e), bye, true);
+    }
+
+    fn protocol_error(&mut self, now: Instant, code: CloseCode, text: &str, loss: TransportLoss) {
         if let Some(tid) = self.current_tid() {
-            self.transmit(tid, Frame::Close(Close { code, retry_after_ms: 0, reason: frame::clip_reason(&text) }));
-            self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
+            self.io.close(tid, code, Duration::ZERO, text);
         }
         self.lose_no_close(now, loss, false);
     }
@@ -770,7 +809,7 @@ impl Client {
     /// The current transport is gone: close it and schedule the next attempt.
     fn lose(&mut self, now: Instant, reason: TransportLoss, immediate: bool) {
         if let Some(tid) = self.current_tid() {
-            self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+            self.io.abandon(tid);
         }
         self.lose_no_close(now, reason, immediate);
     }
@@ -784,11 +823,11 @@ impl Client {
                 if let Some(s) = &self.session {
                     self.resumable_until = Some(self.hb.last_heard() + self.local_expiry_after(s));
                 }
-                self.events.push_back(ClientEvent::Disconnected { reason });
+                self.io.event(ClientEvent::Disconnected { reason });
             }
-            Link::Closed => return,
+            Link::Closed { .. } => return,
             Link::Connecting { .. } | Link::Handshaking { .. } => {
-                self.events.push_back(ClientEvent::AttemptFailed { reason });
+                self.io.event(ClientEvent::AttemptFailed { reason });
             }
             Link::Waiting { .. } => {}
         }
@@ -808,30 +847,38 @@ impl Client {
             };
             self.backoff.next_delay(now, &mut self.rng, ctx)
         };
-        self.events.push_back(ClientEvent::Reconnecting { attempt, delay });
+        self.io.event(ClientEvent::Reconnecting { attempt, delay });
         self.link = Link::Waiting { until: now + delay };
     }
 
-    /// Ends the session: tells the server with `code` if a transport is up,
-    /// hands back what was unacknowledged, and either restarts fresh or stops.
-    fn end_session(&mut self, now: Instant, reason: SessionEnd, close: Option<(CloseCode, String)>, restart: bool) {
-        if let (Some((code, text)), Link::Established { tid, .. }) = (close, self.link) {
-            self.transmit(tid, Frame::Close(Close { code, retry_after_ms: 0, reason: frame::clip_reason(&text) }));
-            self.transmits.push_back(Transmit::Close { transport: tid, flush: true });
+    /// Ends the session: says goodbye on the transport in flight (any
+    /// state), hands back what was unacknowledged, and either restarts
+    /// fresh or stops for good.
+    fn end_session(&mut self, now: Instant, reason: SessionEnd, bye: Goodbye, restart: bool) {
+        if let Goodbye::Close(code, text) = bye {
+            match self.link {
+                Link::Handshaking { tid, .. } | Link::Established { tid, .. } => {
+                    self.io.close(tid, code, Duration::ZERO, &text);
+                }
+                // Not open yet: nothing can be said on it.
+                Link::Connecting { tid, .. } => self.io.abandon(tid),
+                Link::Waiting { .. } | Link::Closed { .. } => {}
+            }
         }
         let session = self.session.take().map(|s| s.id);
         let unacked = self.out.take_unacked();
         self.inb.reset();
         self.resumable_until = None;
-        self.events.push_back(ClientEvent::SessionEnded { session, reason, unacked, restarting: restart });
+        self.io.event(ClientEvent::SessionEnded { session, reason: reason.clone(), unacked, restarting: restart });
         if restart {
             // The server answered, so the network works: restart from the
             // first backoff step, jittered, so a server ending many sessions
             // at once does not get them all back at the same instant.
             self.backoff.reset();
+            self.link = Link::Waiting { until: now };
             self.schedule(now, false);
         } else {
-            self.link = Link::Closed;
+            self.link = Link::Closed { reason };
         }
     }
 }

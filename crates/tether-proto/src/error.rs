@@ -18,6 +18,10 @@ pub enum CloseCode {
     GoingAway,
     /// 1002: the handshake did not complete in time.
     HandshakeTimeout,
+    /// 1003: the sender deferred DATA its application could not take yet
+    /// (its receive window was full) and has caught up: resume, and the
+    /// deferred messages are replayed (`docs/PROTOCOL.md` §7.8).
+    Resync,
     /// 2000: a malformed frame or a frame not allowed in this state.
     ProtocolError,
     /// 2001: a frame longer than the receiver's announced maximum.
@@ -32,6 +36,10 @@ pub enum CloseCode {
     SequenceViolation,
     /// 3004: an operator removed the session.
     Kicked,
+    /// 3005: a message waiting for the receiver is larger than the maximum
+    /// frame the receiver announced (on a resume): it can never be
+    /// delivered, so the session ends and hands it back (§3.2).
+    FrameLimit,
     /// 4000–4999: application-defined; ends the session.
     Application(u16),
 }
@@ -43,6 +51,7 @@ impl CloseCode {
             CloseCode::TransportReplaced => 1000,
             CloseCode::GoingAway => 1001,
             CloseCode::HandshakeTimeout => 1002,
+            CloseCode::Resync => 1003,
             CloseCode::ProtocolError => 2000,
             CloseCode::FrameTooLarge => 2001,
             CloseCode::Normal => 3000,
@@ -50,6 +59,7 @@ impl CloseCode {
             CloseCode::SessionExpired => 3002,
             CloseCode::SequenceViolation => 3003,
             CloseCode::Kicked => 3004,
+            CloseCode::FrameLimit => 3005,
             CloseCode::Application(c) => c,
         }
     }
@@ -60,6 +70,7 @@ impl CloseCode {
             1000 => CloseCode::TransportReplaced,
             1001 => CloseCode::GoingAway,
             1002 => CloseCode::HandshakeTimeout,
+            1003 => CloseCode::Resync,
             2000 => CloseCode::ProtocolError,
             2001 => CloseCode::FrameTooLarge,
             3000 => CloseCode::Normal,
@@ -67,6 +78,7 @@ impl CloseCode {
             3002 => CloseCode::SessionExpired,
             3003 => CloseCode::SequenceViolation,
             3004 => CloseCode::Kicked,
+            3005 => CloseCode::FrameLimit,
             4000..=4999 => CloseCode::Application(v),
             _ => return None,
         })
@@ -75,6 +87,16 @@ impl CloseCode {
     /// True when the session ends with the transport (3xxx, 4xxx).
     pub fn ends_session(self) -> bool {
         self.to_u16() >= 3000
+    }
+
+    /// The code an application's deliberate close is sent with: itself when
+    /// it ends a session, else 3000 (a 1xxx/2xxx code, or an application
+    /// code outside 4000–4999, cannot end one).
+    pub fn for_session_end(self) -> CloseCode {
+        match CloseCode::from_u16(self.to_u16()) {
+            Some(c) if c.ends_session() => c,
+            _ => CloseCode::Normal,
+        }
     }
 }
 
@@ -198,6 +220,10 @@ pub enum TransportLoss {
     /// A network-change probe found the link dead.
     #[error("the network changed and the link did not answer a probe")]
     NetworkChanged,
+    /// This side deferred messages its application could not take yet and
+    /// replaced the transport to have them replayed (CLOSE 1003).
+    #[error("resync: messages deferred while the application was busy are replayed on a new transport")]
+    Resync,
 }
 
 /// Why a session ended for good. After this, nothing more of the session is

@@ -221,6 +221,13 @@ impl Frame {
         }
     }
 
+    /// A CLOSE frame; the reason is cut to [`MAX_REASON_LEN`] bytes on a
+    /// character boundary and the retry-after saturates, so it always decodes.
+    pub fn close(code: CloseCode, retry_after: std::time::Duration, reason: &str) -> Frame {
+        let retry_after_ms = u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX);
+        Frame::Close(Close { code, retry_after_ms, reason: clip_reason(reason) })
+    }
+
     /// True for PING and PONG, which logs leave out unless asked.
     pub fn is_heartbeat(&self) -> bool {
         matches!(self, Frame::Ping { .. } | Frame::Pong { .. })

@@ -70,6 +70,7 @@ pub mod client;
 pub mod error;
 pub mod frame;
 pub mod heartbeat;
+mod outputs;
 pub mod rng;
 pub mod server;
 pub mod stream;
@@ -82,8 +83,8 @@ pub use error::{CloseCode, ConfigError, RejectReason, SendError, SequenceError, 
 pub use frame::{DecodeError, Frame};
 pub use heartbeat::{HeartbeatConfig, Profile};
 pub use rng::Rng;
-pub use server::{check_hello, HelloVerdict, Refusal, Server, ServerConfig, ServerEvent, ServerSession, SessionEvent};
-pub use stream::{AckConfig, OverflowPolicy, ReplayLimits};
+pub use server::{admit, Admission, Admitted, Refusal, Server, ServerConfig, ServerSession, SessionEvent, Sessions};
+pub use stream::{AckConfig, OverflowPolicy, ReceiveWindow, ReplayLimits};
 pub use token::{ResumeToken, SessionId};
 
 /// Names one transport (one TCP, TLS or WebSocket connection) of a machine.

@@ -204,48 +204,151 @@ impl Outbound {
     }
 }
 
-/// The peer's messages: de-duplicated, delivered in order, acknowledged.
+/// How much of the peer's data a machine holds for its application before
+/// the application has taken it (`docs/PROTOCOL.md` §7.4). Messages beyond
+/// it are *deferred*: dropped unread and unacknowledged, so the peer keeps
+/// them and writes them again after a resync (§7.8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiveWindow {
+    /// Most messages (and PING/PONG payloads) held.
+    pub max_messages: usize,
+    /// Most payload bytes held.
+    pub max_bytes: usize,
+}
+
+impl Default for ReceiveWindow {
+    /// 4096 messages / 1 MiB: the default replay bounds of either side, so a
+    /// peer with default settings never outruns it (acks are withheld until
+    /// the application takes a message, and the peer stops at its bound).
+    fn default() -> Self {
+        ReceiveWindow { max_messages: 4096, max_bytes: 1 << 20 }
+    }
+}
+
+impl ReceiveWindow {
+    /// Checks the settings can work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_bytes == 0 || self.max_messages == 0 {
+            return Err(ConfigError::new(
+                "receive_window",
+                "a zero bound would defer every message",
+                "set max_bytes and max_messages above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The peer's messages: de-duplicated, held for the application in order,
+/// acknowledged once the application has taken them.
 #[derive(Debug, Default)]
 pub(crate) struct Inbound {
-    /// Highest seq delivered to the application.
+    /// Highest seq accepted in order (held or taken).
     delivered: u64,
+    /// Highest seq the application has taken; what acks carry.
+    taken: u64,
     /// Highest seq we told the peer about.
     acked: u64,
     /// When an ack must go out at the latest.
     ack_due: Option<Instant>,
+    /// DATA accepted since the last ack went out. Every arrival is answered
+    /// by an ack within the pacing bounds even when the application takes
+    /// nothing (the ack value then repeats): the peer's idle timer must
+    /// keep hearing a receiver whose application is busy.
+    arrivals: u32,
+    /// Messages and payloads waiting for the application, and their bytes.
+    held: (usize, usize),
+    /// A DATA was deferred: everything after it is dropped until the peer
+    /// replays it on a new transport.
+    deferring: bool,
 }
 
 /// What to do with a received DATA frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DataVerdict {
-    /// New: deliver it.
+    /// New: hand it to the application.
     Deliver,
-    /// Already delivered (a replay overlap): drop it silently.
+    /// Already accepted (a replay overlap): drop it silently.
     Duplicate,
+    /// The receive window is full: dropped unread, to be replayed.
+    Deferred,
 }
 
 impl Inbound {
-    pub(crate) fn delivered(&self) -> u64 {
-        self.delivered
+    /// What the handshake reports as `last_received`, and every ack: the
+    /// messages the application took.
+    pub(crate) fn last_taken(&self) -> u64 {
+        self.taken
     }
 
-    pub(crate) fn on_data(&mut self, now: Instant, seq: u64, cfg: &AckConfig) -> Result<DataVerdict, SequenceError> {
+    /// True while the window has room for one more item of `len` bytes.
+    pub(crate) fn has_room(&self, window: &ReceiveWindow, len: usize) -> bool {
+        self.held.0 < window.max_messages && self.held.1 + len <= window.max_bytes
+    }
+
+    pub(crate) fn on_data(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        len: usize,
+        window: &ReceiveWindow,
+        cfg: &AckConfig,
+    ) -> Result<DataVerdict, SequenceError> {
         if seq <= self.delivered {
             // Make sure the peer learns it can stop replaying.
             self.ack_due.get_or_insert(now + cfg.delay);
             return Ok(DataVerdict::Duplicate);
         }
+        if self.deferring {
+            // Still answered: the peer must keep hearing us (a repeat ack).
+            self.owe_ack(now, false, cfg);
+            return Ok(DataVerdict::Deferred);
+        }
         if seq != self.delivered + 1 {
             return Err(SequenceError::Gap { expected: self.delivered + 1, got: seq });
         }
+        if !self.has_room(window, len) {
+            self.deferring = true;
+            self.owe_ack(now, false, cfg);
+            return Ok(DataVerdict::Deferred);
+        }
         self.delivered = seq;
-        let pending = self.delivered - self.acked;
-        if pending >= u64::from(cfg.every) {
+        self.hold(len);
+        self.arrivals = self.arrivals.saturating_add(1);
+        self.owe_ack(now, self.arrivals >= cfg.every, cfg);
+        Ok(DataVerdict::Deliver)
+    }
+
+    /// An item (a message or a PING/PONG payload) waits for the application.
+    pub(crate) fn hold(&mut self, len: usize) {
+        self.held.0 += 1;
+        self.held.1 += len;
+    }
+
+    /// The application took a held item (`message`: a DATA, so acks move).
+    pub(crate) fn took(&mut self, now: Instant, len: usize, message: bool, cfg: &AckConfig) {
+        self.held.0 = self.held.0.saturating_sub(1);
+        self.held.1 = self.held.1.saturating_sub(len);
+        if !message {
+            return;
+        }
+        self.taken += 1;
+        self.owe_ack(now, self.taken - self.acked >= u64::from(cfg.every), cfg);
+    }
+
+    /// An ack is owed: now, or within the pacing delay.
+    fn owe_ack(&mut self, now: Instant, at_once: bool, cfg: &AckConfig) {
+        if at_once {
             self.ack_due = Some(now);
         } else {
             self.ack_due.get_or_insert(now + cfg.delay);
         }
-        Ok(DataVerdict::Deliver)
+    }
+
+    /// True once messages were deferred and the application has taken
+    /// everything held: time to have the peer replay them (§7.8).
+    pub(crate) fn resync_due(&self) -> bool {
+        self.deferring && self.held.0 == 0
     }
 
     /// When an ACK frame must be sent, if one is owed.
@@ -255,14 +358,18 @@ impl Inbound {
 
     /// The ack value is going out (in ACK, PING or PONG).
     pub(crate) fn ack_sent(&mut self) -> u64 {
-        self.acked = self.delivered;
+        self.acked = self.taken;
+        self.arrivals = 0;
         self.ack_due = None;
-        self.delivered
+        self.taken
     }
 
-    /// A resume told the peer our `delivered` in the handshake itself.
+    /// A handshake carried `last_taken` to the peer, which now replays
+    /// everything after it on the new transport: duplicates of held messages
+    /// are dropped by the `delivered` rule, deferred ones arrive again.
     pub(crate) fn handshake_acked(&mut self) {
         self.ack_sent();
+        self.deferring = false;
     }
 
     /// Forget everything (new session).
@@ -315,12 +422,42 @@ mod tests {
     fn inbound_drops_duplicates_and_refuses_gaps() {
         let t = crate::test_epoch();
         let cfg = AckConfig::default();
+        let w = ReceiveWindow::default();
         let mut i = Inbound::default();
-        assert_eq!(i.on_data(t, 1, &cfg), Ok(DataVerdict::Deliver));
-        assert_eq!(i.on_data(t, 1, &cfg), Ok(DataVerdict::Duplicate));
-        assert_eq!(i.on_data(t, 3, &cfg), Err(SequenceError::Gap { expected: 2, got: 3 }));
+        assert_eq!(i.on_data(t, 1, 0, &w, &cfg), Ok(DataVerdict::Deliver));
+        assert_eq!(i.ack_due(), Some(t + cfg.delay), "every arrival is answered, taken or not");
+        assert_eq!(i.ack_sent(), 0, "but the ack covers only what the application took");
+        i.took(t, 0, true, &cfg);
+        assert_eq!(i.ack_sent(), 1);
+        assert_eq!(i.on_data(t, 1, 0, &w, &cfg), Ok(DataVerdict::Duplicate));
+        assert_eq!(i.on_data(t, 3, 0, &w, &cfg), Err(SequenceError::Gap { expected: 2, got: 3 }));
         assert_eq!(i.ack_due(), Some(t + cfg.delay));
         assert_eq!(i.ack_sent(), 1);
         assert_eq!(i.ack_due(), None);
+    }
+
+    #[test]
+    fn a_full_window_defers_until_everything_held_is_taken() {
+        let t = crate::test_epoch();
+        let cfg = AckConfig::default();
+        let w = ReceiveWindow { max_messages: 2, max_bytes: 100 };
+        let mut i = Inbound::default();
+        assert_eq!(i.on_data(t, 1, 10, &w, &cfg), Ok(DataVerdict::Deliver));
+        assert_eq!(i.on_data(t, 2, 10, &w, &cfg), Ok(DataVerdict::Deliver));
+        assert_eq!(i.on_data(t, 3, 10, &w, &cfg), Ok(DataVerdict::Deferred));
+        assert_eq!(i.on_data(t, 4, 10, &w, &cfg), Ok(DataVerdict::Deferred), "no gap error while deferring");
+        assert!(!i.resync_due());
+        i.took(t, 10, true, &cfg);
+        assert!(!i.resync_due(), "one still held");
+        i.took(t, 10, true, &cfg);
+        assert!(i.resync_due());
+        assert_eq!(i.ack_sent(), 2, "acks cover what was taken");
+        i.handshake_acked();
+        assert!(!i.resync_due());
+        assert_eq!(i.on_data(t, 3, 10, &w, &cfg), Ok(DataVerdict::Deliver), "the replay is accepted");
+        let bytes = ReceiveWindow { max_messages: 10, max_bytes: 15 };
+        let mut j = Inbound::default();
+        assert_eq!(j.on_data(t, 1, 10, &bytes, &cfg), Ok(DataVerdict::Deliver));
+        assert_eq!(j.on_data(t, 2, 10, &bytes, &cfg), Ok(DataVerdict::Deferred), "25 bytes > 15");
     }
 }

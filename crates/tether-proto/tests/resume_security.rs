@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tether_proto::frame::{Hello, Resume, Welcome, VERSION};
 use tether_proto::{
     Client, ClientConfig, ClientEvent, CloseCode, Frame, Profile, RejectReason, ResumeToken, Rng, Server, ServerConfig,
-    ServerEvent, SessionEvent, SessionId, Transmit, TransportId,
+    SessionEvent, SessionId, Transmit, TransportId,
 };
 
 fn hello(resume: Option<Resume>) -> Hello {
@@ -54,8 +54,8 @@ fn reject_on(frames: &[(TransportId, Frame)], tid: TransportId) -> RejectReason 
 
 fn messages(server: &mut Server) -> Vec<Bytes> {
     let mut out = Vec::new();
-    while let Some(e) = server.poll_event() {
-        if let ServerEvent::Session { event: SessionEvent::Message(m), .. } = e {
+    while let Some((_, e)) = server.poll_event() {
+        if let SessionEvent::Message(m) = e {
             out.push(m);
         }
     }

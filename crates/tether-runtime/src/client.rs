@@ -5,7 +5,9 @@
 //!
 //! The task's loop (the drive contract of `tether-proto`):
 //! 1. carry out every [`Transmit`] (dial, queue a frame, close);
-//! 2. hand every event to the application;
+//! 2. hand events to the application as far as its queue has room — never
+//!    waiting for it: events left in the core are not yet delivered (their
+//!    acks are withheld), and the heartbeat goes on meanwhile;
 //! 3. wait for the first of: a frame or error on the transport (queued
 //!    frames are written meanwhile), a dial finishing, a command, or the
 //!    core's next deadline — the timer is re-armed only when the deadline
@@ -30,6 +32,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::driver::{idle_sleep, now, rearm, recv};
 use crate::endpoint::{dial, DialConfig, Endpoint};
+use crate::outbox::{Outbox, Room};
 use crate::transport::{self, Kind, RecvError, Transport};
 use crate::tune::{SocketReport, SocketTuning};
 
@@ -221,7 +224,9 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
     let mut dialing: Option<(TransportId, DialFuture)> = None;
     let sleep = idle_sleep();
     tokio::pin!(sleep);
-    let mut events = Vec::new();
+    // The runtime's own events (dials, network changes), ahead of the core's.
+    let mut events = std::collections::VecDeque::new();
+    let mut outbox = Outbox::new();
     loop {
         let (deadline, closed) = {
             let mut core = shared.lock();
@@ -252,18 +257,41 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
                     }
                 }
             }
-            while let Some(e) = core.poll_event() {
-                events.push(Event::Session(e));
+            while !events.is_empty() || core.has_events() {
+                let permit = match outbox.take_room(&tx) {
+                    Room::Ready(p) => p,
+                    Room::Full => break,
+                    // A dropped receiver only means nobody listens any more.
+                    Room::Gone => {
+                        events.clear();
+                        while core.poll_event().is_some() {}
+                        break;
+                    }
+                };
+                match events.pop_front().or_else(|| core.poll_event().map(Event::Session)) {
+                    Some(e) => {
+                        permit.send(e);
+                    }
+                    None => break,
+                }
+            }
+            if events.len() > MAX_LOCAL_EVENTS {
+                events.drain(..events.len() - MAX_LOCAL_EVENTS); // dial reports: the newest matter
             }
             (core.poll_timeout(), core.is_closed())
         };
-        for e in events.drain(..) {
-            // A dropped receiver only means nobody listens any more.
-            let _ = tx.send(e).await;
-        }
         if closed {
             if let Some((_, t)) = current.take() {
                 transport::close_with(t, None, Duration::from_secs(2)).await;
+            }
+            // Nothing to keep alive any more: the last events (the session's
+            // end, what it handed back) may wait for the application.
+            let rest: Vec<_> = {
+                let mut core = shared.lock();
+                events.drain(..).chain(std::iter::from_fn(|| core.poll_event().map(Event::Session))).collect()
+            };
+            for e in rest {
+                let _ = tx.send(e).await;
             }
             return;
         }
@@ -289,12 +317,12 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
                 match r {
                     Ok((t, addr)) => {
                         let socket = t.tcp().and_then(|s| SocketReport::read(s).ok());
-                        events.push(Event::Dialed { addr, kind: t.kind(), socket });
+                        events.push_back(Event::Dialed { addr, kind: t.kind(), socket });
                         current = Some((tid, t));
                         shared.lock().handle_connected(now(), tid);
                     }
                     Err(e) => {
-                        events.push(Event::DialFailed { error: e.to_string() });
+                        events.push_back(Event::DialFailed { error: e.to_string() });
                         shared.lock().handle_transport_closed(now(), tid);
                     }
                 }
@@ -303,9 +331,13 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
             () = &mut sleep => {
                 shared.lock().handle_timeout(now());
             }
+            () = outbox.wait() => {}
         }
     }
 }
+
+/// Dial reports kept while the application does not read events.
+const MAX_LOCAL_EVENTS: usize = 64;
 
 async fn finish_dial(dialing: &mut Option<(TransportId, DialFuture)>) -> io::Result<(Transport, SocketAddr)> {
     match dialing {

@@ -19,6 +19,7 @@ pub mod client;
 mod driver;
 pub mod endpoint;
 mod netwatch;
+mod outbox;
 pub mod server;
 pub mod tls;
 pub mod transport;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tether_proto::{ClientConfig, ClientEvent, Profile, ServerEvent, SessionEvent, TransportLoss};
+use tether_proto::{ClientConfig, ClientEvent, Profile, SessionEvent, TransportLoss};
 use tether_sim::{schedule, Fault, Sim, SimConfig};
 
 fn detect(profile: Profile, streaming: bool) -> (Duration, Duration, Duration, Duration) {
@@ -26,9 +26,9 @@ fn detect(profile: Profile, streaming: bool) -> (Duration, Duration, Duration, D
             matches!(e, ClientEvent::Disconnected { reason: TransportLoss::HeartbeatTimeout { .. } })
                 .then(|| *t - start)
         }));
-        s.extend(sim.server_log.iter().find_map(|(t, e)| {
-            matches!(e, ServerEvent::Session { event: SessionEvent::Detached { .. }, .. }).then(|| *t - start)
-        }));
+        s.extend(
+            sim.server_log.iter().find_map(|(t, _, e)| matches!(e, SessionEvent::Detached { .. }).then(|| *t - start)),
+        );
     }
     c.sort();
     s.sort();

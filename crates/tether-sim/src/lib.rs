@@ -1,7 +1,9 @@
 //! # tether-sim — a deterministic network for tether-proto
 //!
-//! Runs a real [`tether_proto::Client`] against a real
-//! [`tether_proto::Server`] in virtual time over a simulated path with loss,
+//! Runs a real [`tether_proto::Client`] against a real server — the
+//! shipped [`tether_proto::admit`] and [`tether_proto::ServerSession`]s, each
+//! driven by its own timer as the runtime's session tasks drive them
+//! ([`tether_proto::Server`]) — in virtual time over a simulated path with loss,
 //! delay, jitter, one-way stalls, outages (with or without a local link
 //! signal), transport resets, kills during replay and NATs that forget idle
 //! flows. Everything is drawn from one seed: a run is a pure function of its
@@ -19,5 +21,5 @@ pub mod net;
 pub mod schedule;
 pub mod sim;
 
-pub use net::{Dir, Fault, PathConfig};
+pub use net::{Dir, Fault, PathConfig, Side};
 pub use sim::{Sim, SimConfig, Stats};

@@ -75,14 +75,34 @@ pub enum Fault {
         /// The NAT's idle timeout.
         timeout: Duration,
     },
+    /// An application that takes no events for a while, then all of them
+    /// at once (a busy event loop, a GC pause): the network is fine.
+    AppLag {
+        /// Start.
+        start: Duration,
+        /// Length.
+        len: Duration,
+        /// Whose application.
+        side: Side,
+    },
+}
+
+/// One end of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's application.
+    Client,
+    /// The server's application.
+    Server,
 }
 
 impl Fault {
     fn window(&self) -> Option<(Duration, Duration)> {
         match self {
-            Fault::Outage { start, len, .. } | Fault::Stall { start, len, .. } | Fault::Loss { start, len, .. } => {
-                Some((*start, *start + *len))
-            }
+            Fault::Outage { start, len, .. }
+            | Fault::Stall { start, len, .. }
+            | Fault::Loss { start, len, .. }
+            | Fault::AppLag { start, len, .. } => Some((*start, *start + *len)),
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 //! Random fault schedules and the guarantees checked on them.
 //!
-//! Two families, both with messages streaming both ways:
+//! Three families, all with messages streaming both ways:
 //! - **survivable**: up to four faults (outages up to 40 s with or without a
 //!   link signal, one-way stalls, loss up to 50 %, resets, kills during
 //!   replay) inside a 40 s window, so the session is never without contact
@@ -10,12 +10,20 @@
 //!   session explicitly, within the bounds of `docs/PROTOCOL.md` §10, hand
 //!   back what was not acknowledged, deliver nothing of it afterwards, and
 //!   carry on in a fresh session.
+//! - **lagging**: no network fault at all, but one or both applications take
+//!   no events (and send nothing) for up to 15 s at a time, sometimes with a receive window
+//!   small enough that messages are deferred and resynced. Everything must
+//!   arrive exactly once, and no transport may be declared dead or dropped
+//!   for any reason but a resync.
 
 use std::time::Duration;
 
-use tether_proto::{ClientConfig, ClientEvent, Profile, Rng, ServerEvent, SessionEnd, SessionEvent, SessionId};
+use tether_proto::{
+    ClientConfig, ClientEvent, CloseCode, Profile, ReceiveWindow, Rng, SessionEnd, SessionEvent, SessionId,
+    TransportLoss,
+};
 
-use crate::net::{Dir, Fault};
+use crate::net::{Dir, Fault, Side};
 use crate::sim::{Sim, SimConfig};
 
 /// What a schedule must end in.
@@ -59,6 +67,12 @@ pub fn random(seed: u64) -> (SimConfig, Expect) {
         return (cfg, Expect::Expire { start, len });
     }
     let window = Duration::from_secs(40);
+    if rng.unit() < 0.15 {
+        lagging(&mut rng, &mut cfg, start, window);
+        cfg.traffic_until = start + window + Duration::from_secs(20);
+        cfg.duration = cfg.traffic_until + Duration::from_secs(40);
+        return (cfg, Expect::Survive);
+    }
     let n = 1 + rng.below_inclusive(3);
     for _ in 0..n {
         let at = start + secs(&mut rng, 0.0, window.as_secs_f64() - 1.0);
@@ -87,6 +101,30 @@ pub fn random(seed: u64) -> (SimConfig, Expect) {
     (cfg, Expect::Survive)
 }
 
+/// Application lags only: up to three pauses of up to 15 s, either side,
+/// and half the time receive windows small enough to defer.
+fn lagging(rng: &mut Rng, cfg: &mut SimConfig, start: Duration, window: Duration) {
+    for _ in 0..1 + rng.below_inclusive(2) {
+        let at = start + secs(rng, 0.0, window.as_secs_f64() - 15.0);
+        let side = if rng.unit() < 0.5 { Side::Client } else { Side::Server };
+        cfg.faults.push(Fault::AppLag { start: at, len: secs(rng, 1.0, 15.0), side });
+    }
+    if rng.unit() < 0.5 {
+        let small = || ReceiveWindow { max_messages: 2, max_bytes: 1 << 20 };
+        let mut w = small();
+        w.max_messages += rng.below_inclusive(18) as usize;
+        cfg.client.receive_window = w.clone();
+        w.max_messages = small().max_messages + rng.below_inclusive(18) as usize;
+        cfg.server.receive_window = w;
+    }
+}
+
+/// True for a loss caused by a resync (§7.8), the only loss a lagging
+/// application may cause.
+fn is_resync(loss: &TransportLoss) -> bool {
+    matches!(loss, TransportLoss::Resync) || matches!(loss, TransportLoss::PeerClosed { code: CloseCode::Resync, .. })
+}
+
 /// Summary of a passed run, for aggregate figures.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
@@ -98,6 +136,10 @@ pub struct Summary {
     pub resumes: u64,
     /// Whether the session expired.
     pub expired: bool,
+    /// Whether an application lagged in this schedule.
+    pub lagged: bool,
+    /// Transports replaced by a resync (§7.8), either side.
+    pub resyncs: u64,
 }
 
 /// Runs one seed and checks its guarantees.
@@ -143,13 +185,26 @@ pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
     let ends_s: Vec<_> = sim
         .server_log
         .iter()
-        .filter_map(|(t, e)| match e {
-            ServerEvent::Session { session, event: SessionEvent::Ended { reason, .. } } => {
-                Some((*t, *session, reason.clone()))
-            }
+        .filter_map(|(t, session, e)| match e {
+            SessionEvent::Ended { reason, .. } => Some((*t, *session, reason.clone())),
             _ => None,
         })
         .collect();
+    if sim.cfg.faults.iter().all(|f| matches!(f, Fault::AppLag { .. })) {
+        // Only applications lagged: the network was fine throughout, so no
+        // transport may have been lost for anything but a resync.
+        let client = sim.client_log.iter().find_map(|(t, e)| match e {
+            ClientEvent::Disconnected { reason } if !is_resync(reason) => Some((*t, reason.clone())),
+            _ => None,
+        });
+        let server = sim.server_log.iter().find_map(|(t, _, e)| match e {
+            SessionEvent::Detached { reason } if !is_resync(reason) => Some((*t, reason.clone())),
+            _ => None,
+        });
+        if let Some((t, r)) = client.or(server) {
+            return Err(format!("a lagging application cost a transport at {t:?}: {r}"));
+        }
+    }
     let last = sim.client_session().ok_or("client has no session at the end")?;
     let mut summary = Summary { resumes: sim.client.resumes(), ..Default::default() };
     match expect {
@@ -212,6 +267,12 @@ pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
     if sim.server.session_count() != 1 {
         return Err(format!("server holds {} sessions at the end, expected 1", sim.server.session_count()));
     }
+    summary.lagged = sim.cfg.faults.iter().any(|f| matches!(f, Fault::AppLag { .. }));
+    let resync_c =
+        sim.client_log.iter().filter(|(_, e)| matches!(e, ClientEvent::Disconnected { reason } if is_resync(reason)));
+    let resync_s =
+        sim.server_log.iter().filter(|(_, _, e)| matches!(e, SessionEvent::Detached { reason } if is_resync(reason)));
+    summary.resyncs = (resync_c.count() + resync_s.count()) as u64;
     summary.up = u64::from(got_up);
     summary.down = u64::from(got_down);
     Ok(summary)

@@ -2,20 +2,21 @@
 //! clock, the simulated [`Path`], application traffic and the [`Ledger`].
 //!
 //! It follows the core's drive contract to the letter: after every input it
-//! drains transmits and events; it sleeps (jumps the clock) to the earliest of
-//! the next network event and both machines' `poll_timeout`.
+//! drains transmits, and takes events as the applications can (not while an
+//! [`Fault::AppLag`] holds one back); it sleeps (jumps the clock) to the
+//! earliest of the next network event and both machines' `poll_timeout`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use tether_proto::{
-    Client, ClientConfig, ClientEvent, Frame, Rng, SendError, Server, ServerConfig, ServerEvent, SessionEvent,
-    SessionId, Transmit, TransportId,
+    Client, ClientConfig, ClientEvent, Frame, Rng, SendError, Server, ServerConfig, SessionEvent, SessionId, Transmit,
+    TransportId,
 };
 
 use crate::check::{client_msg, server_msg, Ledger};
-use crate::net::{Dir, Fault, Path, PathConfig};
+use crate::net::{Dir, Fault, Path, PathConfig, Side};
 
 /// Everything that defines one run. Two runs with equal configs are identical.
 #[derive(Debug, Clone)]
@@ -91,6 +92,8 @@ enum Ev {
     LinkSignal(bool),
     ClientSend,
     ServerSend,
+    /// An application lag ends: it takes its backlog now.
+    LagEnd,
 }
 
 struct Queued {
@@ -148,8 +151,8 @@ pub struct Sim {
     pub ledger: Ledger,
     /// Every client event but messages, with its time.
     pub client_log: Vec<(Duration, ClientEvent)>,
-    /// Every server event but messages, with its time.
-    pub server_log: Vec<(Duration, ServerEvent)>,
+    /// Every server event but messages, with its time and session.
+    pub server_log: Vec<(Duration, SessionId, SessionEvent)>,
     /// Frame counts.
     pub stats: Stats,
     /// Times the client sent a PING.
@@ -208,6 +211,7 @@ impl Sim {
                     sim.push(base + start, Ev::LinkSignal(false));
                     sim.push(base + start + len, Ev::LinkSignal(true));
                 }
+                Fault::AppLag { start, len, .. } => sim.push(base + start + len, Ev::LagEnd),
                 _ => {}
             }
         }
@@ -358,16 +362,12 @@ impl Sim {
                 }
             }
             Ev::LinkSignal(_up) => self.client.handle_network_change(now, None),
+            Ev::LagEnd => {} // the drain after every event takes the backlog
             Ev::ClientSend => {
+                // A lagging application is busy: it sends nothing either.
                 if self.t() < self.cfg.traffic_until {
-                    let idx = self.ledger.client_sent.get(&self.epoch).copied().unwrap_or(0);
-                    let pad = self.app_rng.below_inclusive(self.cfg.max_pad as u64) as usize;
-                    match self.client.send(now, client_msg(self.epoch, idx, pad)) {
-                        Ok(_) => {
-                            self.ledger.client_sent.insert(self.epoch, idx + 1);
-                        }
-                        Err(SendError::BufferFull { .. }) => self.stats.refused.0 += 1,
-                        Err(e) => self.ledger.violations.push(format!("client send failed unexpectedly: {e}")),
+                    if !self.lagging(Side::Client) {
+                        self.client_sends(now);
                     }
                     if let Some(m) = self.cfg.client_every {
                         let d = self.exp_gap(m);
@@ -377,22 +377,40 @@ impl Sim {
             }
             Ev::ServerSend => {
                 if self.t() < self.cfg.traffic_until {
-                    if let Some(s) = self.server_session {
-                        let idx = self.ledger.server_sent.get(&s).copied().unwrap_or(0);
-                        let pad = self.app_rng.below_inclusive(self.cfg.max_pad as u64) as usize;
-                        match self.server.send(now, s, server_msg(s, idx, pad)) {
-                            Ok(_) => {
-                                self.ledger.server_sent.insert(s, idx + 1);
-                            }
-                            Err(SendError::BufferFull { .. }) => self.stats.refused.1 += 1,
-                            Err(_) => {} // ended by overflow: the Ended event carries the hand-back
-                        }
+                    if !self.lagging(Side::Server) {
+                        self.server_sends(now);
                     }
                     if let Some(m) = self.cfg.server_every {
                         let d = self.exp_gap(m);
                         self.push(now + d, Ev::ServerSend);
                     }
                 }
+            }
+        }
+    }
+
+    fn client_sends(&mut self, now: Instant) {
+        let idx = self.ledger.client_sent.get(&self.epoch).copied().unwrap_or(0);
+        let pad = self.app_rng.below_inclusive(self.cfg.max_pad as u64) as usize;
+        match self.client.send(now, client_msg(self.epoch, idx, pad)) {
+            Ok(_) => {
+                self.ledger.client_sent.insert(self.epoch, idx + 1);
+            }
+            Err(SendError::BufferFull { .. }) => self.stats.refused.0 += 1,
+            Err(e) => self.ledger.violations.push(format!("client send failed unexpectedly: {e}")),
+        }
+    }
+
+    fn server_sends(&mut self, now: Instant) {
+        if let Some(s) = self.server_session {
+            let idx = self.ledger.server_sent.get(&s).copied().unwrap_or(0);
+            let pad = self.app_rng.below_inclusive(self.cfg.max_pad as u64) as usize;
+            match self.server.send(now, s, server_msg(s, idx, pad)) {
+                Ok(_) => {
+                    self.ledger.server_sent.insert(s, idx + 1);
+                }
+                Err(SendError::BufferFull { .. }) => self.stats.refused.1 += 1,
+                Err(_) => {} // ended by overflow: the Ended event carries the hand-back
             }
         }
     }
@@ -410,18 +428,31 @@ impl Sim {
                 progressed = true;
                 self.server_transmit(t);
             }
-            while let Some(e) = self.client.poll_event() {
-                progressed = true;
-                self.client_event(e);
+            if !self.lagging(Side::Client) {
+                while let Some(e) = self.client.poll_event() {
+                    progressed = true;
+                    self.client_event(e);
+                }
             }
-            while let Some(e) = self.server.poll_event() {
-                progressed = true;
-                self.server_event(e);
+            if !self.lagging(Side::Server) {
+                while let Some((id, e)) = self.server.poll_event() {
+                    progressed = true;
+                    self.server_event(id, e);
+                }
             }
             if !progressed {
                 return;
             }
         }
+    }
+
+    /// True while `side`'s application takes no events.
+    pub fn lagging(&self, side: Side) -> bool {
+        let t = self.t();
+        self.cfg.faults.iter().any(|f| match f {
+            Fault::AppLag { start, len, side: s } => *s == side && t >= *start && t < *start + *len,
+            _ => false,
+        })
     }
 
     fn arrival(&mut self, c: u64, dir: Dir) -> Option<Instant> {
@@ -558,23 +589,21 @@ impl Sim {
         self.client_log.push((t, e));
     }
 
-    fn server_event(&mut self, e: ServerEvent) {
+    fn server_event(&mut self, session: SessionId, e: SessionEvent) {
         let t = self.t();
         match &e {
-            ServerEvent::Session { session, event: SessionEvent::Message(b) } => {
-                return self.ledger.delivered_at_server(*session, b)
-            }
-            ServerEvent::Opened { session, .. } => self.server_session = Some(*session),
-            ServerEvent::Session { session, event: SessionEvent::Ended { unacked, .. } } => {
-                self.ledger.ended_server.push(*session);
-                self.ledger.server_handed_back(*session, unacked);
-                if self.server_session == Some(*session) {
+            SessionEvent::Message(b) => return self.ledger.delivered_at_server(session, b),
+            SessionEvent::Opened => self.server_session = Some(session),
+            SessionEvent::Ended { unacked, .. } => {
+                self.ledger.ended_server.push(session);
+                self.ledger.server_handed_back(session, unacked);
+                if self.server_session == Some(session) {
                     self.server_session = None;
                 }
             }
             _ => {}
         }
-        self.server_log.push((t, e));
+        self.server_log.push((t, session, e));
     }
 
     /// A human-readable timeline of faults and both machines' events.
@@ -599,6 +628,9 @@ impl Sim {
                     ));
                 }
                 Fault::Kill { at } => lines.push((*at, 0, "network  transport reset".into())),
+                Fault::AppLag { start, len, side } => {
+                    lines.push((*start, 0, format!("app      {side:?} application takes no events for {len:?}")));
+                }
                 _ => {}
             }
         }
@@ -621,13 +653,12 @@ impl Sim {
         for p in &self.ping_times {
             lines.push((*p, 1, "client   PING".into()));
         }
-        for (t, e) in &self.server_log {
+        for (t, session, e) in &self.server_log {
             let s = match e {
-                ServerEvent::Session { session, event: SessionEvent::Ended { reason, unacked } } => {
+                SessionEvent::Ended { reason, unacked } => {
                     format!("session {session:?} ended: {reason:?}; {} unacked handed back", unacked.len())
                 }
-                ServerEvent::Session { session, event } => format!("session {session:?} {event:?}"),
-                other => format!("{other:?}"),
+                event => format!("session {session:?} {event:?}"),
             };
             lines.push((*t, 2, format!("server   {s}")));
         }

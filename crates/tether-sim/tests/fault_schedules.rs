@@ -21,7 +21,7 @@ fn a_thousand_random_fault_schedules_keep_every_guarantee() {
     }
     let count = env_u64("TETHER_SIM_SCHEDULES").unwrap_or(1000);
     let first = env_u64("TETHER_SIM_FIRST").unwrap_or(0);
-    let (mut up, mut down, mut resumes, mut expired) = (0, 0, 0, 0);
+    let (mut up, mut down, mut resumes, mut expired, mut lagged, mut resyncs) = (0, 0, 0, 0, 0, 0);
     let mut failures = Vec::new();
     for seed in first..first + count {
         match run_seed(seed) {
@@ -30,14 +30,22 @@ fn a_thousand_random_fault_schedules_keep_every_guarantee() {
                 down += s.down;
                 resumes += s.resumes;
                 expired += u64::from(s.expired);
+                lagged += u64::from(s.lagged);
+                resyncs += s.resyncs;
             }
             Err(e) => failures.push(e),
         }
     }
-    println!("{count} schedules from seed {first}: {up} messages up, {down} down, {resumes} resumes, {expired} expiries, {} failures", failures.len());
+    println!(
+        "{count} schedules from seed {first}: {up} messages up, {down} down, {resumes} resumes, {expired} expiries, \
+         {lagged} with lagging applications ({resyncs} resyncs), {} failures",
+        failures.len()
+    );
     if let Some(f) = failures.first() {
         panic!("{} of {count} schedules failed; the first:\n{f}", failures.len());
     }
     assert!(resumes > count / 2, "schedules should force resumes: only {resumes}");
     assert!(expired > count / 30, "about one schedule in ten should expire: only {expired}");
+    assert!(lagged > count / 20, "about one schedule in seven should lag: only {lagged}");
+    assert!(resyncs > 0, "lagging schedules with small windows should force resyncs");
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tether_proto::{ClientConfig, ClientEvent, Profile, RejectReason, ServerEvent, SessionEvent, TransportLoss};
+use tether_proto::{ClientConfig, ClientEvent, Profile, RejectReason, SessionEvent, TransportLoss};
 use tether_sim::{Fault, Sim, SimConfig};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -16,11 +16,8 @@ fn client_detection(sim: &Sim) -> Option<Duration> {
 }
 
 fn server_detection(sim: &Sim) -> Option<Duration> {
-    sim.server_log.iter().find_map(|(t, e)| match e {
-        ServerEvent::Session {
-            event: SessionEvent::Detached { reason: TransportLoss::HeartbeatTimeout { .. } },
-            ..
-        } => Some(*t),
+    sim.server_log.iter().find_map(|(t, _, e)| match e {
+        SessionEvent::Detached { reason: TransportLoss::HeartbeatTimeout { .. } } => Some(*t),
         _ => None,
     })
 }

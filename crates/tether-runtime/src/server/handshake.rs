@@ -1,12 +1,15 @@
 //! Accepting connections: admission control, TLS and WebSocket set-up, the
-//! HELLO within the handshake timeout, then a new session or a resume.
+//! first frame within the handshake timeout, then the core's [`admit`]:
+//! a new session, a resume claimed under the session's lock, or a refusal.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_proto::{check_hello, Frame, HelloVerdict, Refusal, RejectReason, ServerSession, TransportId};
+use tether_proto::{
+    admit, Admission, Admitted, Refusal, RejectReason, ServerSession, SessionId, Sessions, TransportId,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -98,61 +101,75 @@ async fn handshake(
         Ok(Err(RecvError::Io(e))) => return tracing::debug!(%e, %peer, "closed before HELLO"),
         Err(_) => return refuse(inner, t, peer, Refusal::handshake_timeout()).await,
     };
-    let frame = match Frame::decode(&bytes, max) {
-        Ok(f) => f,
-        Err(e) => return refuse(inner, t, peer, Refusal::decode(&e)).await,
-    };
     let refusal = inner.refusal().or_else(|| {
         permit
             .is_none()
             .then(|| (RejectReason::Overloaded, inner.spread(inner.overload_retry, inner.overload_retry * 2)))
     });
     let tid = TransportId(inner.next_tid.fetch_add(1, Ordering::Relaxed) + 1);
-    match check_hello(frame, refusal) {
-        HelloVerdict::Refuse(r) => refuse(inner, t, peer, r).await,
-        HelloVerdict::Open(hello) => {
-            let user = match &inner.auth {
-                None => None,
-                Some(a) => match a.authenticate(&hello.auth) {
-                    Ok(user) => Some(user),
-                    Err(why) => {
-                        let r = Refusal::reject(RejectReason::Unauthorized, Duration::ZERO, &why);
-                        return refuse(inner, t, peer, r).await;
-                    }
-                },
-            };
-            let core = ServerSession::open(now(), &inner.cfg, &mut inner.rng(), tid, &hello);
-            let id = core.id();
-            let cell = Arc::new(SessionCell::new(core));
-            {
-                let mut st = cell.lock();
-                st.peer = Some((kind, peer));
-                st.user = user;
-            }
-            inner.registry().insert(id, cell.clone());
-            session::spawn(inner.clone(), id, cell, Incoming { tid, transport: t, peer });
+    // A fork: the shared generator is not held through the authenticator.
+    let mut rng = inner.rng().fork();
+    let mut claim = Claim { inner, kind, incoming: Some(Incoming { tid, transport: t, peer }) };
+    let authenticate = |hello: &tether_proto::frame::Hello| match &inner.auth {
+        None => Ok(None),
+        Some(a) => a.authenticate(&hello.auth).map(Some),
+    };
+    let a = Admission { now: now(), tid, refusal };
+    match admit(a, &inner.cfg, &mut rng, &bytes, &mut claim, authenticate) {
+        Admitted::Opened { session, user } => {
+            let Some(incoming) = claim.incoming.take() else { return };
+            open(inner, kind, *session, user, incoming);
         }
-        HelloVerdict::Resume(hello) => {
-            let Some(id) = hello.resume.as_ref().map(|r| r.session_id) else { return };
-            let Some(cell) = inner.cell(id) else {
-                return refuse(inner, t, peer, Refusal::resume_failed(RejectReason::UnknownSession)).await;
-            };
-            let result = {
-                let mut st = cell.lock();
-                let r = st.core.resume(now(), &inner.cfg, &mut inner.rng(), tid, &hello);
-                if r.is_ok() {
-                    st.incoming = Some(Box::new(Incoming { tid, transport: t, peer }));
-                    st.peer = Some((kind, peer));
-                    Ok(())
-                } else {
-                    r.map_err(|reason| (reason, t))
+        Admitted::Resumed { .. } => {} // the claim handed the transport over
+        Admitted::Refused(r) => {
+            if let Some(inc) = claim.incoming.take() {
+                refuse(inner, inc.transport, peer, r).await;
+            }
+        }
+    }
+}
+
+/// Registers a new session and starts its task on its first transport.
+fn open(inner: &Arc<Inner>, kind: Kind, core: ServerSession, user: Option<Arc<str>>, first: Incoming) {
+    let id = core.id();
+    let cell = Arc::new(SessionCell::new(core));
+    {
+        let mut st = cell.lock();
+        st.peer = Some((kind, first.peer));
+        st.user = user;
+    }
+    inner.registry().insert(id, cell.clone());
+    session::spawn(inner.clone(), id, cell, first);
+}
+
+/// The registry as [`admit`] sees it: a resume is claimed under the
+/// session's own lock, and a transport it attached is handed to the
+/// session's task in that same critical section.
+struct Claim<'a> {
+    inner: &'a Arc<Inner>,
+    kind: Kind,
+    incoming: Option<Incoming>,
+}
+
+impl Sessions for Claim<'_> {
+    fn claim<R>(&mut self, id: SessionId, claim: impl FnOnce(&mut ServerSession) -> R) -> Option<R> {
+        let cell = self.inner.cell(id)?;
+        let r = {
+            let mut st = cell.lock();
+            let r = claim(&mut st.core);
+            let attached = self.incoming.as_ref().is_some_and(|inc| st.core.transport() == Some(inc.tid));
+            if attached {
+                if let Some(inc) = self.incoming.take() {
+                    st.peer = Some((self.kind, inc.peer));
+                    st.incoming = Some(Box::new(inc));
                 }
-            };
-            match result {
-                Ok(()) => cell.wake(),
-                Err((reason, t)) => refuse(inner, t, peer, Refusal::resume_failed(reason)).await,
             }
-        }
+            r
+        };
+        // Whatever the outcome (attached, or ended by a frame limit), the
+        // session's task has work.
+        cell.wake();
+        Some(r)
     }
 }
 
@@ -164,5 +181,5 @@ async fn refuse(inner: &Inner, t: Transport, peer: SocketAddr, r: Refusal) {
         }
         let _ = inner.events.try_send(ServerEvent::Rejected { peer, reason });
     }
-    transport::close_with(t, Some(r.frame), REFUSAL_FLUSH).await;
+    transport::close_with(t, r.frame, REFUSAL_FLUSH).await;
 }

@@ -3,17 +3,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tether_proto::{CloseCode, Frame, SendError, ServerSession, SessionEvent, SessionId, Transmit, TransportId};
-use tokio::sync::mpsc::error::TrySendError;
+use tether_proto::frame::kind;
+use tether_proto::{CloseCode, SendError, ServerSession, SessionEvent, SessionId, Transmit, TransportId};
 use tokio::sync::Notify;
 
 use super::{Inner, ServerEvent, SessionInfo};
 use crate::driver::{idle_sleep, now, rearm, recv};
+use crate::outbox::{Outbox, Room};
 use crate::transport::{self, Kind, RecvError, Transport};
 
 /// A transport handed to the session task by a handshake.
@@ -91,30 +91,6 @@ impl SessionCell {
 /// Time allowed to flush a CLOSE or REJECT to a peer before giving up.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
-/// Hands events to the application. When its queue is full, returns the
-/// wait for room, boxed: that future is large (about 300 bytes) and only
-/// needed when the application falls behind, while its room would
-/// otherwise be reserved in every idle session's task.
-fn emit(inner: &Inner, events: Vec<ServerEvent>) -> Option<Pin<Box<impl Future<Output = ()> + '_>>> {
-    let mut rest = events.into_iter();
-    while let Some(e) = rest.next() {
-        match inner.events.try_send(e) {
-            Ok(()) => {}
-            Err(TrySendError::Closed(_)) => return None,
-            Err(TrySendError::Full(e)) => {
-                return Some(Box::pin(async move {
-                    for e in std::iter::once(e).chain(rest) {
-                        if inner.events.send(e).await.is_err() {
-                            return;
-                        }
-                    }
-                }))
-            }
-        }
-    }
-    None
-}
-
 /// Starts the task that drives a session from its first transport until it
 /// ends.
 pub(crate) fn spawn(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>, first: Incoming) {
@@ -126,7 +102,7 @@ pub(crate) fn spawn(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>, fi
         kind,
         first_peer: first.peer,
         live: vec![(first.tid, first.transport)],
-        events: Vec::new(),
+        outbox: Outbox::new(),
     };
     tokio::spawn(task.run());
 }
@@ -143,8 +119,8 @@ struct Task {
     /// The transports the core still names: usually one, briefly two while
     /// a resume replaces a transport.
     live: Vec<(TransportId, Transport)>,
-    /// Events taken from the core, to hand to the application.
-    events: Vec<ServerEvent>,
+    /// Room in the application's event queue.
+    outbox: Outbox<ServerEvent>,
 }
 
 /// What the task does after a turn with the core.
@@ -159,28 +135,21 @@ impl Task {
     #[allow(clippy::manual_async_fn)]
     fn run(mut self) -> impl Future<Output = ()> {
         async move {
-            let user = self.cell.lock().user.clone();
-            let opened = ServerEvent::Opened { session: self.id, peer: self.first_peer, kind: self.kind, user };
-            if let Some(wait) = emit(&self.inner, vec![opened]) {
-                wait.await;
-            }
             let sleep = idle_sleep();
             tokio::pin!(sleep);
             loop {
-                let next = self.turn();
-                // Taken, not drained: the storage goes back once sent.
-                if let Some(wait) = emit(&self.inner, std::mem::take(&mut self.events)) {
-                    wait.await;
-                }
-                let deadline = match next {
+                let deadline = match self.turn() {
                     Next::Stop => return,
                     Next::Wait(deadline) => deadline,
                 };
                 rearm(sleep.as_mut(), deadline);
+                // Never waits for the application: reading, PONGs and acks
+                // go on while its queue is full (the outbox wakes us).
                 tokio::select! {
                     r = recv(self.live.first_mut().map(|(_, t)| t)) => self.received(r),
                     () = self.cell.wake.notified() => {}
                     () = &mut sleep => self.cell.lock().core.handle_timeout(now()),
+                    () = self.outbox.wait() => {}
                 }
             }
         }
@@ -212,37 +181,36 @@ impl Task {
                 Transmit::Connect { .. } => {} // servers never dial
             }
         }
-        let id = self.id;
-        while let Some(e) = st.core.poll_event() {
-            self.events.push(match e {
-                SessionEvent::Message(payload) => ServerEvent::Message { session: id, payload },
-                SessionEvent::Detached { reason } => ServerEvent::Detached { session: id, reason },
-                SessionEvent::Resumed { replayed } => {
-                    let (kind, peer) = st.peer.unwrap_or((self.kind, self.first_peer));
-                    ServerEvent::Resumed { session: id, replayed, peer, kind }
+        // Events go to the application only as far as its queue has room;
+        // the rest wait in the core, unacknowledged.
+        let app =
+            AppView { session: self.id, kind: self.kind, first_peer: self.first_peer, pings: self.inner.ping_events };
+        while st.core.has_events() {
+            let permit = match self.outbox.take_room(&self.inner.events) {
+                Room::Ready(p) => p,
+                Room::Full => break,
+                Room::Gone => {
+                    while st.core.poll_event().is_some() {}
+                    break;
                 }
-                SessionEvent::Ended { reason, unacked } => ServerEvent::Ended { session: id, reason, unacked },
-                SessionEvent::PingPayload(payload) => {
-                    // Informational: never worth delaying this session (its
-                    // PONG is written after the emit) when the application
-                    // lags, so dropped if the queue is full.
-                    if self.inner.ping_events {
-                        let _ = self.inner.events.try_send(ServerEvent::PingPayload { session: id, payload });
-                    }
-                    continue;
-                }
-                _ => continue,
-            });
+            };
+            let Some(e) = st.core.poll_event() else { break };
+            if let Some(e) = to_app(&app, e, &st) {
+                permit.send(e); // the sender it returns is a clone: dropped
+            }
         }
         let (deadline, ended, current) = (st.core.poll_timeout(), st.core.is_ended(), st.core.transport());
+        let pending = st.core.has_events();
         drop(st);
         // Anything the core no longer names is not ours to keep.
         live.retain(|(tid, _)| Some(*tid) == current);
         if live.capacity() > 1 {
             live.shrink_to_fit(); // a resume grew it; an idle session keeps one slot
         }
-        if ended || self.inner.stop.is_cancelled() {
-            self.inner.registry().remove(&id);
+        // An ended session lives on until the application has taken its
+        // last events (`send` meanwhile reports why it ended).
+        if (ended && !pending) || self.inner.stop.is_cancelled() {
+            self.inner.registry().remove(&self.id);
             return Next::Stop;
         }
         Next::Wait(deadline)
@@ -253,21 +221,18 @@ impl Task {
         let Some(&(tid, _)) = self.live.first() else { return };
         let mut st = self.cell.lock();
         match r {
-            Ok(bytes) => match Frame::decode(&bytes, self.inner.cfg.max_frame) {
-                Ok(frame) => {
-                    let heartbeat = frame.is_heartbeat();
-                    if matches!(frame, Frame::Ping { .. }) {
-                        self.inner.pings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    if !heartbeat {
-                        tracing::trace!(session = %self.id, kind = frame.kind(), len = bytes.len(), "frame in");
-                    } else if self.inner.log_heartbeats {
-                        tracing::debug!(session = %self.id, kind = frame.kind(), len = bytes.len(), "heartbeat in");
-                    }
-                    st.core.handle_frame(now(), tid, frame);
+            Ok(bytes) => {
+                let Some(kind) = st.core.handle_bytes(now(), tid, &bytes) else { return };
+                let heartbeat = matches!(kind, kind::PING | kind::PONG);
+                if kind == kind::PING {
+                    self.inner.pings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(e) => st.core.handle_decode_error(now(), tid, e),
-            },
+                if !heartbeat {
+                    tracing::trace!(session = %self.id, kind, len = bytes.len(), "frame in");
+                } else if self.inner.log_heartbeats {
+                    tracing::debug!(session = %self.id, kind, len = bytes.len(), "heartbeat in");
+                }
+            }
             Err(RecvError::Decode(e)) => st.core.handle_decode_error(now(), tid, e),
             Err(RecvError::Io(e)) => {
                 tracing::debug!(session = %self.id, %e, "transport ended");
@@ -276,4 +241,32 @@ impl Task {
             }
         }
     }
+}
+
+/// What a session's events are labelled with for the application.
+struct AppView {
+    session: SessionId,
+    kind: Kind,
+    first_peer: SocketAddr,
+    /// Whether PING payloads are wanted.
+    pings: bool,
+}
+
+/// The application's form of a core event (None: not wanted).
+fn to_app(app: &AppView, e: SessionEvent, st: &State) -> Option<ServerEvent> {
+    let session = app.session;
+    Some(match e {
+        SessionEvent::Opened => {
+            ServerEvent::Opened { session, peer: app.first_peer, kind: app.kind, user: st.user.clone() }
+        }
+        SessionEvent::Message(payload) => ServerEvent::Message { session, payload },
+        SessionEvent::Detached { reason } => ServerEvent::Detached { session, reason },
+        SessionEvent::Resumed { replayed } => {
+            let (kind, peer) = st.peer.unwrap_or((app.kind, app.first_peer));
+            ServerEvent::Resumed { session, replayed, peer, kind }
+        }
+        SessionEvent::Ended { reason, unacked } => ServerEvent::Ended { session, reason, unacked },
+        SessionEvent::PingPayload(payload) if app.pings => ServerEvent::PingPayload { session, payload },
+        _ => return None,
+    })
 }
