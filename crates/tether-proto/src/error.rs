@@ -322,8 +322,12 @@ pub enum SendError {
         max: usize,
     },
     /// The session has ended; start a new one.
-    #[error("the session has ended: {0:?}")]
+    #[error("the session has ended: {0}")]
     SessionEnded(SessionEnd),
+    /// No such session here: it ended (its `Ended` event said why) or
+    /// never existed.
+    #[error("no such session: it ended (its Ended event says why) or never existed")]
+    NoSession,
 }
 
 /// A configuration that cannot work, with the field and the fix.

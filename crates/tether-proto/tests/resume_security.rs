@@ -2,89 +2,16 @@
 //! rule that a replaced transport delivers nothing.
 #![allow(clippy::disallowed_methods)] // tests take one real Instant as their epoch
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tether_proto::frame::{Hello, Resume, Welcome, VERSION};
+use common::{hello, messages, open, reject_on, resume_with, welcome_on};
+use tether_proto::frame::{Resume, Welcome, VERSION};
 use tether_proto::{
-    Client, ClientConfig, ClientEvent, CloseCode, Frame, Profile, RejectReason, ResumeToken, Rng, Server, ServerConfig,
-    SessionEvent, SessionId, Transmit, TransportId,
+    Client, ClientConfig, ClientEvent, CloseCode, Frame, Profile, RejectReason, ResumeToken, Rng, SessionId, Transmit,
 };
-
-fn hello(resume: Option<Resume>) -> Hello {
-    Hello {
-        min_version: VERSION,
-        max_version: VERSION,
-        max_frame: 1 << 20,
-        idle_timeout_ms: 40_000,
-        resume,
-        auth: Bytes::new(),
-    }
-}
-
-fn sent(server: &mut Server) -> Vec<(TransportId, Frame)> {
-    let mut out = Vec::new();
-    while let Some(t) = server.poll_transmit() {
-        if let Transmit::Send { transport, frame } = t {
-            out.push((transport, frame));
-        }
-    }
-    out
-}
-
-fn welcome_on(frames: &[(TransportId, Frame)], tid: TransportId) -> Welcome {
-    frames
-        .iter()
-        .find_map(|(t, f)| match f {
-            Frame::Welcome(w) if *t == tid => Some(w.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no WELCOME on {tid:?}: {frames:?}"))
-}
-
-fn reject_on(frames: &[(TransportId, Frame)], tid: TransportId) -> RejectReason {
-    frames
-        .iter()
-        .find_map(|(t, f)| match f {
-            Frame::Reject(r) if *t == tid => Some(r.reason),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no REJECT on {tid:?}: {frames:?}"))
-}
-
-fn messages(server: &mut Server) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    while let Some((_, e)) = server.poll_event() {
-        if let SessionEvent::Message(m) = e {
-            out.push(m);
-        }
-    }
-    out
-}
-
-struct Fixture {
-    server: Server,
-    now: Instant,
-    tid: TransportId,
-    welcome: Welcome,
-}
-
-fn open() -> Fixture {
-    let now = Instant::now();
-    let mut server = Server::new(ServerConfig::default(), Rng::from_seed(42)).expect("valid");
-    let tid = server.handle_accept(now);
-    server.handle_frame(now, tid, &Frame::Hello(hello(None)).to_vec());
-    let welcome = welcome_on(&sent(&mut server), tid);
-    assert!(!welcome.resumed);
-    Fixture { server, now, tid, welcome }
-}
-
-fn resume_with(f: &mut Fixture, token: ResumeToken, session: SessionId) -> (TransportId, Vec<(TransportId, Frame)>) {
-    let tid = f.server.handle_accept(f.now);
-    let h = hello(Some(Resume { session_id: session, token, last_received: 0 }));
-    f.server.handle_frame(f.now, tid, &Frame::Hello(h).to_vec());
-    (tid, sent(&mut f.server))
-}
 
 #[test]
 fn wrong_token_is_rejected_as_invalid_and_the_session_survives() {

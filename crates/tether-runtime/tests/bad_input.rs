@@ -81,10 +81,10 @@ async fn bad_frames_get_their_close_codes_and_disturb_nobody() {
     Frame::Ack { ack: 1 }.encode_length_prefixed(&mut v);
     let mut s = raw(addr, &v).await;
     assert_eq!(close_code(read_frame(&mut s).await), Some(CloseCode::ProtocolError));
-    // An HTTP request on the TCP port → 2000 (bad magic / unknown type).
+    // An HTTP request on the TCP port: "GET " read as a length prefix is
+    // 1.19 GB → 2001 from the prefix alone (§13), nothing buffered.
     let mut s = raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let f = read_frame(&mut s).await;
-    assert!(matches!(close_code(f), Some(CloseCode::ProtocolError | CloseCode::FrameTooLarge)));
+    assert_eq!(close_code(read_frame(&mut s).await), Some(CloseCode::FrameTooLarge));
 
     // A valid HELLO, then garbage on the established transport → 2000, and
     // the session is detached, not ended.
@@ -339,4 +339,86 @@ async fn socket_options_read_back() {
     assert_eq!(after.keepalive, tuning.keepalive);
     assert_eq!(after.user_timeout, tuning.user_timeout);
     assert!(after.nodelay);
+}
+
+/// A client drops; a message too large for the maximum frame it will
+/// announce waits for it; it resumes announcing that smaller maximum. The
+/// session ends with CLOSE 3005 and the message is handed back — it is
+/// never written in a frame the client must refuse (which looped forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_too_small_for_a_queued_message_ends_with_3005_and_hands_it_back() {
+    let (server, slog, addr) = start_server(Kind::Tcp, ServerOptions::new(server_core(SECS_10))).await;
+    let mut v = Vec::new();
+    hello().encode_length_prefixed(&mut v);
+    let mut s = raw(addr, &v).await;
+    let Some(Frame::Welcome(w)) = read_frame(&mut s).await else { panic!("expected WELCOME") };
+    drop(s);
+    slog.wait(SECS_10, |e| matches!(e, ServerEvent::Detached { .. }).then_some(())).await;
+    let big = Bytes::from(vec![b'x'; 16_520]);
+    server.send(w.session_id, big.clone()).expect("the client announced 1 MiB");
+    let resume = tether_proto::frame::Resume { session_id: w.session_id, token: w.token, last_received: 0 };
+    let Frame::Hello(mut h) = hello() else { unreachable!() };
+    h.max_frame = 16_384;
+    h.resume = Some(resume);
+    let mut v = Vec::new();
+    Frame::Hello(h).encode_length_prefixed(&mut v);
+    let mut s = raw(addr, &v).await;
+    assert_eq!(close_code(read_frame(&mut s).await), Some(CloseCode::FrameLimit));
+    assert!(read_frame(&mut s).await.is_none(), "closed after the CLOSE");
+    let (_, (reason, unacked)) = slog
+        .wait(SECS_10, |e| match e {
+            ServerEvent::Ended { reason, unacked, .. } => Some((reason.clone(), unacked.clone())),
+            _ => None,
+        })
+        .await;
+    assert!(matches!(reason, tether_proto::SessionEnd::Incompatible(_)), "{reason:?}");
+    assert_eq!(unacked, vec![big]);
+    assert_eq!(server.send(w.session_id, "after"), Err(tether_proto::SendError::NoSession));
+}
+
+/// The WebSocket request path carries no meaning: any path (and query) is
+/// accepted (docs/PROTOCOL.md §2.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_websocket_path_is_accepted() {
+    let (_server, _slog, addr) = start_server(Kind::Ws, ServerOptions::new(server_core(SECS_10))).await;
+    for path in ["/", "/some/where?room=lobby&x=1"] {
+        let url: tether_runtime::Endpoint = format!("ws://{addr}{path}").parse().unwrap();
+        let mut copts = ClientOptions::new(client_core());
+        copts.watch_network = false;
+        let mut client = tether_runtime::client::Client::start(url, copts).unwrap();
+        let connected = tokio::time::timeout(SECS_10, async {
+            while let Some(e) = client.next_event().await {
+                if matches!(e, Event::Session(ClientEvent::Connected { .. })) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(connected, Ok(true), "path {path}");
+    }
+}
+
+/// During a drain the listeners close (new connections are refused by the
+/// OS, so a load balancer or a process sharing the port takes them), and a
+/// handshake already accepted is answered REJECT 6 with a retry-after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_refuses_handshakes_in_progress_with_6_and_closes_the_listener() {
+    let (server, _slog, addr) = start_server(Kind::Tcp, ServerOptions::new(server_core(SECS_10))).await;
+    let mut early = TcpStream::connect(addr).await.unwrap();
+    // Make sure the server has accepted it before the drain.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.drain(Duration::from_secs(3));
+    let mut v = Vec::new();
+    hello().encode_length_prefixed(&mut v);
+    early.write_all(&v).await.unwrap();
+    match read_frame(&mut early).await {
+        Some(Frame::Reject(r)) => {
+            assert_eq!(r.reason, RejectReason::ShuttingDown);
+            assert!(r.retry_after_ms > 0);
+        }
+        other => panic!("expected REJECT 6, got {other:?}"),
+    }
+    let refused = TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "the listener must be closed during a drain");
 }

@@ -24,7 +24,7 @@ use bytes::Bytes;
 pub use admit::{admit, Admission, Admitted, Refusal, Sessions};
 pub use session::{ServerSession, SessionEvent};
 
-use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SessionEnd};
+use crate::error::{CloseCode, ConfigError, RejectReason, SendError};
 use crate::frame::{self, DecodeError};
 use crate::rng::Rng;
 use crate::stream::{AckConfig, ReceiveWindow, ReplayLimits};
@@ -245,7 +245,7 @@ impl Server {
 
     /// Queues an application message for a session.
     pub fn send(&mut self, now: Instant, id: SessionId, payload: Bytes) -> Result<u64, SendError> {
-        let s = self.sessions.0.get_mut(&id).ok_or(SendError::SessionEnded(SessionEnd::Expired))?;
+        let s = self.sessions.0.get_mut(&id).ok_or(SendError::NoSession)?;
         s.send(now, payload)
     }
 

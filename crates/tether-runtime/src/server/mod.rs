@@ -381,7 +381,7 @@ impl Server {
 impl ServerHandle {
     /// Queues a message for a session (attached or within grace).
     pub fn send(&self, session: SessionId, payload: impl Into<Bytes>) -> Result<u64, SendError> {
-        let cell = self.inner.cell(session).ok_or(SendError::SessionEnded(SessionEnd::Expired))?;
+        let cell = self.inner.cell(session).ok_or(SendError::NoSession)?;
         cell.send(payload.into())
     }
 

@@ -32,11 +32,11 @@ impl<T> Clone for Log<T> {
 }
 
 impl<T: Clone + std::fmt::Debug> Log<T> {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Log { items: Arc::default(), changed: Arc::default() }
     }
 
-    fn push(&self, t: T) {
+    pub fn push(&self, t: T) {
         self.items.lock().unwrap().push((Instant::now(), t));
         self.changed.notify_waiters();
     }
