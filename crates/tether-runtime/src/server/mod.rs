@@ -366,8 +366,11 @@ impl Server {
         self.handle.clone()
     }
 
-    /// The next event. The application must keep reading events: sessions
-    /// wait for room in the queue (backpressure), they never drop one.
+    /// The next event. Sessions hand events over only as fast as the
+    /// application reads them and never wait for it: a message not yet read
+    /// is not acknowledged, so a slow application slows its clients
+    /// (docs/PROTOCOL.md §7.8) while their links stay alive. No event is
+    /// dropped (PING payloads excepted, when a session's window is full).
     pub async fn next_event(&mut self) -> Option<ServerEvent> {
         self.events.recv().await
     }
