@@ -3,8 +3,8 @@
 //! Three families, all with messages streaming both ways:
 //! - **survivable**: up to four faults (outages up to 40 s with or without a
 //!   link signal, one-way stalls, loss up to 50 %, resets, kills during
-//!   replay) inside a 40 s window, so the session is never without contact
-//!   for as long as its 60 s grace. Every message must arrive exactly once,
+//!   replay), sometimes with a busy application too, inside a 40 s window,
+//!   so the session is never without contact for as long as its 60 s grace. Every message must arrive exactly once,
 //!   in order, in the one session of the run.
 //! - **expiring**: one outage of grace + 5..40 s. Both ends must expire the
 //!   session explicitly, within the bounds of `docs/PROTOCOL.md` §10, hand
@@ -91,6 +91,14 @@ pub fn random(seed: u64) -> (SimConfig, Expect) {
             _ => Fault::KillDuringReplay { count: 1 + rng.below_inclusive(2) as u32, after: secs(&mut rng, 0.0, 0.2) },
         };
         cfg.faults.push(f);
+    }
+    // A busy application across a transport loss: the resume's
+    // `last_received` is behind what is held, so the peer replays messages
+    // the receiver must drop as duplicates.
+    if rng.unit() < 0.3 {
+        let side = if rng.unit() < 0.5 { Side::Client } else { Side::Server };
+        let at = start + secs(&mut rng, 0.0, window.as_secs_f64() - 5.0);
+        cfg.faults.push(Fault::AppLag { start: at, len: secs(&mut rng, 1.0, 10.0), side });
     }
     // A kill during replay needs a resume to act on: add a reset to cause one.
     if cfg.faults.iter().any(|f| matches!(f, Fault::KillDuringReplay { .. })) {
