@@ -19,7 +19,7 @@ use crate::frame::{self, Close, Frame, Hello, Resume, Welcome};
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig, ProbeCause, Profile};
 use crate::outputs::Outputs;
 use crate::rng::Rng;
-use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, ReceiveWindow, Refused, ReplayLimits};
+use crate::stream::{self, AckConfig, DataVerdict, Inbound, Outbound, ReceiveWindow, ReplayLimits};
 use crate::token::{ResumeToken, SessionId};
 use crate::{Transmit, TransportId};
 
@@ -300,21 +300,7 @@ impl Client {
     /// up, else on the next one, and replayed until acknowledged.
     pub fn send(&mut self, now: Instant, payload: Bytes) -> Result<u64, SendError> {
         self.now = now;
-        if let Link::Closed { reason } = &self.link {
-            return Err(SendError::SessionEnded(reason.clone()));
-        }
-        match self.out.admit(payload, self.peer_max_frame) {
-            Ok(seq) => {
-                self.flush(now);
-                Ok(seq)
-            }
-            Err(Refused::Send(e)) => Err(e),
-            Err(Refused::EndSession(reason)) => {
-                let bye = Goodbye::Close(CloseCode::ReplayOverflow, "replay buffer overflow".into());
-                self.end_session(now, reason.clone(), bye, true);
-                Err(SendError::SessionEnded(reason))
-            }
-        }
+        stream::send(self, now, payload)
     }
 
     /// Application data to carry on every PING (empty for none).
@@ -880,6 +866,28 @@ impl Client {
         } else {
             self.link = Link::Closed { reason };
         }
+    }
+}
+
+impl stream::Sending for Client {
+    fn ended(&self) -> Option<&SessionEnd> {
+        match &self.link {
+            Link::Closed { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    fn outbound(&mut self) -> (&mut Outbound, u32) {
+        (&mut self.out, self.peer_max_frame)
+    }
+
+    fn flush(&mut self, now: Instant) {
+        Client::flush(self, now);
+    }
+
+    fn overflow(&mut self, now: Instant, reason: SessionEnd) {
+        let bye = Goodbye::Close(CloseCode::ReplayOverflow, "replay buffer overflow".into());
+        self.end_session(now, reason, bye, true);
     }
 }
 

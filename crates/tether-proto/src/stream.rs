@@ -83,6 +83,39 @@ pub(crate) enum Refused {
     EndSession(SessionEnd),
 }
 
+/// What both machines' `send` does, written once: admit the message
+/// against the peer's frame limit and the replay bounds, write it if a
+/// transport is up, or end the session on overflow under `EndSession`.
+pub(crate) trait Sending {
+    /// Why the session ended, if it has (`send` reports it).
+    fn ended(&self) -> Option<&SessionEnd>;
+    /// The outgoing stream and the peer's announced maximum frame.
+    fn outbound(&mut self) -> (&mut Outbound, u32);
+    /// Writes what is owed on the current transport, if any.
+    fn flush(&mut self, now: Instant);
+    /// Ends the session with CLOSE 3001 (attached) and hands back.
+    fn overflow(&mut self, now: Instant, reason: SessionEnd);
+}
+
+/// The one `send`: see [`Sending`].
+pub(crate) fn send(m: &mut impl Sending, now: Instant, payload: Bytes) -> Result<u64, SendError> {
+    if let Some(reason) = m.ended() {
+        return Err(SendError::SessionEnded(reason.clone()));
+    }
+    let (out, peer_max_frame) = m.outbound();
+    match out.admit(payload, peer_max_frame) {
+        Ok(seq) => {
+            m.flush(now);
+            Ok(seq)
+        }
+        Err(Refused::Send(e)) => Err(e),
+        Err(Refused::EndSession(reason)) => {
+            m.overflow(now, reason.clone());
+            Err(SendError::SessionEnded(reason))
+        }
+    }
+}
+
 /// Refusal by [`Outbound::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Overflow {

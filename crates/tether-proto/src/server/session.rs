@@ -16,7 +16,7 @@ use crate::error::{CloseCode, RejectReason, SendError, SequenceError, SessionEnd
 use crate::frame::{self, DecodeError, Frame, Hello, Welcome};
 use crate::outputs::Outputs;
 use crate::rng::Rng;
-use crate::stream::{AckConfig, DataVerdict, Inbound, Outbound, ReceiveWindow, Refused};
+use crate::stream::{self, AckConfig, DataVerdict, Inbound, Outbound, ReceiveWindow};
 use crate::token::{ResumeToken, SessionId, TokenCheck, TokenHash, TokenState};
 use crate::{Transmit, TransportId};
 
@@ -198,21 +198,7 @@ impl ServerSession {
     /// reason the session ended.
     pub fn send(&mut self, now: Instant, payload: Bytes) -> Result<u64, SendError> {
         self.now = now;
-        if let State::Ended { reason } = &self.state {
-            return Err(SendError::SessionEnded(reason.clone()));
-        }
-        match self.out.admit(payload, self.peer_max_frame) {
-            Ok(seq) => {
-                self.flush(now);
-                Ok(seq)
-            }
-            Err(Refused::Send(e)) => Err(e),
-            Err(Refused::EndSession(reason)) => {
-                let text = "replay buffer overflow: the client fell too far behind";
-                self.end(reason.clone(), Some((CloseCode::ReplayOverflow, text)));
-                Err(SendError::SessionEnded(reason))
-            }
-        }
+        stream::send(self, now, payload)
     }
 
     /// Ends the session deliberately (application close or operator kick),
@@ -518,5 +504,24 @@ impl ServerSession {
         let unacked = self.out.take_unacked();
         self.state = State::Ended { reason: reason.clone() };
         self.io.event(SessionEvent::Ended { reason, unacked });
+    }
+}
+
+impl stream::Sending for ServerSession {
+    fn ended(&self) -> Option<&SessionEnd> {
+        self.end_reason()
+    }
+
+    fn outbound(&mut self) -> (&mut Outbound, u32) {
+        (&mut self.out, self.peer_max_frame)
+    }
+
+    fn flush(&mut self, now: Instant) {
+        ServerSession::flush(self, now);
+    }
+
+    fn overflow(&mut self, _now: Instant, reason: SessionEnd) {
+        let text = "replay buffer overflow: the client fell too far behind";
+        self.end(reason, Some((CloseCode::ReplayOverflow, text)));
     }
 }
