@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 
 use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::mpsc::{OwnedPermit, Sender};
@@ -58,15 +59,16 @@ impl<T: Send + 'static> Outbox<T> {
     }
 
     /// Resolves once the application made room (kept for the next
-    /// [`Outbox::take_room`]); never while nothing waits for room.
-    pub(crate) async fn wait(&mut self) {
-        match &mut self.room {
-            Some(f) => {
-                let r = f.await;
-                self.room = None;
-                self.permit = r.ok();
-            }
-            None => std::future::pending().await,
-        }
+    /// [`Outbox::take_room`]); never while nothing waits for room. A
+    /// `poll_fn`, not an `async fn`: every idle session's task holds this
+    /// future, and it must be no bigger than the borrow it needs.
+    pub(crate) fn wait(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let Some(f) = &mut self.room else { return Poll::Pending };
+            let r = std::task::ready!(f.as_mut().poll(cx));
+            self.room = None;
+            self.permit = r.ok();
+            Poll::Ready(())
+        })
     }
 }

@@ -4,6 +4,7 @@
 //! the simulator's server both call [`admit`]; nothing else opens or
 //! resumes a session.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ServerConfig, ServerSession};
@@ -63,7 +64,7 @@ pub struct Admission {
 /// resume it (token check, rotation, replacing the old transport, replay).
 pub fn admit<U>(
     a: Admission,
-    cfg: &ServerConfig,
+    cfg: &Arc<ServerConfig>,
     rng: &mut Rng,
     bytes: &[u8],
     sessions: &mut impl Sessions,
@@ -109,7 +110,7 @@ pub fn admit<U>(
             Err(why) => refused(Refusal::reject(RejectReason::Unauthorized, Duration::ZERO, &why)),
         };
     };
-    match sessions.claim(id, |s| s.resume(a.now, cfg, rng, a.tid, &hello)) {
+    match sessions.claim(id, |s| s.resume(a.now, rng, a.tid, &hello)) {
         None => refused(Refusal::resume_failed(RejectReason::UnknownSession)),
         Some(Ok(replayed)) => Admitted::Resumed { session: id, replayed },
         Some(Err(r)) => refused(r),

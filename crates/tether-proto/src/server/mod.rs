@@ -17,6 +17,7 @@ mod admit;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -115,7 +116,7 @@ impl ServerConfig {
 /// sessions drives [`ServerSession`]s from their own tasks instead.
 #[derive(Debug)]
 pub struct Server {
-    cfg: ServerConfig,
+    cfg: Arc<ServerConfig>,
     rng: Rng,
     // Ordered maps: timeouts are handled in a fixed order, so a run replays
     // exactly from its seed.
@@ -143,7 +144,7 @@ impl Server {
     pub fn new(cfg: ServerConfig, rng: Rng) -> Result<Self, ConfigError> {
         cfg.validate()?;
         Ok(Server {
-            cfg,
+            cfg: Arc::new(cfg),
             rng,
             handshakes: BTreeMap::new(),
             owners: HashMap::new(),

@@ -7,6 +7,7 @@
 //! the old one, after which nothing the old one carries is read. When grace
 //! runs out the session ends and its unacknowledged messages are handed back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use crate::error::{CloseCode, RejectReason, SendError, SequenceError, SessionEnd
 use crate::frame::{self, DecodeError, Frame, Hello, Welcome};
 use crate::outputs::Outputs;
 use crate::rng::Rng;
-use crate::stream::{self, AckConfig, DataVerdict, Inbound, Outbound, ReceiveWindow};
+use crate::stream::{self, DataVerdict, Inbound, Outbound};
 use crate::token::{ResumeToken, SessionId, TokenCheck, TokenHash, TokenState};
 use crate::{Transmit, TransportId};
 
@@ -75,12 +76,10 @@ pub struct ServerSession {
     tokens: TokenState,
     out: Outbound,
     inb: Inbound,
-    ack_cfg: AckConfig,
-    window: ReceiveWindow,
-    grace: Duration,
+    /// The server's settings, shared by every session (an idle session
+    /// must not carry its own copy).
+    cfg: Arc<ServerConfig>,
     idle_timeout: Duration,
-    enforce_idle: bool,
-    max_frame: u32,
     peer_max_frame: u32,
     state: State,
     /// Last frame received on any transport of this session.
@@ -94,19 +93,15 @@ pub struct ServerSession {
 
 impl ServerSession {
     /// Opens a new session for an accepted HELLO on `tid`, queuing the WELCOME.
-    pub(crate) fn open(now: Instant, cfg: &ServerConfig, rng: &mut Rng, tid: TransportId, hello: &Hello) -> Self {
+    pub(crate) fn open(now: Instant, cfg: &Arc<ServerConfig>, rng: &mut Rng, tid: TransportId, hello: &Hello) -> Self {
         let token = ResumeToken::random(rng);
         let mut s = ServerSession {
             id: SessionId::random(rng),
             tokens: TokenState::new(&token),
             out: Outbound::new(cfg.replay.clone()),
             inb: Inbound::default(),
-            ack_cfg: cfg.ack.clone(),
-            window: cfg.receive_window.clone(),
-            grace: cfg.grace,
             idle_timeout: cfg.grant_idle_timeout(hello.idle_timeout_ms),
-            enforce_idle: cfg.enforce_idle,
-            max_frame: cfg.max_frame,
+            cfg: cfg.clone(),
             peer_max_frame: hello.max_frame,
             state: State::Attached { tid, unconfirmed: None },
             last_heard: now,
@@ -162,10 +157,11 @@ impl ServerSession {
     pub fn expires_at(&self) -> Option<Instant> {
         let State::Detached { since } = self.state else { return None };
         // Without idle enforcement (debug), silence is not an outage.
-        Some(if self.enforce_idle && self.idle_timeout <= self.grace {
-            (self.last_heard + self.grace).max(since)
+        let grace = self.cfg.grace;
+        Some(if self.cfg.enforce_idle && self.idle_timeout <= grace {
+            (self.last_heard + grace).max(since)
         } else {
-            since + self.grace
+            since + grace
         })
     }
 
@@ -234,7 +230,6 @@ impl ServerSession {
     pub(crate) fn resume(
         &mut self,
         now: Instant,
-        cfg: &ServerConfig,
         rng: &mut Rng,
         tid: TransportId,
         hello: &Hello,
@@ -270,7 +265,7 @@ impl ServerSession {
         }
         let fresh = ResumeToken::random(rng);
         let issued = self.tokens.issue(&fresh);
-        self.idle_timeout = cfg.grant_idle_timeout(hello.idle_timeout_ms);
+        self.idle_timeout = self.cfg.grant_idle_timeout(hello.idle_timeout_ms);
         self.peer_max_frame = hello.max_frame;
         self.state = State::Attached { tid, unconfirmed: Some(issued) };
         self.last_heard = now;
@@ -285,7 +280,7 @@ impl ServerSession {
     /// server's maximum frame size. Returns the frame's type byte if it
     /// decoded (for the runtime's counters and logs).
     pub fn handle_bytes(&mut self, now: Instant, tid: TransportId, bytes: &[u8]) -> Option<u8> {
-        match Frame::decode(bytes, self.max_frame) {
+        match Frame::decode(bytes, self.cfg.max_frame) {
             Ok(frame) => {
                 let kind = frame.kind();
                 self.handle_frame(now, tid, frame);
@@ -321,7 +316,7 @@ impl ServerSession {
         match self.state {
             State::Attached { tid, .. } => {
                 let silent = now.saturating_duration_since(self.last_heard);
-                if self.enforce_idle && silent >= self.idle_timeout {
+                if self.cfg.enforce_idle && silent >= self.idle_timeout {
                     self.io.abandon(tid);
                     return self.detach(now, TransportLoss::HeartbeatTimeout { silent_for: silent });
                 }
@@ -346,7 +341,7 @@ impl ServerSession {
         match self.state {
             State::Attached { .. } => {
                 let resync = self.inb.resync_due().then_some(self.now);
-                let idle = self.enforce_idle.then(|| self.last_heard + self.idle_timeout);
+                let idle = self.cfg.enforce_idle.then(|| self.last_heard + self.idle_timeout);
                 [resync, idle, self.inb.ack_due()].into_iter().flatten().min()
             }
             State::Detached { .. } => self.expires_at(),
@@ -366,8 +361,8 @@ impl ServerSession {
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         let e = self.io.pop_event()?;
         match &e {
-            SessionEvent::Message(b) => self.inb.took(self.now, b.len(), true, &self.ack_cfg),
-            SessionEvent::PingPayload(b) => self.inb.took(self.now, b.len(), false, &self.ack_cfg),
+            SessionEvent::Message(b) => self.inb.took(self.now, b.len(), true, &self.cfg.ack),
+            SessionEvent::PingPayload(b) => self.inb.took(self.now, b.len(), false, &self.cfg.ack),
             _ => {}
         }
         Some(e)
@@ -388,9 +383,9 @@ impl ServerSession {
             session_id: self.id,
             token,
             last_received: self.inb.last_taken(),
-            max_frame: self.max_frame,
+            max_frame: self.cfg.max_frame,
             idle_timeout_ms: ms(self.idle_timeout),
-            grace_ms: ms(self.grace),
+            grace_ms: ms(self.cfg.grace),
         };
         self.io.send(tid, Frame::Welcome(w));
         self.inb.handshake_acked();
@@ -413,7 +408,7 @@ impl ServerSession {
         }
         match frame {
             Frame::Data { seq, payload } => {
-                match self.inb.on_data(now, seq, payload.len(), &self.window, &self.ack_cfg) {
+                match self.inb.on_data(now, seq, payload.len(), &self.cfg.receive_window, &self.cfg.ack) {
                     Ok(DataVerdict::Deliver) => self.io.event(SessionEvent::Message(payload)),
                     Ok(DataVerdict::Duplicate | DataVerdict::Deferred) => {}
                     Err(e) => return self.violation(e),
@@ -430,7 +425,7 @@ impl ServerSession {
                 if let Err(e) = self.out.on_ack(ack) {
                     return self.violation(e);
                 }
-                if !payload.is_empty() && self.inb.has_room(&self.window, payload.len()) {
+                if !payload.is_empty() && self.inb.has_room(&self.cfg.receive_window, payload.len()) {
                     self.inb.hold(payload.len());
                     self.io.event(SessionEvent::PingPayload(payload));
                 }

@@ -215,7 +215,7 @@ pub struct SessionInfo {
 }
 
 pub(crate) struct Inner {
-    cfg: ServerConfig,
+    cfg: Arc<ServerConfig>,
     tuning: SocketTuning,
     tls: Option<tokio_rustls::TlsAcceptor>,
     rng: Mutex<Rng>,
@@ -324,7 +324,7 @@ impl Server {
         }
         let (tx, events) = mpsc::channel(1024);
         let inner = Arc::new(Inner {
-            cfg: opts.core.clone(),
+            cfg: Arc::new(opts.core.clone()),
             tuning: opts.tuning,
             tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             rng: Mutex::new(rng),
