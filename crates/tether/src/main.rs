@@ -17,42 +17,16 @@ mod simulate;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
-use tether_proto::Profile;
+use clap::{Parser, Subcommand};
+use tether_args::{duration, ProfileArg};
+
+use crate::simulate::OutageKind;
 
 #[derive(Parser)]
 #[command(name = "tether", version, about = "Sessions that outlive their transports")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum ProfileArg {
-    /// Dead link detected within ~40 s.
-    Default,
-    /// Dead link detected within ~9 s (calls, games).
-    Realtime,
-    /// Learns the longest ping interval the network's NATs allow.
-    Adaptive,
-}
-
-impl From<ProfileArg> for Profile {
-    fn from(p: ProfileArg) -> Profile {
-        match p {
-            ProfileArg::Default => Profile::Default,
-            ProfileArg::Realtime => Profile::Realtime,
-            ProfileArg::Adaptive => Profile::Adaptive,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum OutageKind {
-    /// The client's cable is pulled: its link goes down and comes back, and it is told.
-    Cable,
-    /// An upstream router drops everything: nothing tells the client.
-    Blackhole,
 }
 
 #[derive(Subcommand)]
@@ -105,11 +79,6 @@ enum BenchCmd {
     Rooms(bench::RoomsArgs),
 }
 
-/// Parses `50s`, `1500ms`, `2m`, `1m 30s`, saying how to fix a bad one.
-pub(crate) fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}; write a duration with a unit, e.g. 50s or 1500ms"))
-}
-
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Simulate { outage, kind, profile, grace, seed } => {
@@ -128,23 +97,4 @@ fn main() -> Result<()> {
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
-/// Seconds since `start`, for log lines.
-pub(crate) fn stamp(start: std::time::Instant) -> String {
-    format!("[{:>8.3}s]", start.elapsed().as_secs_f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_and_bad_ones_say_how_to_fix_them() {
-        assert_eq!(duration("50s"), Ok(Duration::from_secs(50)));
-        assert_eq!(duration("1m 30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert!(duration("50").expect_err("no unit").contains("with a unit"));
-        assert!(duration("5 parsecs").is_err());
-    }
 }

@@ -156,7 +156,7 @@ async fn kick(
             Err(ApiError(StatusCode::NOT_FOUND, GONE.into()))
         };
     };
-    let d = crate::duration(&ban).map_err(|e| bad_request(format!("ban: {e}")))?;
+    let d = tether_args::duration(&ban).map_err(|e| bad_request(format!("ban: {e}")))?;
     if d.is_zero() || d > Duration::from_secs(365 * 86400) {
         return Err(bad_request("ban: give a duration above 0 and at most a year, e.g. ban=10m"));
     }

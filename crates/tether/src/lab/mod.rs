@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{duration, ProfileArg};
 use report::Report;
 use scenario::{Expect, Fault, Scenario, INTERRUPTED};
+use tether_args::{duration, ProfileArg};
 
 #[derive(clap::Subcommand)]
 pub(crate) enum LabCmd {

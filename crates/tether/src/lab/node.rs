@@ -26,7 +26,7 @@ use tether_runtime::server::{Server, ServerEvent, ServerOptions};
 use tether_runtime::{Endpoint, Keepalive, Kind, SocketTuning};
 use tokio::io::AsyncBufReadExt;
 
-use crate::{duration, ProfileArg};
+use tether_args::{duration, ProfileArg};
 
 #[derive(clap::Subcommand)]
 pub(crate) enum Node {
