@@ -11,7 +11,6 @@
 mod bench;
 mod connect;
 mod gateway;
-mod lab;
 mod simulate;
 
 use std::time::Duration;
@@ -44,10 +43,10 @@ enum Command {
     /// The fault lab (Linux, root): real outages, loss, NAT timeouts and roaming between
     /// network namespaces, measured and checked. `tether lab suite` runs them all.
     #[command(subcommand)]
-    Lab(lab::LabCmd),
+    Lab(tether_lab::LabCmd),
     /// Internal: one process of a lab scenario.
     #[command(hide = true, subcommand)]
-    LabNode(lab::node::Node),
+    LabNode(tether_lab::node::Node),
     /// Internal: one process of a benchmark.
     #[command(hide = true, subcommand)]
     BenchNode(bench::Node),
@@ -90,8 +89,8 @@ fn main() -> Result<()> {
         Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
         Command::Bench(BenchCmd::Rooms(a)) => runtime()?.block_on(bench::rooms(a)),
         Command::BenchNode(n) => runtime()?.block_on(bench::node(n)),
-        Command::Lab(c) => lab::main(c),
-        Command::LabNode(n) => runtime()?.block_on(lab::node::run(n)),
+        Command::Lab(c) => tether_lab::run(c),
+        Command::LabNode(n) => runtime()?.block_on(tether_lab::node::run(n)),
     }
 }
 
