@@ -10,7 +10,7 @@
 
 mod bench;
 mod connect;
-mod gateway;
+mod serve;
 mod simulate;
 
 use std::time::Duration;
@@ -30,11 +30,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: in-memory sessions; every message is relayed to every session.
-    Serve(gateway::Args),
+    /// Run the gateway: rooms with presence, an admin API and a demo page, in memory.
+    ///
+    /// Clients open tether sessions (TCP, WebSocket, TLS, secure WebSocket) and speak the room
+    /// protocol on them: join, leave, say, members. A member's presence follows its session
+    /// through reconnects (active, reconnecting, left, expired). Beside the sessions: JWT or
+    /// anonymous auth, an admin HTTP API (sessions, rooms, publish, kick and ban, drain) with
+    /// Prometheus metrics and an OpenAPI description, and a demo page serving the browser client.
+    /// Ctrl-C or SIGTERM drains and stops. Reference: docs/GATEWAY.md.
+    Serve(serve::Args),
     /// Config files: `tether config check FILE`, `tether config example`.
     #[command(subcommand)]
-    Config(gateway::ConfigCmd),
+    Config(serve::ConfigCmd),
     /// Connect interactively: shows link state, RTT and resumes; each stdin line is sent.
     Connect(connect::Args),
     /// Benchmarks (release builds): `tether bench memory --sessions 10000`.
@@ -83,8 +90,8 @@ fn main() -> Result<()> {
         Command::Simulate { outage, kind, profile, grace, seed } => {
             simulate::simulate(outage, kind, profile.into(), grace, seed)
         }
-        Command::Serve(a) => runtime()?.block_on(gateway::run(a)),
-        Command::Config(c) => gateway::config_cmd(c),
+        Command::Serve(a) => runtime()?.block_on(serve::serve(a)),
+        Command::Config(c) => serve::config_cmd(c),
         Command::Connect(a) => runtime()?.block_on(connect::run(a)),
         Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
         Command::Bench(BenchCmd::Rooms(a)) => runtime()?.block_on(bench::rooms(a)),

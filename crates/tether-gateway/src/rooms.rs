@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tether_proto::SessionId;
 
-use super::config::Limits;
+use crate::config::Limits;
 
 /// A member's link state, as the room sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

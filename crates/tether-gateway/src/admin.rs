@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq as _;
 use tether_proto::{CloseCode, SessionId};
 
-use super::rooms::Rooms;
-use super::{deliver, metrics, Shared};
+use crate::rooms::Rooms;
+use crate::{deliver, Shared};
 
 /// The OpenAPI 3.1 description, served at `/openapi.json`.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -156,7 +156,8 @@ async fn kick(
             Err(ApiError(StatusCode::NOT_FOUND, GONE.into()))
         };
     };
-    let d = tether_args::duration(&ban).map_err(|e| bad_request(format!("ban: {e}")))?;
+    let d = humantime::parse_duration(&ban)
+        .map_err(|e| bad_request(format!("ban: {ban:?}: {e}; write a duration with a unit, e.g. 10m or 2h")))?;
     if d.is_zero() || d > Duration::from_secs(365 * 86400) {
         return Err(bad_request("ban: give a duration above 0 and at most a year, e.g. ban=10m"));
     }
@@ -220,7 +221,7 @@ async fn publish_session(State(s): State<Shared>, Path(id): Path<String>, p: Pub
     let (id, body) = (parse_id(&id)?, body(p)?);
     match s.server.send(id, Rooms::publish_session(&body)) {
         Ok(seq) => {
-            metrics::messages_out(1);
+            s.metrics.messages_out(1);
             Ok((StatusCode::ACCEPTED, Json(json!({"session": id.to_string(), "seq": seq}))).into_response())
         }
         Err(e) => Err(ApiError(StatusCode::CONFLICT, format!("not queued: {e}"))),
@@ -245,7 +246,7 @@ async fn publish_room(State(s): State<Shared>, Path(room): Path<String>, p: Publ
     let out = rooms(&s).publish_room(&room, &body);
     match out {
         Some(out) => {
-            let queued = deliver(&s.server, out);
+            let queued = deliver(&s.server, &s.metrics, out);
             Ok((StatusCode::ACCEPTED, Json(json!({"room": room, "queued": queued}))).into_response())
         }
         None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
@@ -285,6 +286,6 @@ async fn ready(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics_text(State(s): State<Shared>) -> Response {
-    let text = metrics::render(&s.metrics, &s.server);
+    let text = s.metrics.render(&s.server);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
