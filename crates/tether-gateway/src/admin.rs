@@ -101,7 +101,7 @@ const GONE: &str = "no such session (it may have expired)";
 const NO_ROOM: &str = "no such room (rooms exist while they have members)";
 
 fn session_json(rooms: &Rooms, info: &tether_runtime::server::SessionInfo) -> Value {
-    let member = rooms.member(info.id);
+    let member = rooms.participant(info.id);
     json!({
         "id": info.id.to_string(),
         "user": member.map(|m| m.user.clone()).or_else(|| info.user.as_deref().filter(|u| !u.is_empty()).map(str::to_owned)),

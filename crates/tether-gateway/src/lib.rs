@@ -21,6 +21,7 @@ mod admin;
 mod auth;
 pub mod config;
 mod metrics;
+pub mod protocol;
 mod rooms;
 mod web;
 

@@ -1,44 +1,25 @@
 //! Rooms and presence, as plain state: every input (a session opened, a
 //! request, a detach, a resume, an end) returns the messages to send. The
 //! gateway's event loop feeds it and sends; the admin API reads it.
-//! Membership belongs to the session, so it survives every resume.
+//! Membership belongs to the session, so it survives every resume. The
+//! messages are the typed room protocol ([`crate::protocol`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tether_proto::SessionId;
 
 use crate::config::Limits;
-
-/// A member's link state, as the room sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Presence {
-    Active,
-    Reconnecting,
-    Left,
-    Expired,
-}
-
-impl Presence {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Presence::Active => "active",
-            Presence::Reconnecting => "reconnecting",
-            Presence::Left => "left",
-            Presence::Expired => "expired",
-        }
-    }
-}
+use crate::protocol::{Error, ErrorCode, Event, Member, Request, State};
 
 /// One session as the room protocol knows it.
 #[derive(Debug, Clone)]
-pub(crate) struct Member {
+pub(crate) struct Participant {
     pub(crate) user: String,
     pub(crate) name: String,
-    pub(crate) state: Presence,
+    pub(crate) state: State,
     pub(crate) rtt_ms: Option<f64>,
     pub(crate) rooms: BTreeSet<String>,
     /// Token bucket for `say`: tokens left, and when it was last filled.
@@ -48,36 +29,12 @@ pub(crate) struct Member {
 /// Messages to send: (to, payload).
 pub(crate) type Out = Vec<(SessionId, Bytes)>;
 
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum Request {
-    Join {
-        room: String,
-        #[serde(default)]
-        name: Option<String>,
-    },
-    Leave {
-        room: String,
-    },
-    Say {
-        room: String,
-        body: Value,
-    },
-    Members {
-        room: String,
-    },
-}
-
 const MAX_NAME: usize = 64;
 
 pub(crate) struct Rooms {
     limits: Limits,
-    members: HashMap<SessionId, Member>,
+    members: HashMap<SessionId, Participant>,
     rooms: BTreeMap<String, BTreeSet<SessionId>>,
-}
-
-fn msg(v: Value) -> Bytes {
-    Bytes::from(v.to_string())
 }
 
 impl Rooms {
@@ -85,7 +42,7 @@ impl Rooms {
         Rooms { limits, members: HashMap::new(), rooms: BTreeMap::new() }
     }
 
-    pub(crate) fn member(&self, s: SessionId) -> Option<&Member> {
+    pub(crate) fn participant(&self, s: SessionId) -> Option<&Participant> {
         self.members.get(&s)
     }
 
@@ -94,30 +51,31 @@ impl Rooms {
         self.rooms.iter().map(|(r, m)| (r.clone(), m.len())).collect()
     }
 
-    /// A room's members as JSON, None if the room does not exist.
-    pub(crate) fn room_members(&self, room: &str) -> Option<Vec<Value>> {
+    /// A room's members, None if the room does not exist.
+    pub(crate) fn room_members(&self, room: &str) -> Option<Vec<Member>> {
         let ids = self.rooms.get(room)?;
-        Some(ids.iter().filter_map(|id| self.member_json(*id)).collect())
+        Some(ids.iter().filter_map(|id| self.member(*id)).collect())
     }
 
     /// The member list sent to clients: `you` first, then up to the limit
     /// (a list of every member of a huge room would outgrow a frame).
-    fn listed(&self, room: &str, you: SessionId) -> (Vec<Value>, usize) {
+    fn listed(&self, room: &str, you: SessionId) -> (Vec<Member>, usize) {
         let Some(ids) = self.rooms.get(room) else { return (Vec::new(), 0) };
         let count = ids.len();
         let ids = std::iter::once(you).chain(ids.iter().copied().filter(|i| *i != you));
-        (ids.take(self.limits.max_members_listed).filter_map(|id| self.member_json(id)).collect(), count)
+        (ids.take(self.limits.max_members_listed).filter_map(|id| self.member(id)).collect(), count)
     }
 
-    pub(crate) fn member_json(&self, id: SessionId) -> Option<Value> {
+    /// A session as events show it.
+    pub(crate) fn member(&self, id: SessionId) -> Option<Member> {
         let m = self.members.get(&id)?;
-        Some(json!({
-            "session": id.to_string(),
-            "user": m.user,
-            "name": m.name,
-            "state": m.state.as_str(),
-            "rtt_ms": m.rtt_ms,
-        }))
+        Some(Member {
+            session: id.to_string(),
+            user: m.user.clone(),
+            name: m.name.clone(),
+            state: m.state,
+            rtt_ms: m.rtt_ms,
+        })
     }
 
     /// A session opened; `user` is its authenticated id.
@@ -125,7 +83,7 @@ impl Rooms {
         let name = user.clone();
         let says = (self.limits.say_burst, None);
         self.members
-            .insert(id, Member { user, name, state: Presence::Active, rtt_ms: None, rooms: BTreeSet::new(), says });
+            .insert(id, Participant { user, name, state: State::Active, rtt_ms: None, rooms: BTreeSet::new(), says });
     }
 
     /// The member's client reported its RTT (on a PING).
@@ -146,9 +104,9 @@ impl Rooms {
     /// Tells every room the member is in that its state changed (`skip_self`
     /// when the member cannot hear it now).
     fn announce(&self, id: SessionId, skip_self: bool, out: &mut Out) {
-        let (Some(m), Some(member)) = (self.members.get(&id), self.member_json(id)) else { return };
+        let (Some(m), Some(member)) = (self.members.get(&id), self.member(id)) else { return };
         for room in &m.rooms {
-            let payload = msg(json!({"ev": "presence", "room": room, "member": member}));
+            let payload = Event::Presence { room: room.clone(), member: member.clone() }.to_bytes();
             for to in self.presence_audience(room) {
                 if !(skip_self && *to == id) {
                     out.push((*to, payload.clone()));
@@ -157,7 +115,7 @@ impl Rooms {
         }
     }
 
-    fn set_state(&mut self, id: SessionId, state: Presence) -> bool {
+    fn set_state(&mut self, id: SessionId, state: State) -> bool {
         match self.members.get_mut(&id) {
             Some(m) if m.state != state => {
                 m.state = state;
@@ -170,7 +128,7 @@ impl Rooms {
     /// The session lost its transport and waits for a resume.
     pub(crate) fn detached(&mut self, id: SessionId) -> Out {
         let mut out = Vec::new();
-        if self.set_state(id, Presence::Reconnecting) {
+        if self.set_state(id, State::Reconnecting) {
             self.announce(id, true, &mut out);
         }
         out
@@ -179,7 +137,7 @@ impl Rooms {
     /// The session continues on a new transport.
     pub(crate) fn resumed(&mut self, id: SessionId) -> Out {
         let mut out = Vec::new();
-        if self.set_state(id, Presence::Active) {
+        if self.set_state(id, State::Active) {
             self.announce(id, false, &mut out);
         }
         out
@@ -189,7 +147,7 @@ impl Rooms {
     /// (closed, kicked). It is removed from every room.
     pub(crate) fn ended(&mut self, id: SessionId, expired: bool) -> Out {
         let mut out = Vec::new();
-        self.set_state(id, if expired { Presence::Expired } else { Presence::Left });
+        self.set_state(id, if expired { State::Expired } else { State::Left });
         self.announce(id, true, &mut out);
         if let Some(m) = self.members.remove(&id) {
             for room in m.rooms {
@@ -208,7 +166,6 @@ impl Rooms {
         }
     }
 
-    /// A message from a session: one room-protocol request.
     /// Takes one `say` token; false when the session says too much.
     fn may_say(&mut self, id: SessionId, now: Instant) -> bool {
         let (rate, burst) = (self.limits.say_rate, self.limits.say_burst);
@@ -226,128 +183,138 @@ impl Rooms {
         }
     }
 
+    /// A message from a session: one room-protocol request.
     pub(crate) fn request(&mut self, id: SessionId, payload: &[u8], now: Instant) -> Out {
         let mut out = Vec::new();
-        let error = |op: &str, message: &str| (id, msg(json!({"ev": "error", "op": op, "message": message})));
         if !self.members.contains_key(&id) {
             return out;
         }
-        if payload.len() > self.limits.max_say_bytes {
-            let m =
-                format!("request of {} bytes; the gateway takes at most {}", payload.len(), self.limits.max_say_bytes);
-            out.push(error("", &m));
+        let mut error = |op: &str, code: ErrorCode, message: String| {
+            out.push((id, Event::Error(Error { op: op.to_owned(), code, message }).to_bytes()));
+        };
+        let limit = self.limits.max_say_bytes;
+        if payload.len() > limit {
+            let message = format!("request of {} bytes; the gateway takes at most {limit}", payload.len());
+            error("", ErrorCode::RequestTooLarge { size: payload.len(), limit }, message);
             return out;
         }
         let req: Request = match serde_json::from_slice(payload) {
             Ok(r) => r,
             Err(e) => {
-                out.push(error(
-                    "",
-                    &format!(
-                        "not a room request ({e}); send JSON with op join, leave, say or members (docs/GATEWAY.md)"
-                    ),
-                ));
+                let message = format!(
+                    "not a room request ({e}); send JSON with op join, leave, say or members (docs/GATEWAY.md)"
+                );
+                error("", ErrorCode::BadRequest, message);
                 return out;
             }
         };
-        match req {
-            Request::Join { room, name } => {
-                if room.is_empty() || room.len() > 64 {
-                    out.push(error("join", "room names are 1 to 64 bytes"));
-                    return out;
-                }
-                if name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
-                    out.push(error("join", "names are at most 64 bytes"));
-                    return out;
-                }
-                let already = self.members.get(&id).is_some_and(|m| m.rooms.contains(&room));
-                if !already {
-                    if self.members.get(&id).is_some_and(|m| m.rooms.len() >= self.limits.max_rooms_per_session) {
-                        out.push(error("join", "this session is in as many rooms as allowed; leave one first"));
-                        return out;
-                    }
-                    if self.rooms.get(&room).is_some_and(|r| r.len() >= self.limits.max_room_members) {
-                        out.push(error("join", "the room is full; try again later"));
-                        return out;
-                    }
-                }
-                if let Some(m) = self.members.get_mut(&id) {
-                    if let Some(n) = name.filter(|n| !n.is_empty()) {
-                        m.name = n;
-                    }
-                    m.rooms.insert(room.clone());
-                }
-                self.rooms.entry(room.clone()).or_default().insert(id);
-                let (members, count) = self.listed(&room, id);
-                let you = self.member_json(id);
-                out.push((
-                    id,
-                    msg(json!({"ev": "joined", "room": room, "you": you, "members": members, "count": count})),
-                ));
-                let payload = msg(json!({"ev": "presence", "room": room, "member": self.member_json(id)}));
-                for to in self.presence_audience(&room) {
-                    out.push((*to, payload.clone()));
-                }
-            }
-            Request::Leave { room } => {
-                let was = self.members.get_mut(&id).is_some_and(|m| m.rooms.remove(&room));
-                if !was {
-                    out.push(error("leave", "you are not in this room"));
-                    return out;
-                }
-                self.remove_from(&room, id);
-                out.push((id, msg(json!({"ev": "left", "room": room}))));
-                if let Some(mut member) = self.member_json(id) {
-                    member["state"] = json!(Presence::Left.as_str());
-                    let payload = msg(json!({"ev": "presence", "room": room, "member": member}));
-                    for to in self.presence_audience(&room) {
-                        out.push((*to, payload.clone()));
-                    }
-                }
-            }
-            Request::Say { room, body } => {
-                if !self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
-                    out.push(error("say", "join the room before saying something in it"));
-                    return out;
-                }
-                if !self.may_say(id, now) {
-                    let m = format!("too many messages: at most {} per second; slow down", self.limits.say_rate);
-                    out.push(error("say", &m));
-                    return out;
-                }
-                let Some(ids) = self.rooms.get(&room) else { return out };
-                let payload = msg(json!({"ev": "message", "room": room, "from": self.member_json(id), "body": body}));
-                out.extend(ids.iter().map(|to| (*to, payload.clone())));
-            }
+        let op = req.op();
+        let refused = match req {
+            Request::Join { room, name } => self.join(id, room, name, &mut out),
+            Request::Leave { room } => self.leave(id, room, &mut out),
+            Request::Say { room, body } => self.say(id, room, body, now, &mut out),
             Request::Members { room } => {
-                if !self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
-                    out.push(error("members", "join the room to see its members"));
-                    return out;
+                if self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
+                    let (members, count) = self.listed(&room, id);
+                    out.push((id, Event::Members { room, members, count }.to_bytes()));
+                    Ok(())
+                } else {
+                    Err((ErrorCode::NotMember { room }, "join the room to see its members".to_owned()))
                 }
-                let (members, count) = self.listed(&room, id);
-                out.push((id, msg(json!({"ev": "members", "room": room, "members": members, "count": count}))));
             }
+        };
+        if let Err((code, message)) = refused {
+            out.push((id, Event::Error(Error { op: op.to_owned(), code, message }).to_bytes()));
         }
         out
+    }
+
+    fn join(&mut self, id: SessionId, room: String, name: Option<String>, out: &mut Out) -> Refusal {
+        if room.is_empty() || room.len() > 64 {
+            return Err((ErrorCode::BadRoom, "room names are 1 to 64 bytes".into()));
+        }
+        if name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
+            return Err((ErrorCode::BadName, "names are at most 64 bytes".into()));
+        }
+        let already = self.members.get(&id).is_some_and(|m| m.rooms.contains(&room));
+        if !already {
+            if self.members.get(&id).is_some_and(|m| m.rooms.len() >= self.limits.max_rooms_per_session) {
+                let message = "this session is in as many rooms as allowed; leave one first".into();
+                return Err((ErrorCode::TooManyRooms { room }, message));
+            }
+            if self.rooms.get(&room).is_some_and(|r| r.len() >= self.limits.max_room_members) {
+                return Err((ErrorCode::RoomFull { room }, "the room is full; try again later".into()));
+            }
+        }
+        if let Some(m) = self.members.get_mut(&id) {
+            if let Some(n) = name.filter(|n| !n.is_empty()) {
+                m.name = n;
+            }
+            m.rooms.insert(room.clone());
+        }
+        self.rooms.entry(room.clone()).or_default().insert(id);
+        let (members, count) = self.listed(&room, id);
+        let Some(you) = self.member(id) else { return Ok(()) };
+        let presence = Event::Presence { room: room.clone(), member: you.clone() }.to_bytes();
+        out.push((id, Event::Joined { room: room.clone(), you, members, count }.to_bytes()));
+        for to in self.presence_audience(&room) {
+            out.push((*to, presence.clone()));
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, id: SessionId, room: String, out: &mut Out) -> Refusal {
+        let was = self.members.get_mut(&id).is_some_and(|m| m.rooms.remove(&room));
+        if !was {
+            return Err((ErrorCode::NotMember { room }, "you are not in this room".into()));
+        }
+        self.remove_from(&room, id);
+        out.push((id, Event::Left { room: room.clone() }.to_bytes()));
+        if let Some(mut member) = self.member(id) {
+            member.state = State::Left;
+            let payload = Event::Presence { room: room.clone(), member }.to_bytes();
+            for to in self.presence_audience(&room) {
+                out.push((*to, payload.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn say(&mut self, id: SessionId, room: String, body: Value, now: Instant, out: &mut Out) -> Refusal {
+        if !self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
+            return Err((ErrorCode::NotMember { room }, "join the room before saying something in it".into()));
+        }
+        if !self.may_say(id, now) {
+            let message = format!("too many messages: at most {} per second; slow down", self.limits.say_rate);
+            return Err((ErrorCode::RateLimited { room }, message));
+        }
+        let (Some(ids), Some(from)) = (self.rooms.get(&room), self.member(id)) else { return Ok(()) };
+        let payload = Event::Message { room, from, body }.to_bytes();
+        out.extend(ids.iter().map(|to| (*to, payload.clone())));
+        Ok(())
     }
 
     /// An operator's publish to a room: (recipients' messages), None if no such room.
     pub(crate) fn publish_room(&self, room: &str, body: &Value) -> Option<Out> {
         let ids = self.rooms.get(room)?;
-        let payload = msg(json!({"ev": "publish", "room": room, "body": body}));
+        let payload = Event::Publish { room: Some(room.to_owned()), body: body.clone() }.to_bytes();
         Some(ids.iter().map(|to| (*to, payload.clone())).collect())
     }
 
     /// An operator's publish to one session.
     pub(crate) fn publish_session(body: &Value) -> Bytes {
-        msg(json!({"ev": "publish", "room": null, "body": body}))
+        Event::Publish { room: None, body: body.clone() }.to_bytes()
     }
 }
+
+/// A request refused: the error's code and message.
+type Refusal = Result<(), (ErrorCode, String)>;
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use serde_json::json;
 
     fn id(n: u8) -> SessionId {
         SessionId::from_bytes([n; 16])
@@ -421,19 +388,33 @@ mod tests {
     fn bad_requests_get_errors_saying_what_to_do() {
         let mut r = rooms();
         r.opened(id(1), "alice".into());
-        let e = |out: Vec<(u8, Value)>| out[0].1["message"].as_str().unwrap().to_owned();
-        assert!(e(parse(&r.request(id(1), b"hello", Instant::now()))).contains("not a room request"));
+        // "code: message", and the room when the error names one.
+        let e = |out: Vec<(u8, Value)>| {
+            let v = &out[0].1;
+            assert_eq!(v["ev"], "error");
+            let room = v.get("room").map(|r| format!(" [{}]", r.as_str().unwrap())).unwrap_or_default();
+            format!("{}{room}: {}", v["code"].as_str().unwrap(), v["message"].as_str().unwrap())
+        };
+        let m = e(parse(&r.request(id(1), b"hello", Instant::now())));
+        assert!(m.starts_with("bad_request: not a room request"), "{m}");
         let big = json!({"op": "say", "room": "a", "body": "x".repeat(2000)}).to_string();
-        assert!(e(parse(&r.request(id(1), big.as_bytes(), Instant::now()))).contains("at most 1024"));
-        assert!(e(req(&mut r, 1, json!({"op": "members", "room": "a"}))).contains("join the room"));
-        assert!(e(req(&mut r, 1, json!({"op": "dance"}))).contains("not a room request"));
-        assert!(e(req(&mut r, 1, json!({"op": "say", "room": "x", "body": 1}))).contains("join the room"));
-        assert!(e(req(&mut r, 1, json!({"op": "leave", "room": "x"}))).contains("not in this room"));
-        assert!(e(req(&mut r, 1, json!({"op": "join", "room": ""}))).contains("1 to 64"));
-        assert!(e(req(&mut r, 1, json!({"op": "join", "room": "a", "name": "n".repeat(65)}))).contains("64"));
+        let out = parse(&r.request(id(1), big.as_bytes(), Instant::now()));
+        assert_eq!((out[0].1["size"].as_u64(), out[0].1["limit"].as_u64()), (Some(big.len() as u64), Some(1024)));
+        assert!(e(out).starts_with("request_too_large: ") && big.len() > 1024);
+        let m = e(req(&mut r, 1, json!({"op": "members", "room": "a"})));
+        assert!(m.starts_with("not_member [a]: join the room"), "{m}");
+        assert!(e(req(&mut r, 1, json!({"op": "dance"}))).starts_with("bad_request: not a room request"));
+        let m = e(req(&mut r, 1, json!({"op": "say", "room": "x", "body": 1})));
+        assert!(m.starts_with("not_member [x]: join the room"), "{m}");
+        assert!(e(req(&mut r, 1, json!({"op": "leave", "room": "x"})))
+            .starts_with("not_member [x]: you are not in this room"));
+        assert!(e(req(&mut r, 1, json!({"op": "join", "room": ""}))).starts_with("bad_room: room names are 1 to 64"));
+        let m = e(req(&mut r, 1, json!({"op": "join", "room": "a", "name": "n".repeat(65)})));
+        assert!(m.starts_with("bad_name: ") && m.contains("64"), "{m}");
         req(&mut r, 1, json!({"op": "join", "room": "a"}));
         req(&mut r, 1, json!({"op": "join", "room": "b"}));
-        assert!(e(req(&mut r, 1, json!({"op": "join", "room": "c"}))).contains("as many rooms as allowed"));
+        let m = e(req(&mut r, 1, json!({"op": "join", "room": "c"})));
+        assert!(m.starts_with("too_many_rooms [c]: ") && m.contains("as many rooms as allowed"), "{m}");
         // Joining again is not a new room.
         assert_eq!(req(&mut r, 1, json!({"op": "join", "room": "a"}))[0].1["ev"], "joined");
         r.opened(id(2), "u2".into());
@@ -452,7 +433,8 @@ mod tests {
         assert!(parse(&r.detached(id(3))).is_empty());
         assert!(parse(&r.resumed(id(3))).is_empty());
         r.opened(id(4), "u4".into());
-        assert!(e(req(&mut r, 4, json!({"op": "join", "room": "a"}))).contains("full"));
+        let m = e(req(&mut r, 4, json!({"op": "join", "room": "a"})));
+        assert!(m.starts_with("room_full [a]: ") && m.contains("full"), "{m}");
         // Lists are capped (limit 2 here), you first, with the full count.
         let list = req(&mut r, 3, json!({"op": "members", "room": "a"}));
         assert_eq!(list[0].1["count"], 3);
@@ -475,6 +457,9 @@ mod tests {
             assert_eq!(say(&mut r, t0), "message");
         }
         assert_eq!(say(&mut r, t0), "error");
+        let b = json!({"op": "say", "room": "a", "body": 1}).to_string();
+        let refused = parse(&r.request(id(1), b.as_bytes(), t0));
+        assert_eq!((refused[0].1["code"].as_str(), refused[0].1["room"].as_str()), (Some("rate_limited"), Some("a")));
         let later = t0 + std::time::Duration::from_millis(500);
         for _ in 0..5 {
             assert_eq!(say(&mut r, later), "message");
@@ -488,7 +473,7 @@ mod tests {
         r.opened(id(1), "alice".into());
         req(&mut r, 1, json!({"op": "join", "room": "a"}));
         r.rtt(id(1), 12.345);
-        assert_eq!(r.room_members("a").unwrap()[0]["rtt_ms"], 12.3);
+        assert_eq!(r.room_members("a").unwrap()[0].rtt_ms, Some(12.3));
         let out = r.publish_room("a", &json!({"n": 1})).unwrap();
         assert_eq!(parse(&out)[0].1["ev"], "publish");
         assert!(r.publish_room("nope", &json!(1)).is_none());

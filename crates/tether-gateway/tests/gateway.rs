@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use tether_gateway::protocol::Event as RoomEvent;
 use tether_gateway::{Config, Running, Stopped};
 use tether_proto::{ClientConfig, ClientEvent, Profile, SessionEnd};
 use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
@@ -124,6 +125,10 @@ impl Peer {
                 Err(_) => panic!("no {what} within {WAIT:?}"),
             };
             if let ClientEvent::Message(m) = e {
+                // Everything the gateway sends is one of the protocol's events.
+                if let Err(e) = serde_json::from_slice::<RoomEvent>(&m) {
+                    panic!("not a room event ({e}): {}", String::from_utf8_lossy(&m));
+                }
                 let v: Value = serde_json::from_slice(&m).unwrap();
                 if f(&v) {
                     return v;
