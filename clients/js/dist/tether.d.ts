@@ -286,10 +286,11 @@ export interface Member {
     rtt_ms: number | null;
 }
 /** The gateway's error codes (GATEWAY.md §1.2); `not_json` is the client's own (the gateway sent something unreadable). */
-export type RoomErrorCode = 'bad_request' | 'request_too_large' | 'bad_room' | 'bad_name' | 'too_many_rooms' | 'room_full' | 'not_member' | 'rate_limited' | 'not_json';
+export type RoomErrorCode = 'bad_request' | 'request_too_large' | 'bad_room' | 'bad_name' | 'too_many_rooms' | 'room_full' | 'not_member' | 'rate_limited' | 'too_large_for_members' | 'not_json';
 /**
  * An `error` from the gateway: the request's `op` ('' if it could not be read), a `code`, and a `message`
- * for people; `room` when the request named one; `size` and `limit` (bytes) on `request_too_large`.
+ * for people; `room` when the request named one; `size` and `limit` (bytes) on `request_too_large` and
+ * `too_large_for_members`, which also says how many members did not get the `say` (`undelivered`).
  */
 export interface RoomError {
     op: string;
@@ -298,6 +299,7 @@ export interface RoomError {
     room?: string;
     size?: number;
     limit?: number;
+    undelivered?: number;
 }
 export interface RoomsEventMap {
     /** `count` is the room's exact size; `members` is capped (you first). */

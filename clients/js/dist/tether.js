@@ -1099,7 +1099,7 @@ export class TetherClient extends Emitter {
     }
 }
 /** The optional fields of an `error` the client passes on, with their types. */
-const ERROR_FIELDS = { room: 'string', size: 'number', limit: 'number' };
+const ERROR_FIELDS = { room: 'string', undelivered: 'number', size: 'number', limit: 'number' };
 function roomError(m) {
     const e = { op: m.op ?? '', code: m.code ?? '', message: m.message ?? '' };
     for (const [k, type] of Object.entries(ERROR_FIELDS)) {

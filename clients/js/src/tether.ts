@@ -1079,11 +1079,12 @@ export interface Member { session: string; user: string; name: string; state: Me
 /** The gateway's error codes (GATEWAY.md §1.2); `not_json` is the client's own (the gateway sent something unreadable). */
 export type RoomErrorCode =
   | 'bad_request' | 'request_too_large' | 'bad_room' | 'bad_name' | 'too_many_rooms' | 'room_full'
-  | 'not_member' | 'rate_limited' | 'not_json';
+  | 'not_member' | 'rate_limited' | 'too_large_for_members' | 'not_json';
 
 /**
  * An `error` from the gateway: the request's `op` ('' if it could not be read), a `code`, and a `message`
- * for people; `room` when the request named one; `size` and `limit` (bytes) on `request_too_large`.
+ * for people; `room` when the request named one; `size` and `limit` (bytes) on `request_too_large` and
+ * `too_large_for_members`, which also says how many members did not get the `say` (`undelivered`).
  */
 export interface RoomError {
   op: string;
@@ -1092,6 +1093,7 @@ export interface RoomError {
   room?: string;
   size?: number;
   limit?: number;
+  undelivered?: number;
 }
 
 export interface RoomsEventMap {
@@ -1106,7 +1108,7 @@ export interface RoomsEventMap {
 }
 
 /** The optional fields of an `error` the client passes on, with their types. */
-const ERROR_FIELDS = { room: 'string', size: 'number', limit: 'number' } as const;
+const ERROR_FIELDS = { room: 'string', undelivered: 'number', size: 'number', limit: 'number' } as const;
 
 function roomError(m: Record<string, any>): RoomError {
   const e: RoomError = { op: m.op ?? '', code: m.code ?? '', message: m.message ?? '' };

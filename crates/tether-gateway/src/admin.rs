@@ -246,7 +246,7 @@ async fn publish_room(State(s): State<Shared>, Path(room): Path<String>, p: Publ
     let out = rooms(&s).publish_room(&room, &body);
     match out {
         Some(out) => {
-            let queued = deliver(&s.server, &s.metrics, out);
+            let queued = deliver(&s.server, &s.metrics, out).queued;
             Ok((StatusCode::ACCEPTED, Json(json!({"room": room, "queued": queued}))).into_response())
         }
         None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),

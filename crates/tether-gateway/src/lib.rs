@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use tether_proto::SessionEnd;
+use tether_proto::{SendError, SessionEnd};
 use tether_runtime::server::{Server, ServerEvent, ServerOptions};
 use tether_runtime::{Kind, ServerHandle, SocketTuning};
 use tokio::net::TcpListener;
@@ -122,20 +122,36 @@ pub fn init_logs(c: &config::Log) {
     let _ = if c.format == "json" { b.json().try_init() } else { b.try_init() };
 }
 
-/// Queues every message; returns how many were queued.
-pub(crate) fn deliver(server: &ServerHandle, metrics: &Metrics, out: Out) -> usize {
-    let mut queued = 0;
+/// What [`deliver`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    /// Messages queued.
+    pub(crate) queued: usize,
+    /// Messages refused as larger than their recipient's frame limit:
+    /// (how many, the largest message's length, the smallest limit).
+    pub(crate) too_large: Option<(usize, usize, usize)>,
+}
+
+/// Queues every message (a refusal is counted in the metrics and logged at
+/// debug; messages too large for their recipient are also reported back).
+pub(crate) fn deliver(server: &ServerHandle, metrics: &Metrics, out: Out) -> Delivered {
+    let mut d = Delivered::default();
     for (to, payload) in out {
         match server.send(to, payload) {
-            Ok(_) => queued += 1,
+            Ok(_) => d.queued += 1,
             Err(e) => {
                 metrics.send_failed();
                 tracing::debug!(session = %to, %e, "message not queued");
+                if let SendError::TooLarge { len, max } = e {
+                    let (n, size, limit) = d.too_large.get_or_insert((0, len, max));
+                    *n += 1;
+                    (*size, *limit) = ((*size).max(len), (*limit).min(max));
+                }
             }
         }
     }
-    metrics.messages_out(queued as u64);
-    queued
+    metrics.messages_out(d.queued as u64);
+    d
 }
 
 fn random_key() -> String {
@@ -290,7 +306,15 @@ fn on_event(s: &Shared, e: ServerEvent) {
         }
         ServerEvent::Message { session, payload } => {
             m.message_in();
-            lock().request(session, &payload, std::time::Instant::now())
+            let reply = lock().request(session, &payload, std::time::Instant::now());
+            let d = deliver(&s.server, m, reply.out);
+            // A say that some members cannot take (their frame limit is too
+            // small for it) is not lost silently: the sayer is told.
+            if let (Some(room), Some((undelivered, size, limit))) = (reply.said, d.too_large) {
+                let answer = Rooms::too_large_for_members(room, undelivered, size, limit);
+                deliver(&s.server, m, vec![(session, answer)]);
+            }
+            return;
         }
         ServerEvent::PingPayload { session, payload } => {
             if let Some(ms) = rtt_of(&payload) {

@@ -218,6 +218,20 @@ pub enum ErrorCode {
         /// The room said to.
         room: String,
     },
+    /// A `say` was delivered to the room, except to `undelivered` members
+    /// (the sayer may be one) whose frame limit cannot hold it: the
+    /// `message` event carrying it is `size` bytes, and the smallest of
+    /// their limits is `limit` bytes. Sent to the sayer only.
+    TooLargeForMembers {
+        /// The room said to.
+        room: String,
+        /// Members who did not get the message.
+        undelivered: usize,
+        /// The `message` event's length, bytes (the body plus the room and the sender).
+        size: usize,
+        /// The smallest message those members accept, bytes.
+        limit: usize,
+    },
 }
 
 impl ErrorCode {
@@ -232,11 +246,12 @@ impl ErrorCode {
             ErrorCode::RoomFull { .. } => "room_full",
             ErrorCode::NotMember { .. } => "not_member",
             ErrorCode::RateLimited { .. } => "rate_limited",
+            ErrorCode::TooLargeForMembers { .. } => "too_large_for_members",
         }
     }
 
     /// Every `code` there is.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "bad_request",
         "request_too_large",
         "bad_room",
@@ -245,6 +260,7 @@ impl ErrorCode {
         "room_full",
         "not_member",
         "rate_limited",
+        "too_large_for_members",
     ];
 }
 

@@ -29,6 +29,16 @@ pub(crate) struct Participant {
 /// Messages to send: (to, payload).
 pub(crate) type Out = Vec<(SessionId, Bytes)>;
 
+/// What a request produced: the messages to send, and for a `say`, the
+/// room it fanned out to (every message in `out` is then that one `message`
+/// event): a member who cannot take it is reported to the sayer
+/// ([`Rooms::too_large_for_members`]).
+#[derive(Debug, Default)]
+pub(crate) struct Reply {
+    pub(crate) out: Out,
+    pub(crate) said: Option<String>,
+}
+
 const MAX_NAME: usize = 64;
 
 pub(crate) struct Rooms {
@@ -184,10 +194,10 @@ impl Rooms {
     }
 
     /// A message from a session: one room-protocol request.
-    pub(crate) fn request(&mut self, id: SessionId, payload: &[u8], now: Instant) -> Out {
+    pub(crate) fn request(&mut self, id: SessionId, payload: &[u8], now: Instant) -> Reply {
         let mut out = Vec::new();
         if !self.members.contains_key(&id) {
-            return out;
+            return Reply::default();
         }
         let mut error = |op: &str, code: ErrorCode, message: String| {
             out.push((id, Event::Error(Error { op: op.to_owned(), code, message }).to_bytes()));
@@ -196,7 +206,7 @@ impl Rooms {
         if payload.len() > limit {
             let message = format!("request of {} bytes; the gateway takes at most {limit}", payload.len());
             error("", ErrorCode::RequestTooLarge { size: payload.len(), limit }, message);
-            return out;
+            return Reply { out, said: None };
         }
         let req: Request = match serde_json::from_slice(payload) {
             Ok(r) => r,
@@ -205,14 +215,21 @@ impl Rooms {
                     "not a room request ({e}); send JSON with op join, leave, say or members (docs/GATEWAY.md)"
                 );
                 error("", ErrorCode::BadRequest, message);
-                return out;
+                return Reply { out, said: None };
             }
         };
         let op = req.op();
+        let mut said = None;
         let refused = match req {
             Request::Join { room, name } => self.join(id, room, name, &mut out),
             Request::Leave { room } => self.leave(id, room, &mut out),
-            Request::Say { room, body } => self.say(id, room, body, now, &mut out),
+            Request::Say { room, body } => {
+                let r = self.say(id, room.clone(), body, now, &mut out);
+                if r.is_ok() {
+                    said = Some(room);
+                }
+                r
+            }
             Request::Members { room } => {
                 if self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
                     let (members, count) = self.listed(&room, id);
@@ -226,7 +243,20 @@ impl Rooms {
         if let Err((code, message)) = refused {
             out.push((id, Event::Error(Error { op: op.to_owned(), code, message }).to_bytes()));
         }
-        out
+        Reply { out, said }
+    }
+
+    /// The answer to a `say` that `undelivered` members could not take: its
+    /// `message` event is `size` bytes, and the smallest of their frame
+    /// limits holds `limit`.
+    pub(crate) fn too_large_for_members(room: String, undelivered: usize, size: usize, limit: usize) -> Bytes {
+        let message = format!(
+            "your message was not delivered to {undelivered} member(s) of room {room:?}: delivered, it is {size} \
+             bytes (your body plus the room and your member entry), and their frame limit holds at most {limit}; \
+             everyone else got it. Send smaller bodies (split large ones) to reach every member"
+        );
+        let code = ErrorCode::TooLargeForMembers { room, undelivered, size, limit };
+        Event::Error(Error { op: "say".into(), code, message }).to_bytes()
     }
 
     fn join(&mut self, id: SessionId, room: String, name: Option<String>, out: &mut Out) -> Refusal {
@@ -342,7 +372,7 @@ mod tests {
     }
 
     fn req(r: &mut Rooms, who: u8, v: Value) -> Vec<(u8, Value)> {
-        parse(&r.request(id(who), v.to_string().as_bytes(), Instant::now()))
+        parse(&r.request(id(who), v.to_string().as_bytes(), Instant::now()).out)
     }
 
     #[test]
@@ -395,10 +425,10 @@ mod tests {
             let room = v.get("room").map(|r| format!(" [{}]", r.as_str().unwrap())).unwrap_or_default();
             format!("{}{room}: {}", v["code"].as_str().unwrap(), v["message"].as_str().unwrap())
         };
-        let m = e(parse(&r.request(id(1), b"hello", Instant::now())));
+        let m = e(parse(&r.request(id(1), b"hello", Instant::now()).out));
         assert!(m.starts_with("bad_request: not a room request"), "{m}");
         let big = json!({"op": "say", "room": "a", "body": "x".repeat(2000)}).to_string();
-        let out = parse(&r.request(id(1), big.as_bytes(), Instant::now()));
+        let out = parse(&r.request(id(1), big.as_bytes(), Instant::now()).out);
         assert_eq!((out[0].1["size"].as_u64(), out[0].1["limit"].as_u64()), (Some(big.len() as u64), Some(1024)));
         assert!(e(out).starts_with("request_too_large: ") && big.len() > 1024);
         let m = e(req(&mut r, 1, json!({"op": "members", "room": "a"})));
@@ -450,7 +480,7 @@ mod tests {
         let t0 = Instant::now();
         let say = |r: &mut Rooms, at: Instant| {
             let b = json!({"op": "say", "room": "a", "body": 1}).to_string();
-            parse(&r.request(id(1), b.as_bytes(), at))[0].1["ev"].as_str().unwrap().to_owned()
+            parse(&r.request(id(1), b.as_bytes(), at).out)[0].1["ev"].as_str().unwrap().to_owned()
         };
         // A burst of 20 passes, the 21st is refused, and 10/s comes back.
         for _ in 0..20 {
@@ -458,7 +488,7 @@ mod tests {
         }
         assert_eq!(say(&mut r, t0), "error");
         let b = json!({"op": "say", "room": "a", "body": 1}).to_string();
-        let refused = parse(&r.request(id(1), b.as_bytes(), t0));
+        let refused = parse(&r.request(id(1), b.as_bytes(), t0).out);
         assert_eq!((refused[0].1["code"].as_str(), refused[0].1["room"].as_str()), (Some("rate_limited"), Some("a")));
         let later = t0 + std::time::Duration::from_millis(500);
         for _ in 0..5 {
@@ -483,5 +513,27 @@ mod tests {
         req(&mut r, 2, json!({"op": "join", "room": "a"}));
         let out = parse(&r.ended(id(2), false));
         assert_eq!(out[0].1["member"]["state"], "left");
+    }
+
+    #[test]
+    fn a_say_names_its_room_for_the_too_large_answer() {
+        let mut r = rooms();
+        r.opened(id(1), "alice".into());
+        let say = json!({"op": "say", "room": "a", "body": "hi"}).to_string();
+        let refused = r.request(id(1), say.as_bytes(), Instant::now());
+        assert_eq!(refused.said, None, "a refused say fanned out nothing");
+        assert_eq!(r.request(id(1), br#"{"op":"join","room":"a"}"#, Instant::now()).said, None);
+        let reply = r.request(id(1), say.as_bytes(), Instant::now());
+        assert_eq!(reply.said.as_deref(), Some("a"));
+        assert!(parse(&reply.out).iter().all(|(_, v)| v["ev"] == "message"), "only the message is in a say's out");
+
+        let e: Value = serde_json::from_slice(&Rooms::too_large_for_members("a".into(), 2, 17000, 16375)).unwrap();
+        let message = e["message"].as_str().unwrap().to_owned();
+        assert_eq!(
+            e,
+            json!({"ev": "error", "op": "say", "code": "too_large_for_members", "room": "a",
+                   "undelivered": 2, "size": 17000, "limit": 16375, "message": message})
+        );
+        assert!(message.contains("2 member(s)") && message.contains("17000") && message.contains("16375"), "{message}");
     }
 }

@@ -83,8 +83,16 @@ struct Peer {
 }
 
 fn connect(addr: SocketAddr, auth: &str) -> Peer {
+    connect_with(addr, auth, None)
+}
+
+/// A client announcing `max_frame` (the largest frame it accepts) if given.
+fn connect_with(addr: SocketAddr, auth: &str, max_frame: Option<u32>) -> Peer {
     let mut core = ClientConfig::profile(Profile::Realtime);
     core.auth = Bytes::from(auth.to_owned());
+    if let Some(m) = max_frame {
+        core.max_frame = m;
+    }
     let mut opts = ClientOptions::new(core);
     opts.watch_network = false;
     let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
@@ -365,4 +373,58 @@ async fn shutdown_drains_then_stops() {
         assert!(tokio::time::Instant::now() < deadline, "the session listener is still open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A `say` whose delivery is larger than one member's frame limit (16 KiB,
+/// the smallest a client may announce) reaches everyone else, and the sayer
+/// is told how many members missed it, how large it was and their limit
+/// (GATEWAY.md §1.2, `too_large_for_members`). Nothing is lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_say_too_large_for_a_members_frame_is_reported_to_the_sayer() {
+    // The say limit is raised above the small member's frame, so that the
+    // request passes it and only the small member cannot take the delivery.
+    let g = start_gateway("[limits]\nmax_say_bytes = 65536\n").await;
+    let mut alice = connect(g.tcp, &token("alice", 600));
+    let mut bob = connect(g.tcp, &token("bob", 600));
+    let mut small = connect_with(g.tcp, &token("small", 600), Some(16384));
+    for p in [&mut alice, &mut bob, &mut small] {
+        p.send(json!({"op": "join", "room": "big"}));
+        p.msg("joined", |v| v["ev"] == "joined").await;
+    }
+    let text = "x".repeat(17_000);
+    let request = json!({"op": "say", "room": "big", "body": {"text": text}});
+    assert!(request.to_string().len() < 65536, "the request is within the say limit");
+    alice.send(request);
+    alice.send(json!({"op": "say", "room": "big", "body": {"text": "after"}}));
+
+    // The sayer gets the message (its own echo), then the answer.
+    let echo = alice.msg("the echo", |v| v["ev"] == "message" && v["body"]["text"] == text.as_str()).await;
+    let size = serde_json::to_vec(&echo).unwrap().len();
+    let e = alice.msg("the too-large answer", |v| v["ev"] == "error").await;
+    assert_eq!(
+        (&e["op"], &e["code"], &e["room"], &e["undelivered"], &e["size"]),
+        (&json!("say"), &json!("too_large_for_members"), &json!("big"), &json!(1), &json!(size)),
+        "{e}"
+    );
+    let limit = e["limit"].as_u64().unwrap() as usize;
+    assert!(limit < 16384 && limit > 16000 && limit < size, "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("1 member(s)") && message.contains(&size.to_string()), "{message}");
+    alice.msg("alice's next message", |v| v["ev"] == "message" && v["body"]["text"] == "after").await;
+
+    // The normal member gets it.
+    bob.msg("the large message", |v| v["ev"] == "message" && v["body"]["text"] == text.as_str()).await;
+    bob.msg("the next message", |v| v["ev"] == "message" && v["body"]["text"] == "after").await;
+
+    // The small member does not: the next message it gets is the one after
+    // (a session delivers in order, so the large one would have come first).
+    let next = small.msg("the next message", |v| v["ev"] == "message").await;
+    assert_eq!(next["body"]["text"], "after", "the small member got something else first: {next}");
+
+    let (_, metrics) = http(g.admin, "GET", "/metrics", Some(KEY), None).await;
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_send_failures_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no send failures counted: {metrics}"));
+    assert_eq!(failures, 1.0);
 }
