@@ -18,6 +18,7 @@
 //! ```
 
 mod admin;
+mod api;
 mod auth;
 pub mod config;
 mod metrics;
