@@ -62,7 +62,6 @@ pub(crate) struct Shared {
 /// config said port 0) and its admin key. Dropping it stops the gateway at
 /// once (no drain); [`Running::stopped`] waits for the shutdown future
 /// given to [`run`] and the drain that follows it.
-#[derive(Debug)]
 pub struct Running {
     /// The session listeners, as bound.
     pub sessions: Vec<Listen>,
@@ -76,6 +75,18 @@ pub struct Running {
     pub admin_key_generated: bool,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Stopped>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The admin key stays out of logs and panic messages.
+        f.debug_struct("Running")
+            .field("sessions", &self.sessions)
+            .field("admin", &self.admin)
+            .field("demo", &self.demo)
+            .field("admin_key_generated", &self.admin_key_generated)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Running {
