@@ -22,8 +22,10 @@ step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
 cargo test --workspace -- --skip lab_suite
 
 # The browser client: its TypeScript must build to exactly the committed
-# dist/tether.js (the gateway embeds that file), its unit tests run in node,
-# and the browser tests drive Debian's chromium through playwright-core.
+# dist/tether.js (the gateway embeds that file), its unit tests run in node
+# (test/rooms-fixtures.test.mjs reads fixtures/room-protocol.json, as the
+# gateway's Rust test does), and the browser tests drive Debian's chromium
+# through playwright-core.
 install_debs() {
   step "installing $* (Debian packages)"
   local sudo_=""
@@ -62,6 +64,8 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v sysctl >/dev/null 2>&1 && [ -x /bin/kill ] || need+=(procps)  # sysctl, kill
 if ((${#need[@]})); then install_debs "${need[@]}"; fi
 step "fault lab: 14 scenarios in network namespaces, in parallel (about 100 s)"
+# The lab is the tether-lab crate; its test lives with the binary, which it
+# runs as `tether lab suite` (the lab's nodes are `tether lab-node`).
 cargo test -p tether --test lab -- --nocapture
 
 # A further batch of fault schedules whose seeds move daily, so coverage grows

@@ -285,11 +285,29 @@ export interface Member {
     state: MemberState;
     rtt_ms: number | null;
 }
+/** The gateway's error codes (GATEWAY.md §1.2); `not_json` is the client's own (the gateway sent something unreadable). */
+export type RoomErrorCode = 'bad_request' | 'request_too_large' | 'bad_room' | 'bad_name' | 'too_many_rooms' | 'room_full' | 'not_member' | 'rate_limited' | 'too_large_for_members' | 'not_json';
+/**
+ * An `error` from the gateway: the request's `op` ('' if it could not be read), a `code`, and a `message`
+ * for people; `room` when the request named one; `size` and `limit` (bytes) on `request_too_large` and
+ * `too_large_for_members`, which also says how many members did not get the `say` (`undelivered`).
+ */
+export interface RoomError {
+    op: string;
+    code: RoomErrorCode | string;
+    message: string;
+    room?: string;
+    size?: number;
+    limit?: number;
+    undelivered?: number;
+}
 export interface RoomsEventMap {
+    /** `count` is the room's exact size; `members` is capped (you first). */
     joined: {
         room: string;
         you: Member;
         members: Member[];
+        count: number;
     };
     left: {
         room: string;
@@ -297,6 +315,7 @@ export interface RoomsEventMap {
     members: {
         room: string;
         members: Member[];
+        count: number;
     };
     presence: {
         room: string;
@@ -311,10 +330,7 @@ export interface RoomsEventMap {
         room: string | null;
         body: unknown;
     };
-    error: {
-        op: string;
-        message: string;
-    };
+    error: RoomError;
 }
 /** The gateway's room protocol: JSON requests (`op`) and events (`ev`) in DATA payloads. */
 export declare class Rooms extends Emitter<RoomsEventMap> {

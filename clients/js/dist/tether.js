@@ -1098,6 +1098,16 @@ export class TetherClient extends Emitter {
         }
     }
 }
+/** The optional fields of an `error` the client passes on, with their types. */
+const ERROR_FIELDS = { room: 'string', undelivered: 'number', size: 'number', limit: 'number' };
+function roomError(m) {
+    const e = { op: m.op ?? '', code: m.code ?? '', message: m.message ?? '' };
+    for (const [k, type] of Object.entries(ERROR_FIELDS)) {
+        if (typeof m[k] === type)
+            e[k] = m[k];
+    }
+    return e;
+}
 /** The gateway's room protocol: JSON requests (`op`) and events (`ev`) in DATA payloads. */
 export class Rooms extends Emitter {
     constructor(client) {
@@ -1142,10 +1152,13 @@ export class Rooms extends Emitter {
             m = JSON.parse(text);
         }
         catch {
-            return this.fire('error', { op: '', message: 'the gateway sent a message that is not JSON' });
+            return this.fire('error', { op: '', code: 'not_json', message: 'the gateway sent a message that is not JSON' });
         }
         switch (m.ev) {
-            case 'joined': return this.fire('joined', { room: m.room, you: m.you, members: m.members ?? [] });
+            case 'joined': {
+                const members = m.members ?? [];
+                return this.fire('joined', { room: m.room, you: m.you, members, count: m.count ?? members.length });
+            }
             case 'left':
                 this.joinedRooms.delete(m.room);
                 return this.fire('left', { room: m.room });
@@ -1153,15 +1166,17 @@ export class Rooms extends Emitter {
             case 'message': return this.fire('roomMessage', { room: m.room, from: m.from, body: m.body });
             case 'publish': return this.fire('publish', { room: m.room ?? null, body: m.body });
             case 'members': {
+                const members = m.members ?? [];
                 const i = this.pending.findIndex((p) => p.room === m.room);
                 if (i >= 0)
-                    this.pending.splice(i, 1)[0].resolve(m.members ?? []);
-                return this.fire('members', { room: m.room, members: m.members ?? [] });
+                    this.pending.splice(i, 1)[0].resolve(members);
+                return this.fire('members', { room: m.room, members, count: m.count ?? members.length });
             }
             case 'error': {
-                if (m.op === 'members')
-                    this.pending.shift()?.reject(new Error(m.message));
-                return this.fire('error', { op: m.op ?? '', message: m.message ?? '' });
+                const e = roomError(m);
+                if (e.op === 'members')
+                    this.pending.shift()?.reject(new Error(e.message));
+                return this.fire('error', e);
             }
         }
     }

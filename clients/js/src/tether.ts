@@ -1076,14 +1076,46 @@ export class TetherClient extends Emitter<TetherEventMap> {
 export type MemberState = 'active' | 'reconnecting' | 'left' | 'expired';
 export interface Member { session: string; user: string; name: string; state: MemberState; rtt_ms: number | null }
 
+/** The gateway's error codes (GATEWAY.md §1.2); `not_json` is the client's own (the gateway sent something unreadable). */
+export type RoomErrorCode =
+  | 'bad_request' | 'request_too_large' | 'bad_room' | 'bad_name' | 'too_many_rooms' | 'room_full'
+  | 'not_member' | 'rate_limited' | 'too_large_for_members' | 'not_json';
+
+/**
+ * An `error` from the gateway: the request's `op` ('' if it could not be read), a `code`, and a `message`
+ * for people; `room` when the request named one; `size` and `limit` (bytes) on `request_too_large` and
+ * `too_large_for_members`, which also says how many members did not get the `say` (`undelivered`).
+ */
+export interface RoomError {
+  op: string;
+  code: RoomErrorCode | string;
+  message: string;
+  room?: string;
+  size?: number;
+  limit?: number;
+  undelivered?: number;
+}
+
 export interface RoomsEventMap {
-  joined: { room: string; you: Member; members: Member[] };
+  /** `count` is the room's exact size; `members` is capped (you first). */
+  joined: { room: string; you: Member; members: Member[]; count: number };
   left: { room: string };
-  members: { room: string; members: Member[] };
+  members: { room: string; members: Member[]; count: number };
   presence: { room: string; member: Member };
   roomMessage: { room: string; from: Member; body: unknown };
   publish: { room: string | null; body: unknown };
-  error: { op: string; message: string };
+  error: RoomError;
+}
+
+/** The optional fields of an `error` the client passes on, with their types. */
+const ERROR_FIELDS = { room: 'string', undelivered: 'number', size: 'number', limit: 'number' } as const;
+
+function roomError(m: Record<string, any>): RoomError {
+  const e: RoomError = { op: m.op ?? '', code: m.code ?? '', message: m.message ?? '' };
+  for (const [k, type] of Object.entries(ERROR_FIELDS)) {
+    if (typeof m[k] === type) (e as unknown as Record<string, unknown>)[k] = m[k];
+  }
+  return e;
 }
 
 /** The gateway's room protocol: JSON requests (`op`) and events (`ev`) in DATA payloads. */
@@ -1126,21 +1158,26 @@ export class Rooms extends Emitter<RoomsEventMap> {
 
   private onMessage(text: string): void {
     let m: Record<string, any>;
-    try { m = JSON.parse(text); } catch { return this.fire('error', { op: '', message: 'the gateway sent a message that is not JSON' }); }
+    try { m = JSON.parse(text); } catch { return this.fire('error', { op: '', code: 'not_json', message: 'the gateway sent a message that is not JSON' }); }
     switch (m.ev) {
-      case 'joined': return this.fire('joined', { room: m.room, you: m.you, members: m.members ?? [] });
+      case 'joined': {
+        const members = m.members ?? [];
+        return this.fire('joined', { room: m.room, you: m.you, members, count: m.count ?? members.length });
+      }
       case 'left': this.joinedRooms.delete(m.room); return this.fire('left', { room: m.room });
       case 'presence': return this.fire('presence', { room: m.room, member: m.member });
       case 'message': return this.fire('roomMessage', { room: m.room, from: m.from, body: m.body });
       case 'publish': return this.fire('publish', { room: m.room ?? null, body: m.body });
       case 'members': {
+        const members = m.members ?? [];
         const i = this.pending.findIndex((p) => p.room === m.room);
-        if (i >= 0) this.pending.splice(i, 1)[0].resolve(m.members ?? []);
-        return this.fire('members', { room: m.room, members: m.members ?? [] });
+        if (i >= 0) this.pending.splice(i, 1)[0].resolve(members);
+        return this.fire('members', { room: m.room, members, count: m.count ?? members.length });
       }
       case 'error': {
-        if (m.op === 'members') this.pending.shift()?.reject(new Error(m.message));
-        return this.fire('error', { op: m.op ?? '', message: m.message ?? '' });
+        const e = roomError(m);
+        if (e.op === 'members') this.pending.shift()?.reject(new Error(e.message));
+        return this.fire('error', e);
       }
     }
   }

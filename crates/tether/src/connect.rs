@@ -11,7 +11,7 @@ use tether_runtime::client::{Client, ClientOptions, Event};
 use tether_runtime::Endpoint;
 use tokio::io::AsyncBufReadExt;
 
-use crate::{stamp, ProfileArg};
+use tether_args::ProfileArg;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -135,4 +135,9 @@ pub(crate) async fn run(a: Args) -> Result<()> {
 
 fn round_ms(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.as_millis() as u64)
+}
+
+/// Seconds since `start`, for log lines.
+fn stamp(start: Instant) -> String {
+    format!("[{:>8.3}s]", start.elapsed().as_secs_f64())
 }

@@ -8,7 +8,14 @@ use anyhow::{bail, Context, Result};
 use tether_proto::{ClientConfig, ClientEvent, Profile};
 use tether_sim::{Fault, Sim, SimConfig};
 
-use crate::OutageKind;
+/// How the simulated network fails (`--kind`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum OutageKind {
+    /// The client's cable is pulled: its link goes down and comes back, and it is told.
+    Cable,
+    /// An upstream router drops everything: nothing tells the client.
+    Blackhole,
+}
 
 pub(crate) fn simulate(outage: Duration, kind: OutageKind, profile: Profile, grace: Duration, seed: u64) -> Result<()> {
     let mut cfg = SimConfig::new(seed, ClientConfig::profile(profile));

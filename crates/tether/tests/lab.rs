@@ -3,6 +3,11 @@
 //! `scripts/test.sh` installs iproute2 and nftables and runs this apart from
 //! the other tests so their CPU load does not skew its timings).
 //!
+//! The lab is the `tether-lab` crate; this test stays with the binary
+//! because it runs `tether lab suite` end to end, and the lab's nodes are
+//! this binary again (`tether lab-node`). Run it with
+//! `cargo test -p tether --test lab`.
+//!
 //! The binary checks its own claims; this test reads the JSON reports and
 //! asserts the figures again independently, then checks that
 //! nothing the run created is left.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::net::{Lab, RouterOpts, SERVER_ADDR, SERVER_PORT};
 use super::report::{Check, DirStats, Lane, Mark, MarkKind, Report, Span};
-use crate::ProfileArg;
+use tether_args::ProfileArg;
 
 /// Set by Ctrl-C: every wait gives up, and the lab tears down.
 pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -90,14 +90,6 @@ pub(crate) enum Expect {
     Settle { precision: Duration },
     /// Only measured.
     Measure,
-}
-
-fn profile_name(p: ProfileArg) -> &'static str {
-    match p {
-        ProfileArg::Default => "default",
-        ProfileArg::Realtime => "realtime",
-        ProfileArg::Adaptive => "adaptive",
-    }
 }
 
 /// One timestamped JSON line from a node.
@@ -249,7 +241,7 @@ fn client_args(s: &Scenario) -> Vec<String> {
         "--url".into(),
         format!("tcp://{SERVER_ADDR}:{SERVER_PORT}"),
         "--profile".into(),
-        profile_name(s.profile).into(),
+        s.profile.name().into(),
         "--every".into(),
         format!("{}ms", s.every.as_millis()),
     ];
@@ -629,7 +621,7 @@ fn analyse(s: &Scenario, lines: &[Line], during: &[Line], times: [Instant; 4]) -
         Expect::Measure => {}
     }
     let mut params = BTreeMap::new();
-    params.insert("profile".into(), profile_name(s.profile).into());
+    params.insert("profile".into(), s.profile.name().into());
     params.insert("grace".into(), format!("{}s", s.grace.as_secs()));
     params.insert("outage".into(), format!("{}s", s.outage.as_secs()));
     params.insert("every".into(), format!("{}ms", s.every.as_millis()));

@@ -7,9 +7,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-const INDEX: &str = include_str!("../../../../clients/js/demo/index.html");
-const DEMO_JS: &str = include_str!("../../../../clients/js/demo/demo.js");
-const CLIENT_JS: &str = include_str!("../../../../clients/js/dist/tether.js");
+const INDEX: &str = include_str!("../../../clients/js/demo/index.html");
+const DEMO_JS: &str = include_str!("../../../clients/js/demo/demo.js");
+const CLIENT_JS: &str = include_str!("../../../clients/js/dist/tether.js");
 
 fn js(body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], body)

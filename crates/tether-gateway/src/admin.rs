@@ -14,14 +14,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use subtle::ConstantTimeEq as _;
 use tether_proto::{CloseCode, SessionId};
 
-use super::rooms::Rooms;
-use super::{deliver, metrics, Shared};
+use crate::rooms::Rooms;
+use crate::{api, deliver, Shared};
 
-/// The OpenAPI 3.1 description, served at `/openapi.json`.
+/// The OpenAPI 3.1 description, served at `/openapi.json` (the answers are
+/// the types of [`crate::api`], checked against it).
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
 /// A JSON error body: what happened and what to do.
@@ -34,7 +35,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        (self.0, Json(api::ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -58,7 +59,7 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(shared.clone(), bearer));
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(|| async { Json(api::Health { status: "ok" }) }))
         .route("/ready", get(ready))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .merge(api)
@@ -100,35 +101,37 @@ fn parse_id(id: &str) -> Result<SessionId, ApiError> {
 const GONE: &str = "no such session (it may have expired)";
 const NO_ROOM: &str = "no such room (rooms exist while they have members)";
 
-fn session_json(rooms: &Rooms, info: &tether_runtime::server::SessionInfo) -> Value {
-    let member = rooms.member(info.id);
-    json!({
-        "id": info.id.to_string(),
-        "user": member.map(|m| m.user.clone()).or_else(|| info.user.as_deref().filter(|u| !u.is_empty()).map(str::to_owned)),
-        "state": if info.attached { "attached" } else { "detached" },
-        "transport": info.peer.map(|(k, _)| k.to_string()),
-        "peer": info.peer.map(|(_, a)| a.to_string()),
-        "rtt_ms": member.and_then(|m| m.rtt_ms),
-        "last_heard_ms": info.silent_for.as_millis() as u64,
-        "replay_buffer": {"messages": info.buffered.0, "bytes": info.buffered.1},
-        "rooms": member.map(|m| m.rooms.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
-    })
+fn session_view(rooms: &Rooms, info: &tether_runtime::server::SessionInfo) -> api::Session {
+    let member = rooms.participant(info.id);
+    api::Session {
+        id: info.id.to_string(),
+        user: member
+            .map(|m| m.user.clone())
+            .or_else(|| info.user.as_deref().filter(|u| !u.is_empty()).map(str::to_owned)),
+        state: if info.attached { api::Attachment::Attached } else { api::Attachment::Detached },
+        transport: info.peer.map(|(k, _)| k.to_string()),
+        peer: info.peer.map(|(_, a)| a.to_string()),
+        rtt_ms: member.and_then(|m| m.rtt_ms),
+        last_heard_ms: info.silent_for.as_millis() as u64,
+        replay_buffer: api::ReplayBuffer { messages: info.buffered.0, bytes: info.buffered.1 },
+        rooms: member.map(|m| m.rooms.iter().cloned().collect()).unwrap_or_default(),
+    }
 }
 
 async fn list_sessions(State(s): State<Shared>) -> Response {
     let mut infos = s.server.sessions();
     infos.sort_by_key(|i| i.id);
-    let list: Vec<Value> = {
+    let sessions = {
         let rooms = rooms(&s);
-        infos.iter().map(|i| session_json(&rooms, i)).collect()
+        infos.iter().map(|i| session_view(&rooms, i)).collect()
     };
-    Json(json!({"sessions": list})).into_response()
+    Json(api::Sessions { sessions }).into_response()
 }
 
 async fn get_session(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = parse_id(&id.map_err(bad_request)?.0)?;
     match s.server.sessions().iter().find(|i| i.id == id) {
-        Some(i) => Ok(Json(session_json(&rooms(&s), i)).into_response()),
+        Some(i) => Ok(Json(session_view(&rooms(&s), i)).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, GONE.into())),
     }
 }
@@ -151,12 +154,13 @@ async fn kick(
     let reason = q.reason.unwrap_or_else(|| "kicked by the operator".into());
     let Some(ban) = q.ban else {
         return if s.server.close_session(id, CloseCode::Kicked, &reason) {
-            Ok(Json(json!({"kicked": [id.to_string()]})).into_response())
+            Ok(Json(api::Kicked { kicked: vec![id.to_string()], banned: None, ban_ms: None }).into_response())
         } else {
             Err(ApiError(StatusCode::NOT_FOUND, GONE.into()))
         };
     };
-    let d = crate::duration(&ban).map_err(|e| bad_request(format!("ban: {e}")))?;
+    let d = humantime::parse_duration(&ban)
+        .map_err(|e| bad_request(format!("ban: {ban:?}: {e}; write a duration with a unit, e.g. 10m or 2h")))?;
     if d.is_zero() || d > Duration::from_secs(365 * 86400) {
         return Err(bad_request("ban: give a duration above 0 and at most a year, e.g. ban=10m"));
     }
@@ -178,23 +182,23 @@ async fn kick(
         }
     }
     tracing::info!(%user, ban = %humantime::format_duration(d), sessions = kicked.len(), "user banned");
-    Ok(Json(json!({"kicked": kicked, "banned": user, "ban_ms": d.as_millis() as u64})).into_response())
+    Ok(Json(api::Kicked { kicked, banned: Some(user), ban_ms: Some(d.as_millis() as u64) }).into_response())
 }
 
 async fn list_bans(State(s): State<Shared>) -> Response {
-    let list: Vec<Value> = s
+    let bans = s
         .bans
         .list(std::time::Instant::now())
         .into_iter()
-        .map(|(user, left)| json!({"user": user, "remaining_ms": left.as_millis() as u64}))
+        .map(|(user, left)| api::Ban { user, remaining_ms: left.as_millis() as u64 })
         .collect();
-    Json(json!({"bans": list})).into_response()
+    Json(api::Bans { bans }).into_response()
 }
 
 async fn lift_ban(State(s): State<Shared>, user: Result<Path<String>, PathRejection>) -> ApiResult {
     let user = user.map_err(bad_request)?.0;
     if s.bans.lift(&user) {
-        Ok(Json(json!({"lifted": user})).into_response())
+        Ok(Json(api::Lifted { lifted: user }).into_response())
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, "no ban for this user".into()))
     }
@@ -220,22 +224,22 @@ async fn publish_session(State(s): State<Shared>, Path(id): Path<String>, p: Pub
     let (id, body) = (parse_id(&id)?, body(p)?);
     match s.server.send(id, Rooms::publish_session(&body)) {
         Ok(seq) => {
-            metrics::messages_out(1);
-            Ok((StatusCode::ACCEPTED, Json(json!({"session": id.to_string(), "seq": seq}))).into_response())
+            s.metrics.messages_out(1);
+            Ok((StatusCode::ACCEPTED, Json(api::SessionPublished { session: id.to_string(), seq })).into_response())
         }
         Err(e) => Err(ApiError(StatusCode::CONFLICT, format!("not queued: {e}"))),
     }
 }
 
 async fn list_rooms(State(s): State<Shared>) -> Response {
-    let list: Vec<Value> = rooms(&s).list().into_iter().map(|(r, n)| json!({"room": r, "members": n})).collect();
-    Json(json!({"rooms": list})).into_response()
+    let rooms = rooms(&s).list().into_iter().map(|(room, members)| api::RoomSize { room, members }).collect();
+    Json(api::Rooms { rooms }).into_response()
 }
 
 async fn get_room(State(s): State<Shared>, room: Result<Path<String>, PathRejection>) -> ApiResult {
     let room = room.map_err(bad_request)?.0;
     match rooms(&s).room_members(&room) {
-        Some(m) => Ok(Json(json!({"room": room, "members": m})).into_response()),
+        Some(members) => Ok(Json(api::Room { room, members }).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
     }
 }
@@ -245,8 +249,8 @@ async fn publish_room(State(s): State<Shared>, Path(room): Path<String>, p: Publ
     let out = rooms(&s).publish_room(&room, &body);
     match out {
         Some(out) => {
-            let queued = deliver(&s.server, out);
-            Ok((StatusCode::ACCEPTED, Json(json!({"room": room, "queued": queued}))).into_response())
+            let queued = deliver(&s.server, &s.metrics, out).queued;
+            Ok((StatusCode::ACCEPTED, Json(api::RoomPublished { room, queued })).into_response())
         }
         None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
     }
@@ -273,18 +277,18 @@ async fn drain(State(s): State<Shared>, body: axum::body::Bytes) -> ApiResult {
     s.draining.store(true, Ordering::SeqCst);
     let told = s.server.drain(window);
     tracing::info!(told, ?window, "draining on the admin API's request");
-    Ok(Json(json!({"told": told, "window_ms": window.as_millis() as u64})).into_response())
+    Ok(Json(api::Drained { told, window_ms: window.as_millis() as u64 }).into_response())
 }
 
 async fn ready(State(s): State<Shared>) -> Response {
     if s.draining.load(Ordering::SeqCst) {
         error(StatusCode::SERVICE_UNAVAILABLE, "draining: new sessions are refused")
     } else {
-        Json(json!({"ready": true})).into_response()
+        Json(api::Ready { ready: true }).into_response()
     }
 }
 
 async fn metrics_text(State(s): State<Shared>) -> Response {
-    let text = metrics::render(&s.metrics, &s.server);
+    let text = s.metrics.render(&s.server);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

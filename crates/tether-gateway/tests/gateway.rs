@@ -1,92 +1,68 @@
-//! The gateway for real: `tether serve --config` as a process, clients of
-//! the tether runtime through a fault proxy, and the admin API over HTTP.
-//! Covers auth (JWT accepted, refused with a reason), rooms and presence
-//! through a transport loss, a resume and an expiry, the admin API (key,
-//! sessions, rooms, publish, kick, drain, readiness, OpenAPI, metrics), and
-//! `tether config check`.
+//! The gateway for real, in process: `tether_gateway::run` on port 0,
+//! clients of the tether runtime (some through a fault proxy), and the admin
+//! API over HTTP. Covers auth (JWT accepted, refused with a reason), rooms
+//! and presence through a transport loss, a resume and an expiry, the admin
+//! API (key, sessions, rooms, publish, kick, ban, drain, readiness, OpenAPI,
+//! metrics), RTT reports, and a drain on shutdown. What needs the binary (the
+//! banner, SIGTERM, logs on stderr, `tether config check`) is tested in
+//! `crates/tether/tests/serve.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../tether-runtime/tests/common/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use tether_gateway::protocol::Event as RoomEvent;
+use tether_gateway::{Config, Running, Stopped};
 use tether_proto::{ClientConfig, ClientEvent, Profile, SessionEnd};
 use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
+use tether_runtime::Kind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 const KEY: &str = "admin-key-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(15);
 
+/// A gateway started in this process; dropping it stops it.
 struct Gateway {
-    child: Child,
+    running: Running,
     tcp: SocketAddr,
     admin: SocketAddr,
-    _dir: std::path::PathBuf,
+    /// Resolving it starts the drain.
+    stop: Option<oneshot::Sender<()>>,
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway(extra: &str) -> Gateway {
-    start_gateway_with(extra, Stdio::inherit())
-}
-
-fn start_gateway_with(extra: &str, stderr: Stdio) -> Gateway {
-    let dir = std::env::temp_dir().join(format!("tether-gw-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n\
-             [session]\ngrace = \"3s\"\n\
-             [auth]\nanonymous = false\njwt_secret_env = \"GW_TEST_SECRET\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\nkey_env = \"GW_TEST_KEY\"\n\
-             [demo]\nlisten = \"off\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("GW_TEST_SECRET", SECRET)
-        .env("GW_TEST_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("start tether serve");
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (mut tcp, mut admin) = (None, None);
-    for line in out.lines() {
-        let line = line.unwrap();
-        if let Some(a) = line.trim().strip_prefix("sessions on tcp://") {
-            tcp = a.parse().ok();
-        }
-        if let Some(a) = line.trim().strip_prefix("admin API on http://") {
-            admin = a.split_whitespace().next().and_then(|a| a.parse().ok());
-        }
-        if line.contains("Ctrl-C") {
-            break;
-        }
-    }
-    Gateway { child, tcp: tcp.expect("tcp listener"), admin: admin.expect("admin listener"), _dir: dir }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos().into()
+/// Starts a gateway on ephemeral loopback ports: JWT auth only, a 3 s
+/// grace, the admin API with key KEY, no demo page; `extra` is more TOML.
+async fn start_gateway(extra: &str) -> Gateway {
+    let text = format!(
+        "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n\
+         [session]\ngrace = \"3s\"\n\
+         [auth]\nanonymous = false\njwt_secret = \"{SECRET}\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nkey = \"{KEY}\"\n\
+         [demo]\nlisten = \"off\"\n{extra}"
+    );
+    let cfg = Config::parse(&text, "test config").unwrap().resolve().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tether_gateway::run(cfg, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("start the gateway");
+    assert_eq!(&*running.admin_key, KEY);
+    assert!(!running.admin_key_generated);
+    let tcp = running.session_addr(Kind::Tcp).expect("tcp listener");
+    assert_ne!(tcp.port(), 0, "the bound port is reported, not the configured 0");
+    assert!(running.session_addr(Kind::Ws).is_some_and(|a| a.port() != 0));
+    assert_eq!(running.demo, None);
+    let admin = running.admin.expect("admin listener");
+    Gateway { running, tcp, admin, stop: Some(stop) }
 }
 
 fn token(sub: &str, exp_in: i64) -> String {
@@ -107,8 +83,16 @@ struct Peer {
 }
 
 fn connect(addr: SocketAddr, auth: &str) -> Peer {
+    connect_with(addr, auth, None)
+}
+
+/// A client announcing `max_frame` (the largest frame it accepts) if given.
+fn connect_with(addr: SocketAddr, auth: &str, max_frame: Option<u32>) -> Peer {
     let mut core = ClientConfig::profile(Profile::Realtime);
     core.auth = Bytes::from(auth.to_owned());
+    if let Some(m) = max_frame {
+        core.max_frame = m;
+    }
     let mut opts = ClientOptions::new(core);
     opts.watch_network = false;
     let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
@@ -149,6 +133,10 @@ impl Peer {
                 Err(_) => panic!("no {what} within {WAIT:?}"),
             };
             if let ClientEvent::Message(m) = e {
+                // Everything the gateway sends is one of the protocol's events.
+                if let Err(e) = serde_json::from_slice::<RoomEvent>(&m) {
+                    panic!("not a room event ({e}): {}", String::from_utf8_lossy(&m));
+                }
                 let v: Value = serde_json::from_slice(&m).unwrap();
                 if f(&v) {
                     return v;
@@ -204,7 +192,7 @@ fn presence(room: &'static str, user: &'static str, state: &'static str) -> impl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_presence_auth_and_admin_api() {
-    let g = start_gateway("");
+    let g = start_gateway("").await;
 
     // Auth: no token, a forged token, an expired token: refused with the reason.
     for (auth, why) in [
@@ -339,89 +327,104 @@ async fn rooms_presence_auth_and_admin_api() {
     assert_eq!(http(g.admin, "GET", "/ready", None, None).await.0, 503, "the drain in the loop above");
 }
 
-/// The heartbeat-logging switch: with `log.heartbeats` PINGs are logged
-/// (at debug), without it they are not, at the same level.
+/// A client reporting its RTT on its PINGs (GATEWAY.md §1.3) is listed with
+/// it after its next PING.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeat_frames_are_logged_only_when_asked() {
-    for on in [true, false] {
-        let dir = std::env::temp_dir().join(format!("tether-gw-log-{}-{on}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log_path = dir.join("stderr.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let g = start_gateway_with(&format!("[log]\nlevel = \"debug\"\nheartbeats = {on}\n"), Stdio::from(log));
-        // A realtime client pings after 3 s of silence; wait for its RTT,
-        // which proves a PING reached the gateway and was answered.
-        let mut p = connect(g.tcp, &token("pinger", 600));
-        p.next("an RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
-        if on {
-            // A client reporting its RTT on its PINGs (GATEWAY.md §1.3) is
-            // listed with it after its next PING.
-            p.handle.set_ping_payload(r#"{"rtt_ms": 1.5}"#);
-            p.next("the next RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
-            // The gateway reads the payload from its event stream, which
-            // may trail the PONG by a moment: poll, bounded.
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                let sessions = api(&g, "GET", "/v1/sessions", None).await;
-                if sessions["sessions"][0]["rtt_ms"] == 1.5 {
-                    break;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "no RTT listed: {sessions}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+async fn rtt_reported_on_pings_is_listed() {
+    let g = start_gateway("").await;
+    // A realtime client pings after 3 s of silence; its RTT sample proves a
+    // PING reached the gateway and was answered.
+    let mut p = connect(g.tcp, &token("pinger", 600));
+    p.next("an RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
+    p.handle.set_ping_payload(r#"{"rtt_ms": 1.5}"#);
+    p.next("the next RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
+    // The gateway reads the payload from its event stream, which may trail
+    // the PONG by a moment: poll, bounded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let sessions = api(&g, "GET", "/v1/sessions", None).await;
+        if sessions["sessions"][0]["rtt_ms"] == 1.5 {
+            break;
         }
-        drop(g);
-        let text = std::fs::read_to_string(&log_path).unwrap();
-        assert!(text.contains("session opened"), "the log is missing lifecycle events:\n{text}");
-        assert_eq!(text.contains("heartbeat in"), on, "log.heartbeats = {on}:\n{text}");
-        let _ = std::fs::remove_dir_all(&dir);
+        assert!(tokio::time::Instant::now() < deadline, "no RTT listed: {sessions}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// SIGTERM (what service managers send) drains like Ctrl-C: the attached
-/// client is told to come back later, and the gateway exits cleanly.
+/// The shutdown future given to `run` drains: the attached client is told
+/// to come back later (GoingAway), `stopped` reports how many were told, and
+/// the listeners are closed afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_and_stops() {
-    let mut g = start_gateway("");
+async fn shutdown_drains_then_stops() {
+    let mut g = start_gateway("").await;
     let mut p = connect(g.tcp, &token("leaver", 600));
     p.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
-    let pid = g.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let _ = g.stop.take().unwrap().send(());
     let e = p.next("the drain", |e| matches!(e, ClientEvent::Disconnected { .. })).await;
     assert!(format!("{e:?}").contains("GoingAway") || format!("{e:?}").contains("going away"), "{e:?}");
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = g.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "the gateway did not stop after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "exit status {status}");
+    let (tcp, admin) = (g.tcp, g.admin);
+    let stopped = tokio::time::timeout(WAIT, g.running.stopped()).await.expect("stopped within 15 s").unwrap();
+    assert_eq!(stopped, Stopped::Drained { told: 1, window: Duration::from_secs(5) });
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err(), "the admin listener is still open");
+    // The runtime's listener tasks see the shutdown on their next turn:
+    // poll, bounded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(tcp).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the session listener is still open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
-#[test]
-fn config_check_names_the_field_and_the_fix() {
-    let dir = std::env::temp_dir().join(format!("tether-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "[session]\ngrace = \"0s\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&bad).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("session.grace") && err.contains("60s is typical"), "{err}");
+/// A `say` whose delivery is larger than one member's frame limit (16 KiB,
+/// the smallest a client may announce) reaches everyone else, and the sayer
+/// is told how many members missed it, how large it was and their limit
+/// (GATEWAY.md §1.2, `too_large_for_members`). Nothing is lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_say_too_large_for_a_members_frame_is_reported_to_the_sayer() {
+    // The say limit is raised above the small member's frame, so that the
+    // request passes it and only the small member cannot take the delivery.
+    let g = start_gateway("[limits]\nmax_say_bytes = 65536\n").await;
+    let mut alice = connect(g.tcp, &token("alice", 600));
+    let mut bob = connect(g.tcp, &token("bob", 600));
+    let mut small = connect_with(g.tcp, &token("small", 600), Some(16384));
+    for p in [&mut alice, &mut bob, &mut small] {
+        p.send(json!({"op": "join", "room": "big"}));
+        p.msg("joined", |v| v["ev"] == "joined").await;
+    }
+    let text = "x".repeat(17_000);
+    let request = json!({"op": "say", "room": "big", "body": {"text": text}});
+    assert!(request.to_string().len() < 65536, "the request is within the say limit");
+    alice.send(request);
+    alice.send(json!({"op": "say", "room": "big", "body": {"text": "after"}}));
 
-    let typo = dir.join("typo.toml");
-    std::fs::write(&typo, "[admin]\nlisten = \"127.0.0.1:7402\"\nkye = \"x\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&typo).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("unknown field `kye`") && err.contains("line 3"), "{err}");
+    // The sayer gets the message (its own echo), then the answer.
+    let echo = alice.msg("the echo", |v| v["ev"] == "message" && v["body"]["text"] == text.as_str()).await;
+    let size = serde_json::to_vec(&echo).unwrap().len();
+    let e = alice.msg("the too-large answer", |v| v["ev"] == "error").await;
+    assert_eq!(
+        (&e["op"], &e["code"], &e["room"], &e["undelivered"], &e["size"]),
+        (&json!("say"), &json!("too_large_for_members"), &json!("big"), &json!(1), &json!(size)),
+        "{e}"
+    );
+    let limit = e["limit"].as_u64().unwrap() as usize;
+    assert!(limit < 16384 && limit > 16000 && limit < size, "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("1 member(s)") && message.contains(&size.to_string()), "{message}");
+    alice.msg("alice's next message", |v| v["ev"] == "message" && v["body"]["text"] == "after").await;
 
-    let example = dir.join("example.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "example"]).output().unwrap();
-    std::fs::write(&example, &out.stdout).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&example).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sessions on tcp://127.0.0.1:7400"));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The normal member gets it.
+    bob.msg("the large message", |v| v["ev"] == "message" && v["body"]["text"] == text.as_str()).await;
+    bob.msg("the next message", |v| v["ev"] == "message" && v["body"]["text"] == "after").await;
+
+    // The small member does not: the next message it gets is the one after
+    // (a session delivers in order, so the large one would have come first).
+    let next = small.msg("the next message", |v| v["ev"] == "message").await;
+    assert_eq!(next["body"]["text"], "after", "the small member got something else first: {next}");
+
+    let (_, metrics) = http(g.admin, "GET", "/metrics", Some(KEY), None).await;
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_send_failures_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no send failures counted: {metrics}"));
+    assert_eq!(failures, 1.0);
 }

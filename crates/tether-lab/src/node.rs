@@ -26,10 +26,10 @@ use tether_runtime::server::{Server, ServerEvent, ServerOptions};
 use tether_runtime::{Endpoint, Keepalive, Kind, SocketTuning};
 use tokio::io::AsyncBufReadExt;
 
-use crate::{duration, ProfileArg};
+use tether_args::{duration, ProfileArg};
 
 #[derive(clap::Subcommand)]
-pub(crate) enum Node {
+pub enum Node {
     /// The server: one TCP listener, a stream to the newest session.
     Server {
         #[arg(long)]
@@ -53,7 +53,7 @@ pub(crate) enum Node {
 }
 
 #[derive(clap::Args)]
-pub(crate) struct ClientArgs {
+pub struct ClientArgs {
     #[arg(long)]
     url: String,
     #[arg(long, value_enum)]
@@ -151,7 +151,8 @@ fn read_commands(ctl: Arc<Control>) -> tokio::sync::oneshot::Receiver<()> {
     rx
 }
 
-pub(crate) async fn run(n: Node) -> Result<()> {
+/// Runs one node until its stdin closes (the `lab-node` subcommand).
+pub async fn run(n: Node) -> Result<()> {
     match n {
         Node::Server { listen, grace, every, epoch, no_idle_enforce, .. } => {
             server(listen, grace, every, epoch, no_idle_enforce).await

@@ -3,13 +3,18 @@
 //! for real (link down, nftables drops, NAT timeouts, address changes, a
 //! killed server) and measures what a user would feel. Linux, root.
 //!
+//! The lab starts its nodes by running the current executable again as
+//! `<exe> lab-node …`: a binary embedding [`LabCmd`] must also dispatch a
+//! hidden `lab-node` subcommand ([`node::Node`]) to [`node::run`], as
+//! `tether` does.
+//!
 //! - `net.rs`: the namespaces, links and nftables rules, always torn down;
 //! - `node.rs`: the server and client processes run inside them;
 //! - `scenario.rs`: one run, from network set-up to message accounting;
 //! - `report.rs`, `svg.rs`: the table, the JSON and the timeline picture.
 
 mod net;
-pub(crate) mod node;
+pub mod node;
 mod report;
 mod scenario;
 mod svg;
@@ -20,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{duration, ProfileArg};
 use report::Report;
 use scenario::{Expect, Fault, Scenario, INTERRUPTED};
+use tether_args::{duration, ProfileArg};
 
 #[derive(clap::Subcommand)]
-pub(crate) enum LabCmd {
+pub enum LabCmd {
     /// List the scenarios and what each shows.
     List,
     /// Run one scenario (its parameters can be changed).
@@ -35,7 +40,7 @@ pub(crate) enum LabCmd {
 }
 
 #[derive(clap::Args)]
-pub(crate) struct RunArgs {
+pub struct RunArgs {
     /// Scenario name (see `tether lab list`).
     scenario: String,
     /// How long the network stays broken.
@@ -59,7 +64,7 @@ pub(crate) struct RunArgs {
 }
 
 #[derive(clap::Args)]
-pub(crate) struct SuiteArgs {
+pub struct SuiteArgs {
     /// Which scenarios: `all` (about 90 s, in parallel) or a comma-separated list of names.
     #[arg(long, default_value = "all")]
     only: String,
@@ -199,7 +204,8 @@ fn on_ctrl_c() {
     });
 }
 
-pub(crate) fn main(cmd: LabCmd) -> Result<()> {
+/// Runs a `tether lab` command.
+pub fn run(cmd: LabCmd) -> Result<()> {
     match cmd {
         LabCmd::List => {
             for s in catalogue() {

@@ -12,11 +12,11 @@ use serde::Deserialize;
 use tether_proto::{HeartbeatConfig, OverflowPolicy, Profile, ReplayLimits, ServerConfig};
 
 /// The commented example, also checked by a test.
-pub(crate) const EXAMPLE: &str = include_str!("../../../../config/tether.example.toml");
+pub const EXAMPLE: &str = include_str!("../../../config/tether.example.toml");
 
 /// A listener address, or "off".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Addr(pub(crate) Option<SocketAddr>);
+pub struct Addr(pub Option<SocketAddr>);
 
 impl<'de> Deserialize<'de> for Addr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -32,26 +32,26 @@ impl<'de> Deserialize<'de> for Addr {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Config {
-    pub(crate) listen: Listen,
-    pub(crate) tls: Tls,
-    pub(crate) session: Session,
-    pub(crate) heartbeat: Heartbeat,
-    pub(crate) limits: Limits,
-    pub(crate) auth: Auth,
-    pub(crate) admin: Admin,
-    pub(crate) demo: Demo,
-    pub(crate) log: Log,
-    pub(crate) drain: Drain,
+pub struct Config {
+    pub listen: Listen,
+    pub tls: Tls,
+    pub session: Session,
+    pub heartbeat: Heartbeat,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub admin: Admin,
+    pub demo: Demo,
+    pub log: Log,
+    pub drain: Drain,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Listen {
-    pub(crate) tcp: Addr,
-    pub(crate) ws: Addr,
-    pub(crate) tls: Addr,
-    pub(crate) wss: Addr,
+pub struct Listen {
+    pub tcp: Addr,
+    pub ws: Addr,
+    pub tls: Addr,
+    pub wss: Addr,
 }
 
 impl Default for Listen {
@@ -63,27 +63,27 @@ impl Default for Listen {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Tls {
-    pub(crate) cert: Option<PathBuf>,
-    pub(crate) key: Option<PathBuf>,
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Session {
+pub struct Session {
     #[serde(with = "humantime_serde")]
-    pub(crate) grace: Duration,
+    pub grace: Duration,
     #[serde(with = "humantime_serde")]
-    pub(crate) handshake_timeout: Duration,
+    pub handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
-    pub(crate) min_idle_timeout: Duration,
+    pub min_idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
-    pub(crate) max_idle_timeout: Duration,
-    pub(crate) max_frame: u32,
-    pub(crate) replay_max_messages: usize,
-    pub(crate) replay_max_bytes: usize,
+    pub max_idle_timeout: Duration,
+    pub max_frame: u32,
+    pub replay_max_messages: usize,
+    pub replay_max_bytes: usize,
     /// Debug switch: false never drops a silent transport.
-    pub(crate) enforce_idle: bool,
+    pub enforce_idle: bool,
 }
 
 impl Default for Session {
@@ -106,13 +106,13 @@ impl Default for Session {
 /// and TCP_USER_TIMEOUT); clients choose their own heartbeat.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Heartbeat {
-    pub(crate) profile: String,
+pub struct Heartbeat {
+    pub profile: String,
     #[serde(with = "humantime_serde")]
-    pub(crate) interval: Option<Duration>,
+    pub interval: Option<Duration>,
     #[serde(with = "humantime_serde")]
-    pub(crate) probe_timeout: Option<Duration>,
-    pub(crate) probes: Option<u32>,
+    pub probe_timeout: Option<Duration>,
+    pub probes: Option<u32>,
 }
 
 impl Default for Heartbeat {
@@ -123,23 +123,23 @@ impl Default for Heartbeat {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Limits {
-    pub(crate) max_handshakes: usize,
-    pub(crate) max_pending: usize,
+pub struct Limits {
+    pub max_handshakes: usize,
+    pub max_pending: usize,
     #[serde(with = "humantime_serde")]
-    pub(crate) overload_retry: Duration,
-    pub(crate) max_rooms_per_session: usize,
-    pub(crate) max_room_members: usize,
+    pub overload_retry: Duration,
+    pub max_rooms_per_session: usize,
+    pub max_room_members: usize,
     /// Largest room request (a `say` with its body), bytes.
-    pub(crate) max_say_bytes: usize,
+    pub max_say_bytes: usize,
     /// `say`s per second per session, sustained, and the burst allowed.
-    pub(crate) say_rate: f64,
-    pub(crate) say_burst: f64,
+    pub say_rate: f64,
+    pub say_burst: f64,
     /// Most members listed in a `joined` or `members` answer.
-    pub(crate) max_members_listed: usize,
+    pub max_members_listed: usize,
     /// Rooms larger than this announce no presence changes (a join storm
     /// costs N²/2 messages).
-    pub(crate) presence_max_members: usize,
+    pub presence_max_members: usize,
 }
 
 impl Default for Limits {
@@ -163,19 +163,19 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Auth {
+pub struct Auth {
     /// Admit clients whose HELLO carries no credential.
-    pub(crate) anonymous: bool,
+    pub anonymous: bool,
     /// HS256 secret; prefer `jwt_secret_env`.
-    pub(crate) jwt_secret: Option<String>,
+    pub jwt_secret: Option<String>,
     /// Environment variable holding the HS256 secret.
-    pub(crate) jwt_secret_env: Option<String>,
+    pub jwt_secret_env: Option<String>,
     #[serde(with = "humantime_serde")]
-    pub(crate) leeway: Duration,
+    pub leeway: Duration,
     /// When set, tokens must carry this `aud`; when not, `aud` is not checked.
-    pub(crate) audience: Option<String>,
+    pub audience: Option<String>,
     /// When set, tokens must carry this `iss`.
-    pub(crate) issuer: Option<String>,
+    pub issuer: Option<String>,
 }
 
 impl Default for Auth {
@@ -193,11 +193,11 @@ impl Default for Auth {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Admin {
-    pub(crate) listen: Addr,
+pub struct Admin {
+    pub listen: Addr,
     /// Bearer key; prefer `key_env`. Neither: a random key is made and printed at start.
-    pub(crate) key: Option<String>,
-    pub(crate) key_env: Option<String>,
+    pub key: Option<String>,
+    pub key_env: Option<String>,
 }
 
 impl Default for Admin {
@@ -208,9 +208,9 @@ impl Default for Admin {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Demo {
+pub struct Demo {
     /// Serves the demo page and the browser client.
-    pub(crate) listen: Addr,
+    pub listen: Addr,
 }
 
 impl Default for Demo {
@@ -221,13 +221,13 @@ impl Default for Demo {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Log {
+pub struct Log {
     /// A tracing filter: "info", "debug", "tether=debug,info"…
-    pub(crate) level: String,
+    pub level: String,
     /// Log PING frames received too (at debug); off keeps logs readable.
-    pub(crate) heartbeats: bool,
+    pub heartbeats: bool,
     /// "text" or "json".
-    pub(crate) format: String,
+    pub format: String,
 }
 
 impl Default for Log {
@@ -238,10 +238,10 @@ impl Default for Log {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Drain {
+pub struct Drain {
     /// On shutdown, clients are told to come back spread over this window.
     #[serde(with = "humantime_serde")]
-    pub(crate) window: Duration,
+    pub window: Duration,
 }
 
 impl Default for Drain {
@@ -292,9 +292,10 @@ fn read_secret(inline: &Option<String>, env: &Option<String>, field: &str) -> Re
     }
 }
 
-/// Settings with secrets resolved, ready to start.
-#[derive(Debug, Clone)]
-pub(crate) struct Resolved {
+/// Settings checked to work together, with secrets resolved, ready to
+/// start ([`crate::run`]); made by [`Config::resolve`] only.
+#[derive(Clone)]
+pub struct Resolved {
     pub(crate) cfg: Config,
     pub(crate) core: ServerConfig,
     pub(crate) heartbeat: HeartbeatConfig,
@@ -302,21 +303,69 @@ pub(crate) struct Resolved {
     pub(crate) admin_key: Option<String>,
 }
 
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secrets stay out of logs and panic messages.
+        f.debug_struct("Resolved")
+            .field("cfg", &"…")
+            .field("core", &self.core)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "set"))
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "set"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolved {
+    /// The settings as read (secrets given through the environment are not
+    /// filled in here).
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// What the gateway would do, one line each: listeners, admin key, demo
+    /// page, grace and auth (`tether config check` prints it).
+    pub fn summary(&self) -> Vec<String> {
+        let c = &self.cfg;
+        let mut v = Vec::new();
+        for (kind, a) in [("tcp", c.listen.tcp), ("ws", c.listen.ws), ("tls", c.listen.tls), ("wss", c.listen.wss)] {
+            if let Some(a) = a.0 {
+                v.push(format!("sessions on {kind}://{a}"));
+            }
+        }
+        if let Some(a) = c.admin.listen.0 {
+            v.push(format!(
+                "admin API on http://{a} (key {})",
+                if self.admin_key.is_some() { "set" } else { "generated at start" }
+            ));
+        }
+        if let Some(a) = c.demo.listen.0 {
+            v.push(format!("demo page on http://{a}/"));
+        }
+        v.push(format!(
+            "grace {}, auth: {}{}",
+            humantime::format_duration(c.session.grace),
+            if self.jwt_secret.is_some() { "HS256 JWT" } else { "no JWT" },
+            if c.auth.anonymous { ", anonymous admitted" } else { "" }
+        ));
+        v
+    }
+}
+
 impl Config {
     /// Parses a file's text (`origin` names it in errors).
-    pub(crate) fn parse(text: &str, origin: &str) -> Result<Config> {
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
     }
 
     /// Reads and parses a file.
-    pub(crate) fn load(path: &Path) -> Result<Config> {
+    pub fn load(path: &Path) -> Result<Config> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
         Config::parse(&text, &path.display().to_string())
     }
 
     /// Checks the settings work together and resolves secrets.
-    pub(crate) fn resolve(self) -> Result<Resolved> {
+    pub fn resolve(self) -> Result<Resolved> {
         let s = &self.session;
         let core = ServerConfig {
             grace: s.grace,

@@ -1,0 +1,398 @@
+//! The tether gateway: tether sessions over TCP, TLS, WebSocket and secure
+//! WebSocket carry the room protocol (docs/GATEWAY.md); an admin HTTP API
+//! and a demo page run beside them. Everything is in memory. `tether serve`
+//! is a thin wrapper around [`run`].
+//!
+//! One task owns the server's event stream and feeds the room state; the
+//! admin API reads the same state under a mutex held only for a lookup.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! let cfg = tether_gateway::Config::parse("[listen]\ntcp = \"127.0.0.1:0\"", "inline")?.resolve()?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let g = tether_gateway::run(cfg, async move { let _ = stopped.await; }).await?;
+//! println!("sessions on {:?}, admin API on {:?}", g.sessions, g.admin);
+//! let _ = stop.send(());
+//! g.stopped().await?;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod api;
+mod auth;
+pub mod config;
+mod metrics;
+pub mod protocol;
+mod rooms;
+mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tether_proto::{SendError, SessionEnd};
+use tether_runtime::server::{Server, ServerEvent, ServerOptions};
+use tether_runtime::{Kind, ServerHandle, SocketTuning};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use self::config::{Config, Resolved};
+pub use tether_runtime::server::Listen;
+
+use self::metrics::Metrics;
+use self::rooms::{Out, Rooms};
+
+/// What the admin API shares with the event loop.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    server: ServerHandle,
+    rooms: Arc<Mutex<Rooms>>,
+    metrics: Arc<Metrics>,
+    admin_key: Arc<str>,
+    bans: auth::Bans,
+    draining: Arc<AtomicBool>,
+    drain_window: Duration,
+}
+
+/// A started gateway: where it listens (ports chosen by the OS where the
+/// config said port 0) and its admin key. Dropping it stops the gateway at
+/// once (no drain); [`Running::stopped`] waits for the shutdown future
+/// given to [`run`] and the drain that follows it.
+pub struct Running {
+    /// The session listeners, as bound.
+    pub sessions: Vec<Listen>,
+    /// The admin API (and `/metrics`), when `admin.listen` is on.
+    pub admin: Option<SocketAddr>,
+    /// The demo page and the browser client, when `demo.listen` is on.
+    pub demo: Option<SocketAddr>,
+    /// The admin API's bearer key: the configured one, or one generated at start.
+    pub admin_key: Arc<str>,
+    /// True when `admin_key` was generated (the config set no `admin.key` or `admin.key_env`).
+    pub admin_key_generated: bool,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Stopped>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The admin key stays out of logs and panic messages.
+        f.debug_struct("Running")
+            .field("sessions", &self.sessions)
+            .field("admin", &self.admin)
+            .field("demo", &self.demo)
+            .field("admin_key_generated", &self.admin_key_generated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The first session listener of this transport.
+    pub fn session_addr(&self, kind: Kind) -> Option<SocketAddr> {
+        self.sessions.iter().find(|l| l.kind == kind).map(|l| l.addr)
+    }
+
+    /// Waits until the gateway has stopped: the shutdown future resolved and
+    /// the drain is done, or the server's event stream ended.
+    pub async fn stopped(self) -> Result<Stopped> {
+        let Running { stop, task, .. } = self;
+        let r = task.await.context("the gateway's event loop panicked");
+        drop(stop);
+        r
+    }
+}
+
+/// How a gateway stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The shutdown future resolved: `told` attached clients were told to
+    /// come back within `window` (they reconnect to whatever serves next;
+    /// this gateway's sessions were in memory and are gone), then the
+    /// server stopped.
+    Drained {
+        /// Clients told to reconnect.
+        told: usize,
+        /// The spread they were given (`drain.window`).
+        window: Duration,
+    },
+    /// The server's event stream ended.
+    Ended,
+}
+
+/// Installs the process-wide log subscriber the config asks for (stderr,
+/// `log.level` unless `TETHER_LOG` is set, text or JSON). For programs that
+/// run the gateway as their main job, like `tether serve`; [`run`] does not
+/// call it. Only the first subscriber of a process wins.
+pub fn init_logs(c: &config::Log) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&c.level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = if c.format == "json" { b.json().try_init() } else { b.try_init() };
+}
+
+/// What [`deliver`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    /// Messages queued.
+    pub(crate) queued: usize,
+    /// Messages refused as larger than their recipient's frame limit:
+    /// (how many, the largest message's length, the smallest limit).
+    pub(crate) too_large: Option<(usize, usize, usize)>,
+}
+
+/// Queues every message (a refusal is counted in the metrics and logged at
+/// debug; messages too large for their recipient are also reported back).
+pub(crate) fn deliver(server: &ServerHandle, metrics: &Metrics, out: Out) -> Delivered {
+    let mut d = Delivered::default();
+    for (to, payload) in out {
+        match server.send(to, payload) {
+            Ok(_) => d.queued += 1,
+            Err(e) => {
+                metrics.send_failed();
+                tracing::debug!(session = %to, %e, "message not queued");
+                if let SendError::TooLarge { len, max } = e {
+                    let (n, size, limit) = d.too_large.get_or_insert((0, len, max));
+                    *n += 1;
+                    (*size, *limit) = ((*size).max(len), (*limit).min(max));
+                }
+            }
+        }
+    }
+    metrics.messages_out(d.queued as u64);
+    d
+}
+
+fn random_key() -> String {
+    hex::encode(tether_runtime::client::entropy())
+}
+
+async fn bind(addr: Option<SocketAddr>, field: &str) -> Result<Option<TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l = TcpListener::bind(addr).await.with_context(|| format!("{field}: cannot listen on {addr}"))?;
+    Ok(Some(l))
+}
+
+/// Starts the gateway: binds every listener the config enables (port 0
+/// picks a free port), starts serving, and returns where it listens. When
+/// `shutdown` resolves, the gateway drains (attached clients are told to
+/// come back within `drain.window`), gives the CLOSE frames a second to
+/// leave, and stops; [`Running::stopped`] reports it. Needs a tokio runtime
+/// with I/O and time enabled.
+pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Running> {
+    let r = config;
+    let c = &r.cfg;
+
+    let mut opts = ServerOptions::new(r.core.clone());
+    opts.tuning = SocketTuning::from_heartbeat(&r.heartbeat);
+    opts.max_handshakes = c.limits.max_handshakes;
+    opts.max_pending = c.limits.max_pending;
+    opts.overload_retry = c.limits.overload_retry;
+    opts.ping_events = true;
+    opts.log_heartbeats = c.log.heartbeats;
+    let bans = auth::Bans::default();
+    opts.auth = Some(Arc::new(auth::JwtAuth::new(
+        r.jwt_secret.as_deref(),
+        c.auth.anonymous,
+        c.auth.leeway,
+        c.auth.audience.as_deref(),
+        c.auth.issuer.as_deref(),
+        bans.clone(),
+    )));
+    for (kind, addr) in
+        [(Kind::Tcp, c.listen.tcp), (Kind::Ws, c.listen.ws), (Kind::Tls, c.listen.tls), (Kind::Wss, c.listen.wss)]
+    {
+        if let Some(addr) = addr.0 {
+            opts = opts.listen(kind, addr);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&c.tls.cert, &c.tls.key) {
+        opts.tls = Some(tether_runtime::tls::server_config(cert, key)?);
+    }
+    // The HTTP listeners are bound first, so that a taken port fails the
+    // start before any session is accepted.
+    let admin_listener = bind(c.admin.listen.0, "admin.listen").await?;
+    let demo_listener = bind(c.demo.listen.0, "demo.listen").await?;
+    let admin = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let demo = demo_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let metrics = Arc::new(Metrics::new()?);
+    let server = Server::start(opts).await?;
+    let admin_key_generated = r.admin_key.is_none();
+    let admin_key: Arc<str> = Arc::from(r.admin_key.clone().unwrap_or_else(random_key));
+    let shared = Shared {
+        server: server.handle(),
+        rooms: Arc::new(Mutex::new(Rooms::new(c.limits.clone()))),
+        metrics: metrics.clone(),
+        admin_key: admin_key.clone(),
+        bans,
+        draining: Arc::new(AtomicBool::new(false)),
+        drain_window: c.drain.window,
+    };
+
+    let mut tasks = Vec::new();
+    // Histogram samples pile up until drained; drain them even when nobody
+    // scrapes (or the admin listener is off).
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            metrics.upkeep();
+        }
+    }));
+    let mut serve_http = |l: Option<TcpListener>, app: axum::Router| {
+        if let Some(l) = l {
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!(%e, "an HTTP listener stopped");
+                }
+            }));
+        }
+    };
+    serve_http(admin_listener, admin::router(shared.clone()));
+    let ws = server.local_addr(Kind::Ws).or(server.local_addr(Kind::Wss));
+    serve_http(demo_listener, web::router(ws.map(|a| (a, server.local_addr(Kind::Ws).is_none()))));
+
+    let sessions = server.local_addrs().to_vec();
+    let (stop, stop_rx) = oneshot::channel();
+    let (handle, events) = server.into_parts();
+    let task = tokio::spawn(event_loop(shared, handle, events, Box::pin(shutdown), stop_rx, tasks));
+    Ok(Running { sessions, admin, demo, admin_key, admin_key_generated, stop, task })
+}
+
+async fn event_loop(
+    s: Shared,
+    handle: ServerHandle,
+    mut events: mpsc::Receiver<ServerEvent>,
+    mut shutdown: std::pin::Pin<Box<impl Future<Output = ()>>>,
+    mut dropped: oneshot::Receiver<()>,
+    tasks: Vec<JoinHandle<()>>,
+) -> Stopped {
+    let stopped = loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => on_event(&s, e),
+                None => break Stopped::Ended,
+            },
+            () = &mut shutdown => {
+                s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+                let window = s.drain_window;
+                let told = handle.drain(window);
+                tracing::info!(told, ?window, "draining: clients told to reconnect; stopping");
+                // Give the CLOSE frames a moment to leave. Sessions were in
+                // memory: a restarted gateway will not know them, and clients
+                // are told to start fresh.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                handle.shutdown();
+                break Stopped::Drained { told, window };
+            }
+            _ = &mut dropped => {
+                // The `Running` was dropped: stop at once.
+                handle.shutdown();
+                break Stopped::Ended;
+            }
+        }
+    };
+    for t in tasks {
+        t.abort();
+        // Wait until it is gone, so that its listener is closed once `stopped` returns.
+        let _ = t.await;
+    }
+    stopped
+}
+
+fn on_event(s: &Shared, e: ServerEvent) {
+    let lock = || s.rooms.lock().unwrap_or_else(|p| p.into_inner());
+    let m = &s.metrics;
+    let out = match e {
+        ServerEvent::Opened { session, peer, kind, user } => {
+            m.opened();
+            let user = user
+                .filter(|u| !u.is_empty())
+                .map_or_else(|| auth::anonymous_user(&session.to_string()), |u| u.to_string());
+            tracing::info!(%session, %user, %peer, %kind, "session opened");
+            lock().opened(session, user);
+            Vec::new()
+        }
+        ServerEvent::Message { session, payload } => {
+            m.message_in();
+            let reply = lock().request(session, &payload, std::time::Instant::now());
+            let d = deliver(&s.server, m, reply.out);
+            // A say that some members cannot take (their frame limit is too
+            // small for it) is not lost silently: the sayer is told.
+            if let (Some(room), Some((undelivered, size, limit))) = (reply.said, d.too_large) {
+                let answer = Rooms::too_large_for_members(room, undelivered, size, limit);
+                deliver(&s.server, m, vec![(session, answer)]);
+            }
+            return;
+        }
+        ServerEvent::PingPayload { session, payload } => {
+            if let Some(ms) = rtt_of(&payload) {
+                m.rtt(ms / 1000.0);
+                lock().rtt(session, ms);
+            }
+            Vec::new()
+        }
+        ServerEvent::Detached { session, reason } => {
+            m.detected();
+            tracing::info!(%session, %reason, "session detached; kept for a resume");
+            lock().detached(session)
+        }
+        ServerEvent::Resumed { session, replayed, peer, kind } => {
+            m.resumed(replayed);
+            tracing::info!(%session, replayed, %peer, %kind, "session resumed");
+            lock().resumed(session)
+        }
+        ServerEvent::Ended { session, reason, unacked } => {
+            let expired = matches!(reason, SessionEnd::Expired);
+            m.ended(end_label(&reason));
+            tracing::info!(%session, %reason, unacked = unacked.len(), "session ended");
+            lock().ended(session, expired)
+        }
+        ServerEvent::Rejected { peer, reason } => {
+            // At debug: a stream of bad tokens must not flood the log (the
+            // metric counts them).
+            tracing::debug!(%peer, ?reason, "handshake refused");
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
+    deliver(&s.server, m, out);
+}
+
+fn end_label(r: &SessionEnd) -> &'static str {
+    match r {
+        SessionEnd::Expired => "expired",
+        SessionEnd::PeerClosed { .. } | SessionEnd::LocalClose => "closed",
+        SessionEnd::ReplayOverflow { .. } => "replay_overflow",
+        _ => "other",
+    }
+}
+
+/// The RTT a client put on its PING: `{"rtt_ms": 12.5}`.
+fn rtt_of(payload: &[u8]) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    v.get("rtt_ms")?.as_f64().filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 600_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_payloads_are_read_and_nonsense_is_ignored() {
+        assert_eq!(rtt_of(br#"{"rtt_ms": 12.5}"#), Some(12.5));
+        assert_eq!(rtt_of(br#"{"rtt_ms": -1}"#), None);
+        assert_eq!(rtt_of(br#"{"rtt": 3}"#), None);
+        assert_eq!(rtt_of(b"\xff"), None);
+    }
+
+    #[test]
+    fn session_ids_are_hex() {
+        use tether_proto::SessionId;
+        let id = SessionId::from_bytes([0xab; 16]);
+        assert_eq!(auth::anonymous_user(&id.to_string()), "anon-abababab");
+    }
+}

@@ -1,0 +1,245 @@
+//! `tether serve` and `tether config` as processes: what only the binary
+//! does. The start banner (printed from what the gateway library reports),
+//! SIGTERM draining and exiting 0, logs on stderr as `[log]` asks, and
+//! `tether config check`/`example` on the command line. The gateway itself
+//! is tested in process: `crates/tether-gateway/tests/gateway.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader, Lines};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use tether_proto::{ClientConfig, ClientEvent, Profile};
+use tether_runtime::client::{Client, ClientOptions, Event};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Gateway {
+    child: Child,
+    /// The rest of stdout, after the banner.
+    stdout: Lines<BufReader<ChildStdout>>,
+    banner: Vec<String>,
+    tcp: SocketAddr,
+    admin: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("tether-{what}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `tether serve` on ephemeral loopback ports (anonymous clients, no demo
+/// page; `extra` is more TOML), once its banner is printed.
+fn start_gateway(extra: &str, stderr: Stdio) -> Gateway {
+    let dir = TempDir::new("serve");
+    let cfg = dir.0.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n[session]\ngrace = \"3s\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[demo]\nlisten = \"off\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start tether serve");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut tcp, mut admin, mut banner) = (None, None, Vec::new());
+    for line in stdout.by_ref() {
+        let line = line.unwrap();
+        if let Some(a) = line.trim().strip_prefix("sessions on tcp://") {
+            tcp = a.parse().ok();
+        }
+        if let Some(a) = line.trim().strip_prefix("admin API on http://") {
+            admin = a.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
+        let last = line.contains("Ctrl-C");
+        banner.push(line);
+        if last {
+            break;
+        }
+    }
+    let (tcp, admin) = (tcp.expect("tcp listener"), admin.expect("admin listener"));
+    Gateway { child, stdout, banner, tcp, admin, _dir: dir }
+}
+
+/// A runtime client (anonymous) whose events are collected on a channel.
+struct Peer {
+    client: tether_runtime::ClientHandle,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+}
+
+fn connect(addr: SocketAddr) -> Peer {
+    let mut opts = ClientOptions::new(ClientConfig::profile(Profile::Realtime));
+    opts.watch_network = false;
+    let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
+    let handle = client.handle();
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(e) = client.next_event().await {
+            if let Event::Session(e) = e {
+                if tx.send(e).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Peer { client: handle, events }
+}
+
+impl Peer {
+    async fn next(&mut self, what: &str, f: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(e)) if f(&e) => return e,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("client stopped while waiting for {what}"),
+                Err(_) => panic!("no {what} within {WAIT:?}"),
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 GET; returns the status.
+async fn get(addr: SocketAddr, path: &str, key: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// The banner names every listener as bound (never port 0) and the
+/// generated admin key, which the admin API then accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_reports_the_bound_listeners_and_the_generated_key() {
+    let g = start_gateway("", Stdio::inherit());
+    let b = &g.banner;
+    assert!(b[0].starts_with("tether serve: in-memory gateway, grace 3s, config "), "{b:?}");
+    assert_eq!(b.iter().filter(|l| l.trim().starts_with("sessions on ")).count(), 2, "{b:?}");
+    assert!(b.iter().all(|l| !l.contains(":0 ") && !l.ends_with(":0")), "an unbound port 0 is shown: {b:?}");
+    assert!(b.iter().any(|l| l.contains("(OpenAPI at /openapi.json)")), "{b:?}");
+    let key = b
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("admin key (generated; set admin.key_env to choose it): "))
+        .unwrap_or_else(|| panic!("no generated key in {b:?}"));
+    assert_eq!(key.len(), 64);
+    assert_eq!(get(g.admin, "/v1/sessions", key).await, 200);
+    assert_eq!(get(g.admin, "/v1/sessions", "wrong-key-000000000").await, 401);
+    assert!(b.last().unwrap().contains("Ctrl-C or SIGTERM drains (clients come back within 5s) and stops"));
+}
+
+/// The heartbeat-logging switch: with `log.heartbeats` PINGs are logged
+/// (at debug), without it they are not, at the same level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_frames_are_logged_only_when_asked() {
+    for on in [true, false] {
+        let dir = TempDir::new("serve-log");
+        let log_path = dir.0.join("stderr.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let g = start_gateway(&format!("[log]\nlevel = \"debug\"\nheartbeats = {on}\n"), Stdio::from(log));
+        // A realtime client pings after 3 s of silence; wait for its RTT,
+        // which proves a PING reached the gateway and was answered.
+        let mut p = connect(g.tcp);
+        p.next("an RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
+        drop(g);
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        assert!(text.contains("session opened"), "the log is missing lifecycle events:\n{text}");
+        assert_eq!(text.contains("heartbeat in"), on, "log.heartbeats = {on}:\n{text}");
+    }
+}
+
+/// SIGTERM (what service managers send) drains like Ctrl-C: the attached
+/// client is told to come back later, the drain is reported on stdout, and
+/// the gateway exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_stops() {
+    let mut g = start_gateway("", Stdio::inherit());
+    let mut p = connect(g.tcp);
+    p.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    let pid = g.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let e = p.next("the drain", |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    assert!(format!("{e:?}").contains("GoingAway") || format!("{e:?}").contains("going away"), "{e:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = g.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gateway did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    let rest: Vec<String> = g.stdout.by_ref().map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l == "draining: 1 client(s) told to reconnect within 5s; stopped"),
+        "no drain report on stdout: {rest:?}"
+    );
+    drop(p.client);
+}
+
+#[test]
+fn config_check_names_the_field_and_the_fix() {
+    let dir = TempDir::new("cfg");
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(&bad, "[session]\ngrace = \"0s\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("session.grace") && err.contains("60s is typical"), "{err}");
+
+    let typo = dir.0.join("typo.toml");
+    std::fs::write(&typo, "[admin]\nlisten = \"127.0.0.1:7402\"\nkye = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&typo).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("unknown field `kye`") && err.contains("line 3"), "{err}");
+
+    let example = dir.0.join("example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "example"]).output().unwrap();
+    std::fs::write(&example, &out.stdout).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["config", "check"]).arg(&example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sessions on tcp://127.0.0.1:7400"));
+}
+
+/// `tether serve --help` describes the gateway, not a relay.
+#[test]
+fn serve_help_describes_the_gateway() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for word in ["room", "presence", "admin", "demo page", "GATEWAY.md"] {
+        assert!(help.contains(word), "`serve --help` does not mention {word:?}:\n{help}");
+    }
+    assert!(!help.contains("relayed to every session"), "{help}");
+}
