@@ -52,6 +52,10 @@ enum Op {
     Connected { t: u8 },
     /// Transport `t` closed or failed (or never opened).
     TransportClosed { t: u8 },
+    /// Whatever it takes to have an open transport (time passes until the
+    /// client asks for one, the runtime connects it), then the server on it
+    /// sends a frame built from the model (a WELCOME, typically).
+    Reconnect(SFrame),
     /// The server on transport `t` sends a frame built from the model.
     Frame { t: u8, frame: SFrame },
     /// The same, with one byte flipped or the frame cut short.
@@ -264,6 +268,26 @@ impl World {
                 self.client.handle_transport_closed(self.now, self.tports[ti].tid);
                 let n = self.drain();
                 assert!(!quiet || n == 0, "a transport it had closed made the client transmit");
+            }
+            Op::Reconnect(frame) => {
+                for _ in 0..4 {
+                    if self.tports.last().is_some_and(|t| !t.closed) {
+                        break;
+                    }
+                    self.now = Step::ToDeadline.apply(self.now, self.client.poll_timeout());
+                    self.client.handle_timeout(self.now);
+                    self.drain();
+                    self.service();
+                }
+                let Some(ti) = self.pick(0) else { return };
+                if !self.tports[ti].connected {
+                    self.tports[ti].connected = true;
+                    self.client.handle_connected(self.now, self.tports[ti].tid);
+                    self.drain();
+                    self.service();
+                }
+                let bytes = self.build(ti, frame);
+                self.deliver(ti, bytes);
             }
             Op::Frame { t, frame } => {
                 let Some(ti) = self.pick(*t) else { return };

@@ -486,7 +486,14 @@ impl World {
                 stats::hit("send buffer full");
                 assert_eq!(self.cfg.replay.overflow, OverflowPolicy::RefuseSend, "BufferFull under EndSession");
             }
-            Err(_) => stats::hit("send after end"),
+            Err(SendError::NoSession) => {
+                stats::hit("send after end");
+                assert_eq!(m.ev, Ev::Ended, "NoSession for a session whose Ended was not taken");
+            }
+            Err(e) => {
+                stats::hit("send after end");
+                assert_ne!(m.ev, Ev::Ended, "{e:?} for a session already forgotten");
+            }
         }
         self.drain();
     }

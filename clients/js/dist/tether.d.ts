@@ -20,6 +20,7 @@ export declare const CloseCode: {
     readonly TransportReplaced: 1000;
     readonly GoingAway: 1001;
     readonly HandshakeTimeout: 1002;
+    readonly Resync: 1003;
     readonly ProtocolError: 2000;
     readonly FrameTooLarge: 2001;
     readonly Normal: 3000;
@@ -27,6 +28,7 @@ export declare const CloseCode: {
     readonly SessionExpired: 3002;
     readonly SequenceViolation: 3003;
     readonly Kicked: 3004;
+    readonly FrameLimit: 3005;
 };
 export declare const RejectReason: {
     readonly UnsupportedVersion: 1;

@@ -23,9 +23,10 @@ export const Kind = {
     ACK: 0x11, PING: 0x20, PONG: 0x21, CLOSE: 0x30,
 };
 export const CloseCode = {
-    TransportReplaced: 1000, GoingAway: 1001, HandshakeTimeout: 1002,
+    TransportReplaced: 1000, GoingAway: 1001, HandshakeTimeout: 1002, Resync: 1003,
     ProtocolError: 2000, FrameTooLarge: 2001,
     Normal: 3000, ReplayOverflow: 3001, SessionExpired: 3002, SequenceViolation: 3003, Kicked: 3004,
+    FrameLimit: 3005,
 };
 export const RejectReason = {
     UnsupportedVersion: 1, UnknownSession: 2, InvalidToken: 3, TokenReused: 4,
@@ -33,8 +34,8 @@ export const RejectReason = {
 };
 /** True for the close codes assigned in version 1 (§6.1). */
 export function isAssignedCloseCode(c) {
-    return c === 1000 || c === 1001 || c === 1002 || c === 2000 || c === 2001 ||
-        (c >= 3000 && c <= 3004) || (c >= 4000 && c <= 4999);
+    return (c >= 1000 && c <= 1003) || c === 2000 || c === 2001 ||
+        (c >= 3000 && c <= 3005) || (c >= 4000 && c <= 4999);
 }
 /** Why bytes are not a valid frame; `closeCode` is what the receiver sends (§4.0). */
 export class DecodeError extends Error {
@@ -806,9 +807,9 @@ export class TetherClient extends Emitter {
         }
         this.peerMaxFrame = Math.min(w.maxFrame, MAX_MAX_FRAME);
         if (this.out.longest() > this.peerMaxFrame - 9) {
-            // A queued message can never be delivered to this server: hand everything back rather than loop on 2001.
-            const msg = 'a queued message exceeds the server\'s frame limit';
-            this.sendFrame({ type: 'close', code: CloseCode.Normal, retryAfterMs: 0, reason: msg });
+            // A queued message can never be delivered to this server: hand everything back rather than loop on 2001 (§3.2).
+            const msg = `a ${this.out.longest()}-byte message waits for the server but its max_frame ${this.peerMaxFrame} allows ${this.peerMaxFrame - 9}`;
+            this.sendFrame({ type: 'close', code: CloseCode.FrameLimit, retryAfterMs: 0, reason: clipReason(msg) });
             this.dropTransport();
             this.link = { k: 'waiting', until: now };
             return this.endSession(now, 'incompatible', msg, null, false, true);
@@ -870,10 +871,15 @@ export class TetherClient extends Emitter {
             case 'ack':
                 ack = f.ack;
                 break;
-            case 'ping':
+            case 'ping': {
+                // The ack first: a PING acknowledging data never sent ends the session (3003) unanswered (§8.2).
+                const err = this.out.onAck(f.ack);
+                if (err)
+                    return this.endSession(now, 'sequence-violation', err, CloseCode.SequenceViolation, true, true);
+                this.dirtyOut = true;
                 this.sendFrame({ type: 'pong', nonce: f.nonce, ack: this.inb.ackSent(), payload: new Uint8Array(0) });
-                ack = f.ack;
                 break;
+            }
             case 'pong':
                 ack = f.ack;
                 break;
@@ -899,10 +905,11 @@ export class TetherClient extends Emitter {
         this.dropTransport(); // no reply to a CLOSE
         if (c.retryAfterMs > 0)
             this.retryNotBefore = now + c.retryAfterMs;
+        // 1003 (resync): the server deferred messages and asks for a resume at once (§7.8).
         if (c.code < 3000)
-            return this.lose(now, 'peer-closed', `${c.code}: ${c.reason}`, false);
+            return this.lose(now, 'peer-closed', `${c.code}: ${c.reason}`, c.code === CloseCode.Resync);
         // The server ended the session: restart only when a fresh session fixes the cause (§6.1).
-        const restart = c.code === 3001 || c.code === 3002 || c.code === 3003;
+        const restart = c.code === 3001 || c.code === 3002 || c.code === 3003 || c.code === 3005;
         this.link = { k: 'waiting', until: now };
         this.endSession(now, c.code === 3002 ? 'expired' : 'peer-closed', c.reason, c.code, false, restart);
     }

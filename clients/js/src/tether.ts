@@ -27,9 +27,10 @@ export const Kind = {
 } as const;
 
 export const CloseCode = {
-  TransportReplaced: 1000, GoingAway: 1001, HandshakeTimeout: 1002,
+  TransportReplaced: 1000, GoingAway: 1001, HandshakeTimeout: 1002, Resync: 1003,
   ProtocolError: 2000, FrameTooLarge: 2001,
   Normal: 3000, ReplayOverflow: 3001, SessionExpired: 3002, SequenceViolation: 3003, Kicked: 3004,
+  FrameLimit: 3005,
 } as const;
 
 export const RejectReason = {
@@ -39,8 +40,8 @@ export const RejectReason = {
 
 /** True for the close codes assigned in version 1 (§6.1). */
 export function isAssignedCloseCode(c: number): boolean {
-  return c === 1000 || c === 1001 || c === 1002 || c === 2000 || c === 2001 ||
-    (c >= 3000 && c <= 3004) || (c >= 4000 && c <= 4999);
+  return (c >= 1000 && c <= 1003) || c === 2000 || c === 2001 ||
+    (c >= 3000 && c <= 3005) || (c >= 4000 && c <= 4999);
 }
 
 export interface Resume { sessionId: Uint8Array; token: Uint8Array; lastReceived: bigint }
@@ -796,9 +797,9 @@ export class TetherClient extends Emitter<TetherEventMap> {
     }
     this.peerMaxFrame = Math.min(w.maxFrame, MAX_MAX_FRAME);
     if (this.out.longest() > this.peerMaxFrame - 9) {
-      // A queued message can never be delivered to this server: hand everything back rather than loop on 2001.
-      const msg = 'a queued message exceeds the server\'s frame limit';
-      this.sendFrame({ type: 'close', code: CloseCode.Normal, retryAfterMs: 0, reason: msg });
+      // A queued message can never be delivered to this server: hand everything back rather than loop on 2001 (§3.2).
+      const msg = `a ${this.out.longest()}-byte message waits for the server but its max_frame ${this.peerMaxFrame} allows ${this.peerMaxFrame - 9}`;
+      this.sendFrame({ type: 'close', code: CloseCode.FrameLimit, retryAfterMs: 0, reason: clipReason(msg) });
       this.dropTransport();
       this.link = { k: 'waiting', until: now };
       return this.endSession(now, 'incompatible', msg, null, false, true);
@@ -857,10 +858,14 @@ export class TetherClient extends Emitter<TetherEventMap> {
         break;
       }
       case 'ack': ack = f.ack; break;
-      case 'ping':
+      case 'ping': {
+        // The ack first: a PING acknowledging data never sent ends the session (3003) unanswered (§8.2).
+        const err = this.out.onAck(f.ack);
+        if (err) return this.endSession(now, 'sequence-violation', err, CloseCode.SequenceViolation, true, true);
+        this.dirtyOut = true;
         this.sendFrame({ type: 'pong', nonce: f.nonce, ack: this.inb.ackSent(), payload: new Uint8Array(0) });
-        ack = f.ack;
         break;
+      }
       case 'pong': ack = f.ack; break;
       case 'close': return this.onClose(now, f);
       default: return this.protocolError(now, CloseCode.ProtocolError, `frame ${f.type} after WELCOME`);
@@ -882,9 +887,10 @@ export class TetherClient extends Emitter<TetherEventMap> {
   private onClose(now: number, c: Extract<Frame, { type: 'close' }>): void {
     this.dropTransport(); // no reply to a CLOSE
     if (c.retryAfterMs > 0) this.retryNotBefore = now + c.retryAfterMs;
-    if (c.code < 3000) return this.lose(now, 'peer-closed', `${c.code}: ${c.reason}`, false);
+    // 1003 (resync): the server deferred messages and asks for a resume at once (§7.8).
+    if (c.code < 3000) return this.lose(now, 'peer-closed', `${c.code}: ${c.reason}`, c.code === CloseCode.Resync);
     // The server ended the session: restart only when a fresh session fixes the cause (§6.1).
-    const restart = c.code === 3001 || c.code === 3002 || c.code === 3003;
+    const restart = c.code === 3001 || c.code === 3002 || c.code === 3003 || c.code === 3005;
     this.link = { k: 'waiting', until: now };
     this.endSession(now, c.code === 3002 ? 'expired' : 'peer-closed', c.reason, c.code, false, restart);
   }

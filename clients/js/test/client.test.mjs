@@ -546,3 +546,48 @@ test('§9.3: past the last moment to start, one attempt at once, then the usual 
   const last = starts.filter((t) => t >= expiredAt - 5_000);
   assert.ok(last.length >= 1 && last.length <= 8, `${last.length} attempts in the last 5 s`);
 });
+
+test('CLOSE 1003 (resync) reconnects at once and resumes; CLOSE 3005 ends the session and restarts fresh', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  ws.deliver({ type: 'close', code: 1003, retryAfterMs: 0, reason: 'resync' });
+  assert.ok(ws.closed);
+  assert.equal(h.of('reconnecting').at(-1).delay, 0, 'a resync asks for the resume now');
+  assert.equal(h.client.sessionId, toHex(SID), 'the session is kept');
+  h.clock.advance(0);
+  h.ws().open();
+  assert.ok(h.ws().take('hello')[0].resume, 'a resume, not a fresh session');
+  h.ws().deliver(welcome({ resumed: true }));
+  h.client.send('queued');
+  h.ws().deliver({ type: 'close', code: 3005, retryAfterMs: 0, reason: 'a message exceeds your max_frame' });
+  const ended = h.of('ended').at(-1);
+  assert.equal(ended.code, 3005);
+  assert.equal(ended.restarting, true);
+  assert.deepEqual(ended.unacked.map(dec), ['queued']);
+});
+
+test('a WELCOME whose max_frame cannot carry a queued message: CLOSE 3005, everything handed back, fresh start', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  ws.take('hello');
+  h.client.send(new Uint8Array(20000));
+  ws.deliver({ type: 'close', code: 1001, retryAfterMs: 0, reason: 'restart' });
+  h.clock.advance(3000);
+  h.ws().open();
+  h.ws().deliver(welcome({ resumed: true, maxFrame: 16384 }));
+  const [close] = h.ws().take('close');
+  assert.equal(close.code, 3005);
+  assert.match(close.reason, /20000-byte message/);
+  const ended = h.of('ended').at(-1);
+  assert.equal(ended.reason, 'incompatible');
+  assert.equal(ended.unacked[0].length, 20000);
+  assert.equal(ended.restarting, true);
+});
+
+test('a PING acknowledging data never sent ends the session (3003) and is not answered', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  ws.deliver({ type: 'ping', nonce: 5, ack: 7n, payload: new Uint8Array(0) });
+  assert.equal(ws.take('pong').length, 0, 'no PONG');
+  assert.deepEqual(ws.take('close').map((c) => c.code), [3003]);
+});

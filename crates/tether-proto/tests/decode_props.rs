@@ -85,6 +85,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 Just(1000u16),
                 Just(1001),
                 Just(1002),
+                Just(1003),
                 Just(2000),
                 Just(2001),
                 Just(3000),
@@ -92,6 +93,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 Just(3002),
                 Just(3003),
                 Just(3004),
+                Just(3005),
                 4000u16..5000
             ],
             any::<u32>(),
