@@ -214,7 +214,14 @@ impl Rooms {
                 let message = format!(
                     "not a room request ({e}); send JSON with op join, leave, say or members (docs/GATEWAY.md)"
                 );
-                error("", ErrorCode::BadRequest, message);
+                // The op it names, when it is JSON naming a known op (its
+                // fields were wrong); "" when it cannot be read as one.
+                let op = serde_json::from_slice::<serde_json::Value>(payload)
+                    .ok()
+                    .and_then(|v| v.get("op")?.as_str().map(str::to_owned))
+                    .filter(|op| ["join", "leave", "say", "members"].contains(&op.as_str()))
+                    .unwrap_or_default();
+                error(&op, ErrorCode::BadRequest, message);
                 return Reply { out, said: None };
             }
         };
@@ -434,6 +441,13 @@ mod tests {
         let m = e(req(&mut r, 1, json!({"op": "members", "room": "a"})));
         assert!(m.starts_with("not_member [a]: join the room"), "{m}");
         assert!(e(req(&mut r, 1, json!({"op": "dance"}))).starts_with("bad_request: not a room request"));
+        // error.op: "" for what is not JSON or names no known op; the op
+        // itself when a known op has wrong fields.
+        let op = |out: Vec<(u8, Value)>| out[0].1["op"].as_str().unwrap().to_owned();
+        assert_eq!(op(parse(&r.request(id(1), b"hello", Instant::now()).out)), "");
+        assert_eq!(op(req(&mut r, 1, json!({"op": "dance"}))), "");
+        assert_eq!(op(req(&mut r, 1, json!({"op": "join"}))), "join");
+        assert_eq!(op(req(&mut r, 1, json!({"op": "say", "room": 5}))), "say");
         let m = e(req(&mut r, 1, json!({"op": "say", "room": "x", "body": 1})));
         assert!(m.starts_with("not_member [x]: join the room"), "{m}");
         assert!(e(req(&mut r, 1, json!({"op": "leave", "room": "x"})))
