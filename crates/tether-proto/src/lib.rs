@@ -9,24 +9,32 @@
 //! failing schedule replays exactly from its seed.
 //!
 //! ```text
-//!             handle_connected / handle_frame / handle_transport_closed
-//!   runtime ──handle_timeout(now) / handle_network_change / send / close──▶ Client | Server
+//!             handle_connected / handle_frame (bytes) / handle_transport_closed
+//!   runtime ──handle_timeout(now) / handle_network_change / send / close──▶ Client | ServerSession
 //!   (bytes,                                                                   │
 //!    timers) ◀──── poll_transmit (Connect / Send frame / Close) ──────────────┤
-//!            ◀──── poll_event (Connected, Resumed, Message, SessionEnded…) ──┤
+//!            ◀──── poll_event, as fast as the application takes events ──────┤
 //!            ◀──── poll_timeout (the next deadline) ─────────────────────────┘
 //! ```
+//!
+//! A server routes each new transport's first frame through [`admit`], the
+//! one function that opens, resumes or refuses, then drives each
+//! [`ServerSession`] with its own timer ([`server`] has the picture).
 //!
 //! ## The drive contract
 //!
 //! 1. Feed every input with the current time: `handle_connected`,
-//!    `handle_frame` (one whole frame: a WebSocket message, or a frame cut
-//!    from a TCP stream with [`frame::decode_stream`]), `handle_decode_error`,
+//!    `handle_frame` (client) / `handle_bytes` (server session) with one
+//!    whole frame's bytes (a WebSocket message, or a frame cut from a TCP
+//!    stream with [`frame::decode_stream`]), `handle_decode_error`,
 //!    `handle_transport_closed`, `handle_network_change`, and the commands
 //!    `send` and `close`.
 //! 2. After **each** input, drain outputs: call `poll_transmit` until `None`
 //!    and carry each [`Transmit`] out in order (open a transport, write a
-//!    frame, close a transport), then `poll_event` until `None`.
+//!    frame, close a transport). Take events with `poll_event` as fast as
+//!    the application handles them: a message is acknowledged only once
+//!    taken, and untaken ones fill the receive window (`docs/PROTOCOL.md`
+//!    §7.8) — never wait for the application before writing.
 //! 3. Sleep until `poll_timeout()` (or until input arrives), then call
 //!    `handle_timeout(now)` and go to 2. Calling `handle_timeout` early is
 //!    harmless; calling it late only delays what it does.
