@@ -85,6 +85,10 @@ enum Op {
 /// A frame a server might send.
 #[derive(Arbitrary, Debug)]
 enum SFrame {
+    /// The WELCOME a well-behaved server answers this transport's HELLO
+    /// with: the resume it asked for (or, with `fresh`, a new session),
+    /// last_received near what the server received, the idle timeout asked.
+    Accept { fresh: bool, last: i8, max_frame: MaxFrame },
     Welcome {
         resumed: bool,
         session: SessionPick,
@@ -181,6 +185,10 @@ struct World {
     ids: HashMap<u64, (usize, u64)>,
     /// Where each (epoch, seq) was written.
     written: HashMap<(usize, u64), SessionId>,
+    /// Per epoch, the highest `last_received` of a resumed WELCOME the
+    /// client accepted: it releases messages up to it, written or not
+    /// (§7.5 bounds it by the highest seq *assigned*).
+    resume_acked: HashMap<usize, u64>,
     handed_back: HashSet<u64>,
     next_id: u64,
     budget: usize,
@@ -232,6 +240,7 @@ fuzz_target!(|input: Input| {
         epochs: Vec::new(),
         ids: HashMap::new(),
         written: HashMap::new(),
+        resume_acked: HashMap::new(),
         handed_back: HashSet::new(),
         next_id: 0,
         budget: PAYLOAD_BUDGET,
@@ -371,6 +380,20 @@ impl World {
         let sid = t.welcome.map(|(id, _)| id);
         let data_max = sid.map_or(0, |id| self.sess[&id].data_max);
         let frame = match f {
+            SFrame::Accept { fresh, last, max_frame } => {
+                let asked = t.hello.as_ref().and_then(|h| h.resume.as_ref()).map(|r| r.session_id);
+                let resumed = asked.is_some() && !fresh;
+                let f = SFrame::Welcome {
+                    resumed,
+                    session: if resumed { SessionPick::FromHello } else { SessionPick::New },
+                    last: *last,
+                    max_frame: *max_frame,
+                    idle: Idle::Asked,
+                    grace_tenths: 600,
+                    version: None,
+                };
+                return self.build(ti, &f);
+            }
             SFrame::Welcome { resumed, session, last, max_frame, idle, grace_tenths, version } => {
                 let asked = t.hello.as_ref().and_then(|h| h.resume.as_ref()).map(|r| r.session_id);
                 let known = |k: u8| (!self.opened.is_empty()).then(|| self.opened[usize::from(k) % self.opened.len()]);
@@ -513,6 +536,10 @@ impl World {
             t.next_data = w.last_received + 1;
             t.server_next = r.last_received + 1;
             self.replays.push_back((w.session_id, u64::MAX)); // the count is filled in after the drain
+            if let Some(e) = self.epochs.len().checked_sub(1) {
+                let a = self.resume_acked.entry(e).or_default();
+                *a = (*a).max(w.last_received);
+            }
         } else {
             t.next_data = 1;
             t.server_next = 1;
@@ -792,7 +819,8 @@ impl World {
                 if self.handed_back.contains(&id) {
                     continue;
                 }
-                let acked = self.written.get(&(e, seq)).is_some_and(|s| self.sess[s].max_ack >= seq);
+                let acked = self.written.get(&(e, seq)).is_some_and(|s| self.sess[s].max_ack >= seq)
+                    || self.resume_acked.get(&e).is_some_and(|&a| a >= seq);
                 assert!(acked, "message {seq} of stretch {e} was neither acknowledged nor handed back");
             }
         }

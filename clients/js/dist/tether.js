@@ -806,14 +806,18 @@ export class TetherClient extends Emitter {
             return this.endSession(now, 'incompatible', msg, null, false, false);
         }
         this.peerMaxFrame = Math.min(w.maxFrame, MAX_MAX_FRAME);
-        if (this.out.longest() > this.peerMaxFrame - 9) {
+        // Checked after the WELCOME's last_received released what the server has.
+        const beyondFrameLimit = () => {
+            if (this.out.longest() <= this.peerMaxFrame - 9)
+                return false;
             // A queued message can never be delivered to this server: hand everything back rather than loop on 2001 (§3.2).
             const msg = `a ${this.out.longest()}-byte message waits for the server but its max_frame ${this.peerMaxFrame} allows ${this.peerMaxFrame - 9}`;
             this.sendFrame({ type: 'close', code: CloseCode.FrameLimit, retryAfterMs: 0, reason: clipReason(msg) });
             this.dropTransport();
             this.link = { k: 'waiting', until: now };
-            return this.endSession(now, 'incompatible', msg, null, false, true);
-        }
+            this.endSession(now, 'incompatible', msg, null, false, true);
+            return true;
+        };
         const resuming = this.session;
         if (w.resumed) {
             if (!resuming || toHex(resuming.id) !== toHex(w.sessionId)) {
@@ -825,6 +829,8 @@ export class TetherClient extends Emitter {
                 this.link = { k: 'established', tid, since: now };
                 return this.endSession(now, 'sequence-violation', err, CloseCode.SequenceViolation, true, true);
             }
+            if (beyondFrameLimit())
+                return;
             Object.assign(resuming, { token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs });
             this.emit('resumed', { session: toHex(w.sessionId), replayed: Number(before - w.lastReceived) });
         }
@@ -833,6 +839,8 @@ export class TetherClient extends Emitter {
             if (resuming)
                 this.endSession(now, 'expired', 'the server opened a new session instead of resuming', null, false, true);
             this.out.rewind(0n);
+            if (beyondFrameLimit())
+                return;
             this.inb.reset();
             this.session = { id: w.sessionId, token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs };
             this.emit('connected', { session: toHex(w.sessionId) });

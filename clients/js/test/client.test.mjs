@@ -591,3 +591,16 @@ test('a PING acknowledging data never sent ends the session (3003) and is not an
   assert.equal(ws.take('pong').length, 0, 'no PONG');
   assert.deepEqual(ws.take('close').map((c) => c.code), [3003]);
 });
+
+test('a message the server already has (WELCOME last_received) does not trip the frame limit', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  ws.take('hello');
+  h.client.send(new Uint8Array(20000));
+  ws.deliver({ type: 'close', code: 1001, retryAfterMs: 0, reason: 'restart' });
+  h.clock.advance(3000);
+  h.ws().open();
+  h.ws().deliver(welcome({ resumed: true, maxFrame: 16384, lastReceived: 1n }));
+  assert.equal(h.ws().take('close').length, 0);
+  assert.equal(h.client.state, 'connected');
+});

@@ -169,6 +169,8 @@ enum Link {
         tid: TransportId,
         started: Instant,
         deadline: Instant,
+        /// The ack the HELLO carried (`last_received`).
+        carried: u64,
     },
     Established {
         tid: TransportId,
@@ -329,11 +331,9 @@ impl Client {
         if want != tid {
             return;
         }
-        let resume = self.session.as_ref().map(|s| Resume {
-            session_id: s.id,
-            token: s.token.clone(),
-            last_received: self.inb.last_taken(),
-        });
+        let carried = self.inb.last_taken();
+        let resume =
+            self.session.as_ref().map(|s| Resume { session_id: s.id, token: s.token.clone(), last_received: carried });
         let idle = self.cfg.heartbeat.server_idle_timeout();
         let hello = Hello {
             min_version: frame::VERSION,
@@ -344,7 +344,7 @@ impl Client {
             auth: self.cfg.auth.clone(),
         };
         self.io.send(tid, Frame::Hello(hello));
-        self.link = Link::Handshaking { tid, started, deadline };
+        self.link = Link::Handshaking { tid, started, deadline, carried };
     }
 
     /// Transport `tid` closed or failed (including a failed connect).
@@ -606,18 +606,10 @@ impl Client {
         }
         self.peer_max_frame = w.max_frame.min(frame::MAX_MAX_FRAME);
         let resuming = self.session.as_ref().map(|s| s.id);
-        let max_payload = self.peer_max_frame as usize - 9;
-        let longest = self.out.longest();
-        if longest > max_payload {
-            // A queued message can never be delivered to this server: end the
-            // session and hand everything back rather than loop on 2001.
-            let text = format!(
-                "a {longest}-byte message waits for the server but its max_frame {} allows {max_payload}",
-                self.peer_max_frame
-            );
-            let bye = Goodbye::Close(CloseCode::FrameLimit, text.clone());
-            return self.end_session(now, SessionEnd::Incompatible(text), bye, true);
-        }
+        let carried = match self.link {
+            Link::Handshaking { carried, .. } => carried,
+            _ => 0,
+        };
         if w.resumed {
             if resuming != Some(w.session_id) {
                 let kind = frame::kind::WELCOME;
@@ -632,6 +624,9 @@ impl Client {
             let before = self.out.last_assigned();
             if let Err(e) = self.out.rewind(w.last_received) {
                 return self.violation(now, e);
+            }
+            if self.beyond_frame_limit(now) {
+                return;
             }
             if let Some(s) = &mut self.session {
                 s.token = w.token;
@@ -650,6 +645,9 @@ impl Client {
                 // Unreachable: a fresh outbound has nothing acknowledged.
                 self.out.take_unacked();
             }
+            if self.beyond_frame_limit(now) {
+                return;
+            }
             self.inb.reset();
             self.session = Some(SessionCtx {
                 id: w.session_id,
@@ -659,11 +657,32 @@ impl Client {
             });
             self.io.event(ClientEvent::Connected { session: w.session_id });
         }
-        self.inb.handshake_acked();
+        // A fresh session starts from nothing; a resumed one had its HELLO's ack.
+        self.inb.handshake_acked(now, if w.resumed { carried } else { 0 });
         self.link = Link::Established { tid, since: now };
         self.hb.reset(now);
         self.resumable_until = None;
         self.retry_not_before = None;
+    }
+
+    /// True (and the session ended with CLOSE 3005) when a message still
+    /// waiting for acknowledgement — checked after the WELCOME's
+    /// `last_received` released what the server has — can never fit the
+    /// server's announced maximum: hand everything back rather than loop on
+    /// 2001 (`docs/PROTOCOL.md` §3.2).
+    fn beyond_frame_limit(&mut self, now: Instant) -> bool {
+        let max_payload = self.peer_max_frame as usize - 9;
+        let longest = self.out.longest();
+        if longest <= max_payload {
+            return false;
+        }
+        let text = format!(
+            "a {longest}-byte message waits for the server but its max_frame {} allows {max_payload}",
+            self.peer_max_frame
+        );
+        let bye = Goodbye::Close(CloseCode::FrameLimit, text.clone());
+        self.end_session(now, SessionEnd::Incompatible(text), bye, true);
+        true
     }
 
     /// Uses the adaptive learner's interval for the current network, and

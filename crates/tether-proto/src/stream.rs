@@ -294,6 +294,9 @@ pub(crate) struct Inbound {
     /// A DATA was deferred: everything after it is dropped until the peer
     /// replays it on a new transport.
     deferring: bool,
+    /// Items of an ended session still waiting for the application (they
+    /// come out first): taking them must not move this session's counts.
+    stale: (usize, usize),
 }
 
 /// What to do with a received DATA frame.
@@ -340,7 +343,10 @@ impl Inbound {
         if seq != self.delivered + 1 {
             return Err(SequenceError::Gap { expected: self.delivered + 1, got: seq });
         }
-        if !self.has_room(window, len) {
+        // At least one message is always held, whatever its size: one larger
+        // than the whole window would otherwise be deferred and replayed
+        // forever.
+        if self.held.0 > 0 && !self.has_room(window, len) {
             self.deferring = true;
             self.owe_ack(now, false, cfg);
             return Ok(DataVerdict::Deferred);
@@ -360,6 +366,11 @@ impl Inbound {
 
     /// The application took a held item (`message`: a DATA, so acks move).
     pub(crate) fn took(&mut self, now: Instant, len: usize, message: bool, cfg: &AckConfig) {
+        if self.stale.0 > 0 {
+            self.stale.0 -= 1;
+            self.stale.1 = self.stale.1.saturating_sub(len);
+            return;
+        }
         self.held.0 = self.held.0.saturating_sub(1);
         self.held.1 = self.held.1.saturating_sub(len);
         if !message {
@@ -397,17 +408,23 @@ impl Inbound {
         self.taken
     }
 
-    /// A handshake carried `last_taken` to the peer, which now replays
-    /// everything after it on the new transport: duplicates of held messages
-    /// are dropped by the `delivered` rule, deferred ones arrive again.
-    pub(crate) fn handshake_acked(&mut self) {
-        self.ack_sent();
+    /// A handshake carried `carried` (our `last_taken` when it was built) to
+    /// the peer, which now replays everything after it on the new transport:
+    /// duplicates of held messages are dropped by the `delivered` rule,
+    /// deferred ones arrive again. What the application took since the
+    /// handshake was built is acknowledged at once.
+    pub(crate) fn handshake_acked(&mut self, now: Instant, carried: u64) {
+        self.acked = carried;
+        self.arrivals = 0;
+        self.ack_due = (self.taken > carried).then_some(now);
         self.deferring = false;
     }
 
-    /// Forget everything (new session).
+    /// Forget everything (new session). Items of the old session still
+    /// waiting for the application are remembered as stale.
     pub(crate) fn reset(&mut self) {
-        *self = Inbound::default();
+        let stale = (self.stale.0 + self.held.0, self.stale.1 + self.held.1);
+        *self = Inbound { stale, ..Inbound::default() };
     }
 }
 
@@ -485,12 +502,35 @@ mod tests {
         i.took(t, 10, true, &cfg);
         assert!(i.resync_due());
         assert_eq!(i.ack_sent(), 2, "acks cover what was taken");
-        i.handshake_acked();
+        i.handshake_acked(t, 2);
         assert!(!i.resync_due());
         assert_eq!(i.on_data(t, 3, 10, &w, &cfg), Ok(DataVerdict::Deliver), "the replay is accepted");
         let bytes = ReceiveWindow { max_messages: 10, max_bytes: 15 };
         let mut j = Inbound::default();
         assert_eq!(j.on_data(t, 1, 10, &bytes, &cfg), Ok(DataVerdict::Deliver));
         assert_eq!(j.on_data(t, 2, 10, &bytes, &cfg), Ok(DataVerdict::Deferred), "25 bytes > 15");
+        // One message larger than the whole window is held when nothing else is.
+        let mut k = Inbound::default();
+        assert_eq!(k.on_data(t, 1, 100, &bytes, &cfg), Ok(DataVerdict::Deliver));
+        assert_eq!(k.on_data(t, 2, 1, &bytes, &cfg), Ok(DataVerdict::Deferred));
+    }
+
+    #[test]
+    fn items_of_an_ended_session_do_not_move_the_next_sessions_acks() {
+        let t = crate::test_epoch();
+        let cfg = AckConfig::default();
+        let w = ReceiveWindow::default();
+        let mut i = Inbound::default();
+        for seq in 1..=3 {
+            assert_eq!(i.on_data(t, seq, 1, &w, &cfg), Ok(DataVerdict::Deliver));
+        }
+        i.reset(); // the session ended with 3 messages untaken
+        assert_eq!(i.on_data(t, 1, 1, &w, &cfg), Ok(DataVerdict::Deliver));
+        for _ in 0..3 {
+            i.took(t, 1, true, &cfg); // the old session's messages come out first
+        }
+        assert_eq!(i.ack_sent(), 0);
+        i.took(t, 1, true, &cfg);
+        assert_eq!(i.ack_sent(), 1);
     }
 }

@@ -226,3 +226,77 @@ fn the_client_keeps_its_heartbeat_while_its_application_is_busy() {
     let taken = std::iter::from_fn(|| c.poll_event()).filter(|e| matches!(e, ClientEvent::Message(_))).count();
     assert_eq!(taken, 60);
 }
+
+fn welcome_frame(resumed: bool, last_received: u64, max_frame: u32) -> Vec<u8> {
+    Frame::Welcome(Welcome {
+        version: VERSION,
+        resumed,
+        session_id: SessionId::from_bytes([1; 16]),
+        token: ResumeToken::from_bytes([2; 32]),
+        last_received,
+        max_frame,
+        idle_timeout_ms: 40_000,
+        grace_ms: 60_000,
+    })
+    .to_vec()
+}
+
+/// Runs the client's timers until it asks for a transport, and connects it.
+fn reconnect(c: &mut Client, now: &mut Instant) -> TransportId {
+    for _ in 0..100 {
+        while let Some(t) = c.poll_transmit() {
+            if let Transmit::Connect { transport } = t {
+                c.handle_connected(*now, transport);
+                return transport;
+            }
+        }
+        *now = c.poll_timeout().expect("a deadline").max(*now);
+        c.handle_timeout(*now);
+    }
+    panic!("the client never asked to connect");
+}
+
+#[test]
+fn messages_of_an_ended_session_taken_late_do_not_move_the_next_sessions_acks() {
+    let mut now = Instant::now();
+    let (mut c, tid) = connected_client(now);
+    for seq in 1..=3 {
+        c.handle_frame(now, tid, &data(seq, b"old"));
+    }
+    // The server ends the session (3001) while the application has taken
+    // nothing; a fresh session starts.
+    c.handle_frame(now, tid, &Frame::close(CloseCode::ReplayOverflow, Duration::ZERO, "overflow").to_vec());
+    let t2 = reconnect(&mut c, &mut now);
+    c.handle_frame(now, t2, &welcome_frame(false, 0, 1 << 20));
+    c.handle_frame(now, t2, &data(1, b"new"));
+    let taken: Vec<_> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ClientEvent::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(taken.len(), 4, "three of the old session, then the new one");
+    now += Duration::from_secs(1);
+    c.handle_timeout(now);
+    let acks: Vec<_> = std::iter::from_fn(|| c.poll_transmit())
+        .filter_map(|t| match t {
+            Transmit::Send { frame: Frame::Ack { ack }, .. } => Some(ack),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![1], "the new session's ack counts only its own message");
+}
+
+#[test]
+fn a_message_the_server_already_has_does_not_trip_the_frame_limit() {
+    let mut now = Instant::now();
+    let (mut c, tid) = connected_client(now);
+    c.send(now, Bytes::from(vec![b'x'; 20_000])).expect("fits 1 MiB");
+    c.handle_transport_closed(now, tid);
+    let t2 = reconnect(&mut c, &mut now);
+    // The server got the message before the drop (last_received 1) and now
+    // announces 16 KiB: nothing queued is too large any more.
+    c.handle_frame(now, t2, &welcome_frame(true, 1, 16_384));
+    assert!(c.is_established(), "resumed, not ended with 3005");
+    assert!(std::iter::from_fn(|| c.poll_event()).any(|e| matches!(e, ClientEvent::Resumed { .. })));
+}

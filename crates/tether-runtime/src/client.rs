@@ -275,6 +275,9 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
                     None => break,
                 }
             }
+            if events.is_empty() && !core.has_events() {
+                outbox.idle();
+            }
             if events.len() > MAX_LOCAL_EVENTS {
                 events.drain(..events.len() - MAX_LOCAL_EVENTS); // dial reports: the newest matter
             }
@@ -286,6 +289,7 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
             }
             // Nothing to keep alive any more: the last events (the session's
             // end, what it handed back) may wait for the application.
+            outbox.idle();
             let rest: Vec<_> = {
                 let mut core = shared.lock();
                 events.drain(..).chain(std::iter::from_fn(|| core.poll_event().map(Event::Session))).collect()

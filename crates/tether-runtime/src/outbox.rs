@@ -47,7 +47,12 @@ impl<T: Send + 'static> Outbox<T> {
             return Room::Ready(p);
         }
         match tx.clone().try_reserve_owned() {
-            Ok(p) => Room::Ready(p),
+            Ok(p) => {
+                // Room came another way: a wait still queued would take a
+                // slot later and keep it.
+                self.room = None;
+                Room::Ready(p)
+            }
             Err(TrySendError::Full(_)) => {
                 if self.room.is_none() {
                     self.room = Some(Box::pin(tx.clone().reserve_owned()));
@@ -56,6 +61,13 @@ impl<T: Send + 'static> Outbox<T> {
             }
             Err(TrySendError::Closed(_)) => Room::Gone,
         }
+    }
+
+    /// Nothing waits to be handed over: give back any slot held or waited
+    /// for, so idle drivers never sit on the shared queue's capacity.
+    pub(crate) fn idle(&mut self) {
+        self.room = None;
+        self.permit = None;
     }
 
     /// Resolves once the application made room (kept for the next

@@ -377,18 +377,19 @@ impl ServerSession {
 
     fn welcome(&mut self, tid: TransportId, resumed: bool, token: ResumeToken) {
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let carried = self.inb.last_taken();
         let w = Welcome {
             version: frame::VERSION,
             resumed,
             session_id: self.id,
             token,
-            last_received: self.inb.last_taken(),
+            last_received: carried,
             max_frame: self.cfg.max_frame,
             idle_timeout_ms: ms(self.idle_timeout),
             grace_ms: ms(self.cfg.grace),
         };
         self.io.send(tid, Frame::Welcome(w));
-        self.inb.handshake_acked();
+        self.inb.handshake_acked(self.now, carried);
     }
 
     fn handle_frame(&mut self, now: Instant, tid: TransportId, frame: Frame) {

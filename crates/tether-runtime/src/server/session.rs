@@ -199,6 +199,9 @@ impl Task {
                 permit.send(e); // the sender it returns is a clone: dropped
             }
         }
+        if !st.core.has_events() {
+            self.outbox.idle();
+        }
         let (deadline, ended, current) = (st.core.poll_timeout(), st.core.is_ended(), st.core.transport());
         let pending = st.core.has_events();
         drop(st);
