@@ -3,7 +3,7 @@
 //! transport it asks for, and the client's application, and checks what it
 //! transmits and delivers against a model. See docs/FUZZING.md.
 //!
-//! Run from `fuzz/`: `cargo +nightly fuzz run client`.
+//! Run from `fuzz/`: `cargo +nightly fuzz run -s none client`.
 #![no_main]
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -19,8 +19,8 @@ use tether_fuzz::{
 use tether_proto::frame::{self, Close, DecodeError, Frame, Hello, Reject, Welcome};
 use tether_proto::token::{ResumeToken, SessionId};
 use tether_proto::{
-    AckConfig, Client, ClientConfig, ClientEvent, CloseCode, OverflowPolicy, Profile, ReceiveWindow, ReplayLimits,
-    Rng, SendError, Transmit, TransportId,
+    AckConfig, Client, ClientConfig, ClientEvent, CloseCode, OverflowPolicy, Profile, ReceiveWindow, ReplayLimits, Rng,
+    SendError, Transmit, TransportId,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -88,7 +88,11 @@ enum SFrame {
     /// The WELCOME a well-behaved server answers this transport's HELLO
     /// with: the resume it asked for (or, with `fresh`, a new session),
     /// last_received near what the server received, the idle timeout asked.
-    Accept { fresh: bool, last: i8, max_frame: MaxFrame },
+    Accept {
+        fresh: bool,
+        last: i8,
+        max_frame: MaxFrame,
+    },
     Welcome {
         resumed: bool,
         session: SessionPick,
@@ -98,12 +102,33 @@ enum SFrame {
         grace_tenths: u16,
         version: Option<u8>,
     },
-    Reject { reason: u8, retry: Retry },
-    Data { delta: i8, size: Size },
-    Ack { delta: i8 },
-    Ping { nonce: u32, delta: i8, len: u16 },
-    Pong { echo: bool, nonce: u32, delta: i8, len: u16 },
-    Close { code: Code, retry: Retry, reason: u8 },
+    Reject {
+        reason: u8,
+        retry: Retry,
+    },
+    Data {
+        delta: i8,
+        size: Size,
+    },
+    Ack {
+        delta: i8,
+    },
+    Ping {
+        nonce: u32,
+        delta: i8,
+        len: u16,
+    },
+    Pong {
+        echo: bool,
+        nonce: u32,
+        delta: i8,
+        len: u16,
+    },
+    Close {
+        code: Code,
+        retry: Retry,
+        reason: u8,
+    },
     /// Only a client sends HELLO.
     Hello,
 }
@@ -200,6 +225,8 @@ struct World {
     replays: VecDeque<(SessionId, u64)>,
     /// DATA frames in the current drain.
     drained_data: u64,
+    /// The last CLOSE the client sent, and where.
+    last_close: Option<(TransportId, CloseCode)>,
 }
 
 fn config(s: &Setup) -> ClientConfig {
@@ -250,6 +277,7 @@ fuzz_target!(|input: Input| {
         connects: VecDeque::new(),
         replays: VecDeque::new(),
         drained_data: 0,
+        last_close: None,
     };
     w.service();
     for op in input.ops.iter().take(MAX_OPS) {
@@ -508,9 +536,18 @@ impl World {
             }
         }
         self.drained_data = 0;
+        self.last_close = None;
         let n = self.drain();
         assert!(!quiet || n == 0, "a frame on closed transport {tid:?} made the client transmit");
-        if let Some(Frame::Reject(Reject { retry_after_ms, .. }) | Frame::Close(Close { retry_after_ms, .. })) = decoded {
+        if let Some(Frame::Welcome(w)) = &decoded {
+            // A resumed WELCOME refused with 3005 had already released what
+            // its last_received covers (the frame limit is checked after).
+            if w.resumed && self.last_close == Some((tid, CloseCode::FrameLimit)) {
+                self.resume_acked(w.last_received);
+            }
+        }
+        if let Some(Frame::Reject(Reject { retry_after_ms, .. }) | Frame::Close(Close { retry_after_ms, .. })) = decoded
+        {
             // Processed (not refused as a protocol error): the client
             // abandoned the transport. Its retry-after is now a floor.
             if retry_after_ms > 0 && !quiet && self.tports[ti].closed && !self.tports[ti].close_frame {
@@ -536,10 +573,7 @@ impl World {
             t.next_data = w.last_received + 1;
             t.server_next = r.last_received + 1;
             self.replays.push_back((w.session_id, u64::MAX)); // the count is filled in after the drain
-            if let Some(e) = self.epochs.len().checked_sub(1) {
-                let a = self.resume_acked.entry(e).or_default();
-                *a = (*a).max(w.last_received);
-            }
+            self.resume_acked(w.last_received);
         } else {
             t.next_data = 1;
             t.server_next = 1;
@@ -547,6 +581,15 @@ impl World {
             self.opened.push(w.session_id);
             self.latest = Some(w.session_id);
             self.connects.push_back(w.session_id);
+        }
+    }
+
+    /// A resumed WELCOME's last_received released the current numbering's
+    /// messages up to it.
+    fn resume_acked(&mut self, last_received: u64) {
+        if let Some(e) = self.epochs.len().checked_sub(1) {
+            let a = self.resume_acked.entry(e).or_default();
+            *a = (*a).max(last_received);
         }
     }
 
@@ -704,6 +747,7 @@ impl World {
             Frame::Close(c) => {
                 stats::hit(close_stat(c.code));
                 t.close_frame = true;
+                self.last_close = Some((tid, c.code));
             }
             Frame::Welcome(_) | Frame::Reject(_) => panic!("the client sent {frame:?}"),
         }
@@ -712,7 +756,8 @@ impl World {
     /// The application takes up to `max` events; a full drain also checks
     /// that no more than the receive window was held.
     fn take(&mut self, max: usize) {
-        let mut held = (0usize, 0usize);
+        // Per session: the window bounds what one session holds (§7.8, §13).
+        let mut held: HashMap<Option<SessionId>, (usize, usize)> = HashMap::new();
         for _ in 0..max {
             let Some(e) = self.client.poll_event() else { break };
             if self.stopped {
@@ -752,13 +797,15 @@ impl World {
                     let sent = s.data_sent.get(&k).is_some_and(|v| v.contains(&b));
                     assert!(sent, "message #{k} of {id:?} is not a DATA {k} the server sent (duplicate or reordered)");
                     s.app_taken = k;
-                    held = (held.0 + 1, held.1 + b.len());
+                    let h = held.entry(self.cur).or_default();
+                    *h = (h.0 + 1, h.1 + b.len());
                 }
                 ClientEvent::PingPayload(b) | ClientEvent::PongPayload(b) => {
                     stats::hit("ev ping/pong payload");
                     assert!(self.attached, "a PING/PONG payload while not attached");
                     assert!(!b.is_empty() && b.len() <= frame::MAX_PING_PAYLOAD);
-                    held = (held.0 + 1, held.1 + b.len());
+                    let h = held.entry(self.cur).or_default();
+                    *h = (h.0 + 1, h.1 + b.len());
                 }
                 ClientEvent::Rtt(_) => {
                     stats::hit("ev rtt");
@@ -783,7 +830,11 @@ impl World {
         }
         if max == usize::MAX {
             let w = &self.cfg.receive_window;
-            assert!(held.0 <= w.max_messages && held.1 <= w.max_bytes, "held {held:?} beyond {w:?}");
+            for (id, (n, b)) in held {
+                // One message is always held, whatever its size (§7.8).
+                let fits = n <= w.max_messages && (b <= w.max_bytes || n == 1);
+                assert!(fits, "{id:?} held {n} items / {b} bytes beyond {w:?}");
+            }
         }
         self.drain();
     }

@@ -1,5 +1,5 @@
 //! Feeds arbitrary bytes to both decoders. Run from `fuzz/`:
-//! `cargo +nightly fuzz run decode` (see docs/PROTOCOL.md §14).
+//! `cargo +nightly fuzz run decode` (see docs/FUZZING.md).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -3,7 +3,7 @@
 //! virtual time, playing the clients and the server's application, and checks
 //! what it transmits and delivers against a model. See docs/FUZZING.md.
 //!
-//! Run from `fuzz/`: `cargo +nightly fuzz run server -- -jobs=1`.
+//! Run from `fuzz/`: `cargo +nightly fuzz run -s none server`.
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -13,13 +13,14 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tether_fuzz::{
-    check_frame, stats, epoch, mutate, near, reason_text, reject_reason, Code, MaxFrame, Size, Step, MAX_OPS, PAYLOAD_BUDGET,
+    check_frame, epoch, mutate, near, reason_text, reject_reason, stats, Code, MaxFrame, Size, Step, MAX_OPS,
+    PAYLOAD_BUDGET,
 };
 use tether_proto::frame::{self, Close, DecodeError, Frame, Hello, Reject, Resume, Welcome};
 use tether_proto::token::{ResumeToken, SessionId};
 use tether_proto::{
-    AckConfig, CloseCode, OverflowPolicy, ReceiveWindow, ReplayLimits, Rng, SendError, Server, ServerConfig,
-    SessionEvent, Transmit, TransportId,
+    AckConfig, CloseCode, OverflowPolicy, ReceiveWindow, RejectReason, ReplayLimits, Rng, SendError, Server,
+    ServerConfig, SessionEvent, Transmit, TransportId,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -99,13 +100,41 @@ enum Op {
 /// A frame a client might send.
 #[derive(Arbitrary, Debug)]
 enum CFrame {
-    Hello { max_frame: MaxFrame, idle_ms: u16, auth: u8, versions: Option<(u8, u8)> },
-    Resume { s: u8, token: TokenPick, last: i8, max_frame: MaxFrame, idle_ms: u16 },
-    Data { delta: i8, size: Size },
-    Ack { delta: i8 },
-    Ping { nonce: u32, delta: i8, len: u16 },
-    Pong { nonce: u32, delta: i8, len: u16 },
-    Close { code: Code, retry_ms: u32, reason: u8 },
+    Hello {
+        max_frame: MaxFrame,
+        idle_ms: u16,
+        auth: u8,
+        versions: Option<(u8, u8)>,
+    },
+    Resume {
+        s: u8,
+        token: TokenPick,
+        last: i8,
+        max_frame: MaxFrame,
+        idle_ms: u16,
+    },
+    Data {
+        delta: i8,
+        size: Size,
+    },
+    Ack {
+        delta: i8,
+    },
+    Ping {
+        nonce: u32,
+        delta: i8,
+        len: u16,
+    },
+    Pong {
+        nonce: u32,
+        delta: i8,
+        len: u16,
+    },
+    Close {
+        code: Code,
+        retry_ms: u32,
+        reason: u8,
+    },
     /// Frames only a server sends.
     Welcome,
     Reject,
@@ -181,6 +210,7 @@ struct World {
     sess: BTreeMap<SessionId, Sess>,
     budget: usize,
     app_msgs: u32,
+    refusal: Option<(RejectReason, Duration)>,
 }
 
 fn config(s: &Setup) -> ServerConfig {
@@ -219,6 +249,7 @@ fuzz_target!(|input: Input| {
         sess: BTreeMap::new(),
         budget: PAYLOAD_BUDGET,
         app_msgs: 0,
+        refusal: None,
     };
     for op in input.ops.iter().take(MAX_OPS) {
         w.op(op);
@@ -292,6 +323,7 @@ impl World {
             Op::Refusal(r) => {
                 let r = r.map(|(reason, ms)| (reject_reason(reason), Duration::from_millis(ms.into())));
                 self.server.set_refusal(r);
+                self.refusal = r;
             }
         }
     }
@@ -434,6 +466,13 @@ impl World {
         let t = &mut self.tports[ti];
         let quiet = t.closed || t.runtime_closed;
         let decoded = Frame::decode(&bytes, self.cfg.max_frame).ok();
+        // A new session asked for properly, while admission is open, on a
+        // transport still in its handshake: it must be opened.
+        let must_open = !t.sent_first
+            && !quiet
+            && self.refusal.is_none()
+            && matches!(&decoded, Some(Frame::Hello(h)) if h.resume.is_none()
+                && (h.min_version..=h.max_version).contains(&frame::VERSION));
         if !t.sent_first {
             t.sent_first = true;
             if let Some(Frame::Hello(h)) = &decoded {
@@ -457,6 +496,9 @@ impl World {
         self.server.handle_frame(self.now, tid, &bytes);
         let n = self.drain();
         assert!(!quiet || n == 0, "a frame on closed transport {tid:?} made the server transmit");
+        if must_open {
+            assert!(self.tports[ti].session.is_some(), "a valid new-session HELLO was not welcomed");
+        }
     }
 
     fn app_send(&mut self, s: u8, size: Size) {
@@ -590,9 +632,14 @@ impl World {
                     }
                 }
             }
-            Frame::Reject(_) => {
+            Frame::Reject(r) => {
                 stats::hit("reject");
                 assert!(first && t.hello.is_some(), "REJECT other than the answer to a HELLO on {tid:?}");
+                let h = t.hello.as_ref().expect("checked");
+                if h.resume.is_none() && r.reason != RejectReason::UnsupportedVersion {
+                    let refused = self.refusal.map(|(reason, _)| reason);
+                    assert_eq!(Some(r.reason), refused, "a new session refused for a reason not in force");
+                }
             }
             Frame::Data { seq, payload } => {
                 let next = t.next_data;
@@ -684,7 +731,9 @@ impl World {
         if max == usize::MAX {
             let w = &self.cfg.receive_window;
             for (id, (n, b)) in held {
-                assert!(n <= w.max_messages && b <= w.max_bytes, "{id:?} held {n} items / {b} bytes beyond {w:?}");
+                // One message is always held, whatever its size (§7.8).
+                let fits = n <= w.max_messages && (b <= w.max_bytes || n == 1);
+                assert!(fits, "{id:?} held {n} items / {b} bytes beyond {w:?}");
             }
         }
         self.drain();

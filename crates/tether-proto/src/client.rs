@@ -358,7 +358,8 @@ impl Client {
     /// The caller could not decode the byte stream of `tid` (TCP framing).
     pub fn handle_decode_error(&mut self, now: Instant, tid: TransportId, err: frame::DecodeError) {
         self.now = now;
-        if self.current_tid() == Some(tid) {
+        // A transport still connecting has carried nothing (as in handle_frame).
+        if self.current_tid() == Some(tid) && !matches!(self.link, Link::Connecting { .. }) {
             self.protocol_error(now, err.close_code(), &err.to_string(), TransportLoss::Malformed(err));
         }
     }

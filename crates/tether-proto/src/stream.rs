@@ -136,11 +136,14 @@ pub(crate) struct Outbound {
     acked: u64,
     /// Highest seq written to the current transport.
     written: u64,
+    /// Highest seq ever written, on any transport: no peer can have
+    /// received more (a resume claiming more is a violation, not a release).
+    written_ever: u64,
 }
 
 impl Outbound {
     pub(crate) fn new(limits: ReplayLimits) -> Self {
-        Outbound { limits, next_seq: 1, buf: VecDeque::new(), bytes: 0, acked: 0, written: 0 }
+        Outbound { limits, next_seq: 1, buf: VecDeque::new(), bytes: 0, acked: 0, written: 0, written_ever: 0 }
     }
 
     /// Queues a message; it will be written when a transport is up.
@@ -210,8 +213,8 @@ impl Outbound {
         if peer_received < self.acked {
             return Err(SequenceError::AckWentBack { claimed: peer_received, acked: self.acked });
         }
-        if peer_received > self.last_assigned() {
-            return Err(SequenceError::AckBeyondSent { ack: peer_received, sent: self.last_assigned() });
+        if peer_received > self.written_ever {
+            return Err(SequenceError::AckBeyondSent { ack: peer_received, sent: self.written_ever });
         }
         self.written = peer_received;
         self.on_ack(peer_received)
@@ -224,6 +227,7 @@ impl Outbound {
         let idx = usize::try_from(want.checked_sub(front)?).ok()?;
         let (seq, p) = self.buf.get(idx)?.clone();
         self.written = seq;
+        self.written_ever = self.written_ever.max(seq);
         Some((seq, p))
     }
 
@@ -452,6 +456,11 @@ mod tests {
         assert_eq!(o.on_ack(9), Err(SequenceError::AckBeyondSent { ack: 9, sent: 4 }));
         o.push(b("e")).expect("room");
         assert_eq!(o.on_ack(5), Err(SequenceError::AckBeyondSent { ack: 5, sent: 4 }), "queued but never written");
+        assert_eq!(
+            o.rewind(5),
+            Err(SequenceError::AckBeyondSent { ack: 5, sent: 4 }),
+            "a resume cannot claim it either"
+        );
     }
 
     #[test]
