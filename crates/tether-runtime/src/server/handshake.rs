@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_proto::{
-    admit, Admission, Admitted, Refusal, RejectReason, ServerSession, SessionId, Sessions, TransportId,
+    admit, Admission, Admitted, CloseCode, Frame, Refusal, RejectReason, ServerSession, SessionId, Sessions,
+    TransportId,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -161,7 +162,14 @@ impl Sessions for Claim<'_> {
             if attached {
                 if let Some(inc) = self.incoming.take() {
                     st.peer = Some((self.kind, inc.peer));
-                    st.incoming = Some(Box::new(inc));
+                    if let Some(displaced) = st.incoming.replace(Box::new(inc)) {
+                        // This resume overtook one whose transport the task
+                        // had not taken yet: the core closed that transport
+                        // (1000), so say so on it here.
+                        let bye =
+                            Frame::close(CloseCode::TransportReplaced, Duration::ZERO, "resumed on another transport");
+                        tokio::spawn(transport::close_with(displaced.transport, Some(bye), REFUSAL_FLUSH));
+                    }
                 }
             }
             r
