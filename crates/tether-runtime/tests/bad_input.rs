@@ -406,8 +406,15 @@ async fn any_websocket_path_is_accepted() {
 async fn a_drain_refuses_handshakes_in_progress_with_6_and_closes_the_listener() {
     let (server, _slog, addr) = start_server(Kind::Tcp, ServerOptions::new(server_core(SECS_10))).await;
     let mut early = TcpStream::connect(addr).await.unwrap();
-    // Make sure the server has accepted it before the drain.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The drain must come after the server accepted it (a connection still in
+    // the kernel's backlog is reset when the listener closes): wait for the
+    // handshake to be counted, not for a guessed time.
+    let deadline = tokio::time::Instant::now() + SECS_10;
+    while server.handshakes_in_progress() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the server never accepted the connection");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.drain(Duration::from_secs(3));
     let mut v = Vec::new();
     hello().encode_length_prefixed(&mut v);
