@@ -328,6 +328,15 @@ pub enum SendError {
     /// never existed.
     #[error("no such session: it ended (its Ended event says why) or never existed")]
     NoSession,
+    /// A message numbered by a durable store arrived ahead of its
+    /// predecessors: fetch `expected..got` from the store first.
+    #[error("message {got} arrived before message {expected}; fetch the missing ones from the store first")]
+    OutOfOrder {
+        /// The seq the session needs next.
+        expected: u64,
+        /// The seq offered.
+        got: u64,
+    },
 }
 
 /// A configuration that cannot work, with the field and the fix.

@@ -91,9 +91,12 @@ pub use error::{CloseCode, ConfigError, RejectReason, SendError, SequenceError, 
 pub use frame::{DecodeError, Frame};
 pub use heartbeat::{HeartbeatConfig, Profile};
 pub use rng::Rng;
-pub use server::{admit, Admission, Admitted, Refusal, Server, ServerConfig, ServerSession, SessionEvent, Sessions};
+pub use server::{
+    admit, Admission, Admitted, RecordError, Refusal, Server, ServerConfig, ServerSession, SessionEvent, SessionRecord,
+    Sessions,
+};
 pub use stream::{AckConfig, OverflowPolicy, ReceiveWindow, ReplayLimits};
-pub use token::{ResumeToken, SessionId};
+pub use token::{ResumeToken, SessionId, TokenHash, TokenState};
 
 /// Names one transport (one TCP, TLS or WebSocket connection) of a machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

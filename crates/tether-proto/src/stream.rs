@@ -173,6 +173,27 @@ impl Outbound {
         })
     }
 
+    /// A stream rebuilt from a durable record: the peer acknowledged
+    /// `acked`; `unacked` holds every later message, contiguous, and the
+    /// next message gets `next_seq`. Any of them may have been written by
+    /// the node that held the session before.
+    pub(crate) fn restored(limits: ReplayLimits, acked: u64, unacked: Vec<(u64, Bytes)>, next_seq: u64) -> Self {
+        let bytes = unacked.iter().map(|(_, p)| p.len()).sum();
+        let written_ever = next_seq.saturating_sub(1).max(acked);
+        let buf = unacked.into();
+        Outbound { limits, next_seq: next_seq.max(acked + 1), buf, bytes, acked, written: acked, written_ever }
+    }
+
+    /// The messages not yet acknowledged, oldest first.
+    pub(crate) fn unacked(&self) -> impl Iterator<Item = &(u64, Bytes)> {
+        self.buf.iter()
+    }
+
+    /// Highest seq the peer acknowledged.
+    pub(crate) fn acked(&self) -> u64 {
+        self.acked
+    }
+
     /// Highest sequence number assigned so far.
     pub(crate) fn last_assigned(&self) -> u64 {
         self.next_seq - 1
@@ -301,6 +322,10 @@ pub(crate) struct Inbound {
     /// Items of an ended session still waiting for the application (they
     /// come out first): taking them must not move this session's counts.
     stale: (usize, usize),
+    /// With a durable store (a cluster), the highest seq whose effects the
+    /// application committed: acks carry it instead of `taken` (the ack
+    /// gate). None: acks carry what was taken.
+    committed: Option<u64>,
 }
 
 /// What to do with a received DATA frame.
@@ -318,7 +343,39 @@ impl Inbound {
     /// What the handshake reports as `last_received`, and every ack: the
     /// messages the application took.
     pub(crate) fn last_taken(&self) -> u64 {
+        match self.committed {
+            Some(c) => c.min(self.taken),
+            None => self.taken,
+        }
+    }
+
+    /// The seq of the latest message the application took.
+    pub(crate) fn taken(&self) -> u64 {
         self.taken
+    }
+
+    /// Acks from now on carry only what [`Inbound::commit`] reports.
+    pub(crate) fn gate_on_commit(&mut self) {
+        self.committed.get_or_insert(self.taken);
+    }
+
+    /// A session rebuilt from a durable record: everything through `seq`
+    /// was taken, committed and acknowledged.
+    pub(crate) fn restored(seq: u64, gated: bool) -> Self {
+        Inbound { delivered: seq, taken: seq, acked: seq, committed: gated.then_some(seq), ..Inbound::default() }
+    }
+
+    /// The application made the effects of every message through `seq`
+    /// durable (capped at what it took): acks may now cover them.
+    pub(crate) fn commit(&mut self, now: Instant, seq: u64, cfg: &AckConfig) {
+        let Some(c) = &mut self.committed else { return };
+        let seq = seq.min(self.taken);
+        if seq <= *c {
+            return;
+        }
+        *c = seq;
+        let at_once = seq - self.acked >= u64::from(cfg.every);
+        self.owe_ack(now, at_once, cfg);
     }
 
     /// True while the window has room for one more item of `len` bytes.
@@ -381,7 +438,9 @@ impl Inbound {
             return;
         }
         self.taken += 1;
-        self.owe_ack(now, self.taken - self.acked >= u64::from(cfg.every), cfg);
+        if self.committed.is_none() {
+            self.owe_ack(now, self.taken - self.acked >= u64::from(cfg.every), cfg);
+        }
     }
 
     /// An ack is owed: now, or within the pacing delay.
@@ -406,10 +465,10 @@ impl Inbound {
 
     /// The ack value is going out (in ACK, PING or PONG).
     pub(crate) fn ack_sent(&mut self) -> u64 {
-        self.acked = self.taken;
+        self.acked = self.last_taken();
         self.arrivals = 0;
         self.ack_due = None;
-        self.taken
+        self.acked
     }
 
     /// A handshake carried `carried` (our `last_taken` when it was built) to
@@ -420,7 +479,7 @@ impl Inbound {
     pub(crate) fn handshake_acked(&mut self, now: Instant, carried: u64) {
         self.acked = carried;
         self.arrivals = 0;
-        self.ack_due = (self.taken > carried).then_some(now);
+        self.ack_due = (self.last_taken() > carried).then_some(now);
         self.deferring = false;
     }
 
@@ -428,7 +487,8 @@ impl Inbound {
     /// waiting for the application are remembered as stale.
     pub(crate) fn reset(&mut self) {
         let stale = (self.stale.0 + self.held.0, self.stale.1 + self.held.1);
-        *self = Inbound { stale, ..Inbound::default() };
+        let committed = self.committed.map(|_| 0);
+        *self = Inbound { stale, committed, ..Inbound::default() };
     }
 }
 

@@ -89,6 +89,16 @@ impl std::fmt::Debug for ResumeToken {
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
+    /// Wraps a stored hash.
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        TokenHash(b)
+    }
+
+    /// The raw hash (what a durable store keeps).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Constant-time comparison.
     pub fn matches(&self, other: &TokenHash) -> bool {
         self.0.ct_eq(&other.0).into()
@@ -140,6 +150,19 @@ impl TokenState {
         TokenState { current: token.hash(), pending: Vec::new(), retired: Vec::new() }
     }
 
+    /// Rebuilds the state a durable store kept ([`TokenState::parts`]);
+    /// longer lists keep their newest entries.
+    pub fn from_parts(current: TokenHash, pending: &[TokenHash], retired: &[TokenHash]) -> Self {
+        let newest = |l: &[TokenHash], n: usize| l[l.len().saturating_sub(n)..].to_vec();
+        TokenState { current, pending: newest(pending, MAX_PENDING), retired: newest(retired, MAX_RETIRED) }
+    }
+
+    /// The current token, the issued ones awaiting confirmation, and the
+    /// retired ones, oldest first.
+    pub fn parts(&self) -> (TokenHash, &[TokenHash], &[TokenHash]) {
+        (self.current, &self.pending, &self.retired)
+    }
+
     /// Checks a presented token. Every candidate is compared in constant
     /// time, whichever matches.
     pub fn check(&self, presented: &ResumeToken) -> TokenCheck {
@@ -159,6 +182,9 @@ impl TokenState {
     /// until some transport confirms its own token.
     pub fn issue(&mut self, fresh: &ResumeToken) -> TokenHash {
         let h = fresh.hash();
+        if self.pending.iter().any(|p| p.matches(&h)) {
+            return h; // a store already recorded it (issued before the WELCOME)
+        }
         if self.pending.len() == MAX_PENDING {
             let oldest = self.pending.remove(0);
             self.retire(oldest);

@@ -11,7 +11,7 @@ use super::{ServerConfig, ServerSession};
 use crate::error::{CloseCode, RejectReason};
 use crate::frame::{self, DecodeError, Frame, Hello, Reject};
 use crate::rng::Rng;
-use crate::token::SessionId;
+use crate::token::{ResumeToken, SessionId};
 use crate::TransportId;
 
 /// Where sessions live, as a handshake sees them: the runtime's registry
@@ -46,7 +46,7 @@ pub enum Admitted<U> {
 }
 
 /// The handshake's circumstances.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Admission {
     /// When the frame arrived.
     pub now: Instant,
@@ -55,6 +55,9 @@ pub struct Admission {
     /// The refusal in force (admission control, drain): new sessions are
     /// refused with it; resumes only when it is `ShuttingDown`.
     pub refusal: Option<(RejectReason, Duration)>,
+    /// The token a resume's WELCOME carries, when a durable store recorded
+    /// it before the handshake went on (None: drawn here).
+    pub fresh_token: Option<ResumeToken>,
 }
 
 /// Judges a new transport's first frame and acts on it (§5): decode against
@@ -110,7 +113,7 @@ pub fn admit<U>(
             Err(why) => refused(Refusal::reject(RejectReason::Unauthorized, Duration::ZERO, &why)),
         };
     };
-    match sessions.claim(id, |s| s.resume(a.now, rng, a.tid, &hello)) {
+    match sessions.claim(id, |s| s.resume(a.now, rng, a.tid, &hello, a.fresh_token)) {
         None => refused(Refusal::resume_failed(RejectReason::UnknownSession)),
         Some(Ok(replayed)) => Admitted::Resumed { session: id, replayed },
         Some(Err(r)) => refused(r),

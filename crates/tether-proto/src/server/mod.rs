@@ -14,6 +14,7 @@
 //! ```
 
 mod admit;
+mod record;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use admit::{admit, Admission, Admitted, Refusal, Sessions};
+pub use record::{RecordError, SessionRecord};
 pub use session::{ServerSession, SessionEvent};
 
 use crate::error::{CloseCode, ConfigError, RejectReason, SendError};
@@ -54,6 +56,10 @@ pub struct ServerConfig {
     pub receive_window: ReceiveWindow,
     /// Debug switch: when false, silent transports are never dropped.
     pub enforce_idle: bool,
+    /// Acks cover only what the application committed with
+    /// [`ServerSession::commit`], not everything it took: the ack gate of a
+    /// store-backed server (docs/CLUSTER.md).
+    pub commit_acks: bool,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
             ack: AckConfig::default(),
             receive_window: ReceiveWindow::default(),
             enforce_idle: true,
+            commit_acks: false,
         }
     }
 }
@@ -191,7 +198,7 @@ impl Server {
     /// A whole frame arrived on `tid`.
     pub fn handle_frame(&mut self, now: Instant, tid: TransportId, bytes: &[u8]) {
         if self.handshakes.remove(&tid).is_some() {
-            let a = Admission { now, tid, refusal: self.refusal };
+            let a = Admission { now, tid, refusal: self.refusal, fresh_token: None };
             match admit(a, &self.cfg, &mut self.rng, bytes, &mut self.sessions, |_| Ok(())) {
                 Admitted::Opened { session, .. } => {
                     let id = session.id();
@@ -248,6 +255,42 @@ impl Server {
     pub fn send(&mut self, now: Instant, id: SessionId, payload: Bytes) -> Result<u64, SendError> {
         let s = self.sessions.0.get_mut(&id).ok_or(SendError::NoSession)?;
         s.send(now, payload)
+    }
+
+    /// Queues a message whose seq a durable store assigned
+    /// ([`ServerSession::send_at`]).
+    pub fn send_at(&mut self, now: Instant, id: SessionId, seq: u64, payload: Bytes) -> Result<bool, SendError> {
+        let s = self.sessions.0.get_mut(&id).ok_or(SendError::NoSession)?;
+        s.send_at(now, seq, payload)
+    }
+
+    /// The effects of a session's client messages through `seq` are
+    /// durable ([`ServerSession::commit`]).
+    pub fn commit(&mut self, now: Instant, id: SessionId, seq: u64) {
+        if let Some(s) = self.sessions.0.get_mut(&id) {
+            s.commit(now, seq);
+        }
+    }
+
+    /// Carries on a session from its durable record (another node held it),
+    /// detached until its client resumes; replaces any copy held here.
+    pub fn restore(&mut self, now: Instant, record: SessionRecord) -> Result<(), RecordError> {
+        let s = ServerSession::restore(now, &self.cfg, record)?;
+        self.forget(s.id());
+        self.sessions.0.insert(s.id(), s);
+        Ok(())
+    }
+
+    /// Drops a session without a word to anyone (another node took it
+    /// over): its transports are closed, no event is emitted.
+    pub fn forget(&mut self, id: SessionId) {
+        if self.sessions.0.remove(&id).is_some() {
+            let gone: Vec<_> = self.owners.iter().filter(|(_, s)| **s == id).map(|(t, _)| *t).collect();
+            for tid in gone {
+                self.owners.remove(&tid);
+                self.transmits.push_back(Transmit::Close { transport: tid, flush: false });
+            }
+        }
     }
 
     /// Ends a session deliberately.

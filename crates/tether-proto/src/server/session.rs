@@ -54,7 +54,7 @@ pub enum SessionEvent {
 
 /// Where the session stands.
 #[derive(Debug, Clone)]
-enum State {
+pub(super) enum State {
     /// A transport carries the session.
     Attached {
         tid: TransportId,
@@ -72,16 +72,16 @@ enum State {
 /// [`super::admit`] opens and resumes sessions.
 #[derive(Debug)]
 pub struct ServerSession {
-    id: SessionId,
-    tokens: TokenState,
-    out: Outbound,
-    inb: Inbound,
+    pub(super) id: SessionId,
+    pub(super) tokens: TokenState,
+    pub(super) out: Outbound,
+    pub(super) inb: Inbound,
     /// The server's settings, shared by every session (an idle session
     /// must not carry its own copy).
     cfg: Arc<ServerConfig>,
-    idle_timeout: Duration,
-    peer_max_frame: u32,
-    state: State,
+    pub(super) idle_timeout: Duration,
+    pub(super) peer_max_frame: u32,
+    pub(super) state: State,
     /// Last frame received on any transport of this session.
     last_heard: Instant,
     /// The latest time given with an input (pacing acks for what the
@@ -95,23 +95,40 @@ impl ServerSession {
     /// Opens a new session for an accepted HELLO on `tid`, queuing the WELCOME.
     pub(crate) fn open(now: Instant, cfg: &Arc<ServerConfig>, rng: &mut Rng, tid: TransportId, hello: &Hello) -> Self {
         let token = ResumeToken::random(rng);
-        let mut s = ServerSession {
-            id: SessionId::random(rng),
-            tokens: TokenState::new(&token),
+        let mut s = ServerSession::new(now, cfg, SessionId::random(rng), TokenState::new(&token), hello.max_frame);
+        s.idle_timeout = cfg.grant_idle_timeout(hello.idle_timeout_ms);
+        s.state = State::Attached { tid, unconfirmed: None };
+        s.welcome(tid, false, token);
+        s.io.event(SessionEvent::Opened);
+        s
+    }
+
+    /// A session with nothing sent or received yet, detached.
+    pub(super) fn new(
+        now: Instant,
+        cfg: &Arc<ServerConfig>,
+        id: SessionId,
+        tokens: TokenState,
+        peer_max_frame: u32,
+    ) -> Self {
+        let mut inb = Inbound::default();
+        if cfg.commit_acks {
+            inb.gate_on_commit();
+        }
+        ServerSession {
+            id,
+            tokens,
             out: Outbound::new(cfg.replay.clone()),
-            inb: Inbound::default(),
-            idle_timeout: cfg.grant_idle_timeout(hello.idle_timeout_ms),
+            inb,
+            idle_timeout: cfg.min_idle_timeout,
             cfg: cfg.clone(),
-            peer_max_frame: hello.max_frame,
-            state: State::Attached { tid, unconfirmed: None },
+            peer_max_frame,
+            state: State::Detached { since: now },
             last_heard: now,
             now,
             pong_payload: Bytes::new(),
             io: Outputs::default(),
-        };
-        s.welcome(tid, false, token);
-        s.io.event(SessionEvent::Opened);
-        s
+        }
     }
 
     // ----- getters -------------------------------------------------------
@@ -197,6 +214,40 @@ impl ServerSession {
         stream::send(self, now, payload)
     }
 
+    /// Queues a message whose seq a durable store assigned (every message of
+    /// a store-backed session is numbered there first, so that any node can
+    /// replay it). `Ok(true)`: queued; `Ok(false)`: already had it; a seq
+    /// ahead of the next one is refused with [`SendError::OutOfOrder`]
+    /// (fetch the missing ones from the store and offer them in order).
+    pub fn send_at(&mut self, now: Instant, seq: u64, payload: Bytes) -> Result<bool, SendError> {
+        let expected = self.out.last_assigned() + 1;
+        if seq < expected && self.end_reason().is_none() {
+            return Ok(false);
+        }
+        if seq > expected {
+            return Err(SendError::OutOfOrder { expected, got: seq });
+        }
+        self.send(now, payload).map(|_| true)
+    }
+
+    /// The seq of the latest client message taken with
+    /// [`ServerSession::poll_event`] (what a store-backed application
+    /// commits).
+    pub fn last_taken(&self) -> u64 {
+        self.inb.taken()
+    }
+
+    /// The effects of every client message through `seq` are durable
+    /// (with [`ServerConfig::commit_acks`]): acks may now cover them.
+    /// Without `commit_acks`, acks follow taking and this does nothing.
+    pub fn commit(&mut self, now: Instant, seq: u64) {
+        self.now = now;
+        self.inb.commit(now, seq, &self.cfg.ack);
+        if matches!(self.state, State::Attached { .. }) {
+            self.flush(now);
+        }
+    }
+
     /// Ends the session deliberately (application close or operator kick),
     /// with `code` if it ends sessions, else 3000.
     pub fn close(&mut self, code: CloseCode, reason: &str) {
@@ -233,6 +284,7 @@ impl ServerSession {
         rng: &mut Rng,
         tid: TransportId,
         hello: &Hello,
+        fresh: Option<ResumeToken>,
     ) -> Result<u64, Refusal> {
         let failed = |reason| Err(Refusal::resume_failed(reason));
         let Some(r) = &hello.resume else { return failed(RejectReason::BadHello) };
@@ -263,7 +315,7 @@ impl ServerSession {
         if let State::Attached { tid: old, .. } = self.state {
             self.io.close(old, CloseCode::TransportReplaced, Duration::ZERO, "resumed on another transport");
         }
-        let fresh = ResumeToken::random(rng);
+        let fresh = fresh.unwrap_or_else(|| ResumeToken::random(rng));
         let issued = self.tokens.issue(&fresh);
         self.idle_timeout = self.cfg.grant_idle_timeout(hello.idle_timeout_ms);
         self.peer_max_frame = hello.max_frame;

@@ -115,7 +115,7 @@ async fn handshake(
         None => Ok(None),
         Some(a) => a.authenticate(&hello.auth).map(Some),
     };
-    let a = Admission { now: now(), tid, refusal };
+    let a = Admission { now: now(), tid, refusal, fresh_token: None };
     match admit(a, &inner.cfg, &mut rng, &bytes, &mut claim, authenticate) {
         Admitted::Opened { session, user } => {
             let Some(incoming) = claim.incoming.take() else { return };
