@@ -316,7 +316,7 @@ fn on_event(s: &Shared, e: ServerEvent) {
             lock().opened(session, user);
             Vec::new()
         }
-        ServerEvent::Message { session, payload } => {
+        ServerEvent::Message { session, payload, .. } => {
             m.message_in();
             let reply = lock().request(session, &payload, std::time::Instant::now());
             let d = deliver(&s.server, m, reply.out);
@@ -340,7 +340,7 @@ fn on_event(s: &Shared, e: ServerEvent) {
             tracing::info!(%session, %reason, "session detached; kept for a resume");
             lock().detached(session)
         }
-        ServerEvent::Resumed { session, replayed, peer, kind } => {
+        ServerEvent::Resumed { session, replayed, peer, kind, .. } => {
             m.resumed(replayed);
             tracing::info!(%session, replayed, %peer, %kind, "session resumed");
             lock().resumed(session)

@@ -21,6 +21,7 @@ pub mod endpoint;
 mod netwatch;
 mod outbox;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod tune;

@@ -182,6 +182,16 @@ impl ServerSession {
         })
     }
 
+    /// The highest seq the client acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.out.acked()
+    }
+
+    /// The seq the next message sent gets.
+    pub fn next_seq(&self) -> u64 {
+        self.out.last_assigned() + 1
+    }
+
     /// Unacknowledged outgoing messages and their bytes.
     pub fn buffered(&self) -> (usize, usize) {
         self.out.buffered()

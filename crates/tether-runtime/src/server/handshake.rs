@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_proto::{
-    admit, Admission, Admitted, CloseCode, Frame, Refusal, RejectReason, ServerSession, SessionId, Sessions,
-    TransportId,
+    admit, Admission, Admitted, CloseCode, Frame, Refusal, RejectReason, ResumeToken, ServerSession, SessionId,
+    Sessions, TransportId,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::session::{self, Incoming, SessionCell};
-use super::{Inner, ServerEvent};
+use super::session::{self, Durable, Incoming, SessionCell};
+use super::{stored, Inner, ServerEvent};
+use crate::store::{ClaimRefused, Fence, SharedStore};
 use crate::driver::now;
 use crate::transport::{self, ws, Io, Kind, RecvError, Transport};
 
@@ -110,16 +111,34 @@ async fn handshake(
     let tid = TransportId(inner.next_tid.fetch_add(1, Ordering::Relaxed) + 1);
     // A fork: the shared generator is not held through the authenticator.
     let mut rng = inner.rng().fork();
+    let mut fresh_token = None;
+    if let Some(store) = &inner.store {
+        match claim_from_store(inner, store, &mut rng, &bytes, refusal, kind, peer).await {
+            Ok(token) => fresh_token = token,
+            Err(r) => return refuse(inner, t, peer, r).await,
+        }
+    }
     let mut claim = Claim { inner, kind, incoming: Some(Incoming { tid, transport: t, peer }) };
     let authenticate = |hello: &tether_proto::frame::Hello| match &inner.auth {
         None => Ok(None),
         Some(a) => a.authenticate(&hello.auth).map(Some),
     };
-    let a = Admission { now: now(), tid, refusal, fresh_token: None };
+    let a = Admission { now: now(), tid, refusal, fresh_token };
     match admit(a, &inner.cfg, &mut rng, &bytes, &mut claim, authenticate) {
         Admitted::Opened { session, user } => {
             let Some(incoming) = claim.incoming.take() else { return };
-            open(inner, kind, *session, user, incoming);
+            let mut fence = None;
+            if let Some(store) = &inner.store {
+                let grace = inner.cfg.grace;
+                match store.open(&session.record(), user.as_deref(), grace).await {
+                    Ok(f) => fence = Some(f),
+                    Err(e) => {
+                        tracing::warn!(%e, %peer, "new session not recorded in the store; refused for now");
+                        return refuse(inner, incoming.transport, peer, store_trouble(inner)).await;
+                    }
+                }
+            }
+            open(inner, kind, *session, user, incoming, fence);
         }
         Admitted::Resumed { .. } => {} // the claim handed the transport over
         Admitted::Refused(r) => {
@@ -130,14 +149,67 @@ async fn handshake(
     }
 }
 
+/// With a store, a resume first claims its session there in one atomic
+/// step (token check, the fresh token recorded, this node the owner) and
+/// carries it on from the record; the handshake then goes on with that
+/// fresh token. Anything else passes through untouched.
+async fn claim_from_store(
+    inner: &Arc<Inner>,
+    store: &SharedStore,
+    rng: &mut tether_proto::Rng,
+    bytes: &[u8],
+    refusal: Option<(RejectReason, Duration)>,
+    kind: Kind,
+    peer: SocketAddr,
+) -> Result<Option<ResumeToken>, Refusal> {
+    let Ok(Frame::Hello(hello)) = Frame::decode(bytes, inner.cfg.max_frame) else { return Ok(None) };
+    let Some(r) = hello.resume else { return Ok(None) };
+    if refusal.is_some_and(|(reason, _)| reason == RejectReason::ShuttingDown) {
+        return Ok(None); // refused by admit, without touching the store
+    }
+    let fresh = ResumeToken::random(rng);
+    match store.claim(r.session_id, r.token.hash(), fresh.hash()).await {
+        Ok(Ok(claimed)) => match stored::install(inner, claimed, kind, peer) {
+            Ok(()) => Ok(Some(fresh)),
+            Err(e) => {
+                tracing::error!(%e, "a damaged session record; the client starts a new session");
+                Err(Refusal::resume_failed(RejectReason::UnknownSession))
+            }
+        },
+        Ok(Err(refused)) => Err(Refusal::resume_failed(match refused {
+            ClaimRefused::Unknown => RejectReason::UnknownSession,
+            ClaimRefused::InvalidToken => RejectReason::InvalidToken,
+            ClaimRefused::TokenReused => RejectReason::TokenReused,
+        })),
+        Err(e) => {
+            tracing::warn!(%e, session = %r.session_id, "resume not claimed in the store; refused for now");
+            Err(store_trouble(inner))
+        }
+    }
+}
+
+/// The store cannot answer: come back shortly (REJECT 5, retry-after).
+fn store_trouble(inner: &Inner) -> Refusal {
+    let retry = inner.spread(inner.overload_retry, inner.overload_retry * 2);
+    Refusal::reject(RejectReason::Overloaded, retry, "the session store is unavailable; retry after the delay given")
+}
+
 /// Registers a new session and starts its task on its first transport.
-fn open(inner: &Arc<Inner>, kind: Kind, core: ServerSession, user: Option<Arc<str>>, first: Incoming) {
+fn open(
+    inner: &Arc<Inner>,
+    kind: Kind,
+    core: ServerSession,
+    user: Option<Arc<str>>,
+    first: Incoming,
+    fence: Option<Fence>,
+) {
     let id = core.id();
     let cell = Arc::new(SessionCell::new(core));
     {
         let mut st = cell.lock();
         st.peer = Some((kind, first.peer));
         st.user = user;
+        st.durable = fence.map(|fence| Box::new(Durable { fence, ..Durable::default() }));
     }
     inner.registry().insert(id, cell.clone());
     session::spawn(inner.clone(), id, cell, first);

@@ -18,6 +18,7 @@
 
 mod handshake;
 mod session;
+mod stored;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::store::SharedStore;
 use crate::transport::Kind;
 use crate::tune::SocketTuning;
 
@@ -78,6 +80,9 @@ pub struct ServerOptions {
     /// Log PING/PONG frames too (every frame is logged at trace level,
     /// heartbeats only with this switch, to keep logs readable).
     pub log_heartbeats: bool,
+    /// Where sessions are kept beyond this process (None: in its memory
+    /// only). With a store, acks wait for [`ServerHandle::commit`].
+    pub store: Option<SharedStore>,
 }
 
 /// Decides who may open a session, from the credential in its HELLO
@@ -120,6 +125,7 @@ impl ServerOptions {
             auth: None,
             ping_events: false,
             log_heartbeats: false,
+            store: None,
         }
     }
 
@@ -149,6 +155,9 @@ pub enum ServerEvent {
     Message {
         /// The session.
         session: SessionId,
+        /// Its seq: with a store, acknowledged only once
+        /// [`ServerHandle::commit`] commits it.
+        seq: u64,
         /// The payload.
         payload: Bytes,
     },
@@ -169,6 +178,15 @@ pub enum ServerEvent {
         peer: SocketAddr,
         /// The new transport.
         kind: Kind,
+        /// The user the session was opened by (a node that carries on a
+        /// session another node opened learns it here).
+        user: Option<Arc<str>>,
+    },
+    /// This node no longer carries the session: another node claimed it
+    /// (its client resumed there). It has not ended; forget it here.
+    Moved {
+        /// The session.
+        session: SessionId,
     },
     /// A session ended; what the client never acknowledged is handed back.
     Ended {
@@ -233,6 +251,7 @@ pub(crate) struct Inner {
     auth: Option<Arc<dyn Authenticate>>,
     ping_events: bool,
     log_heartbeats: bool,
+    store: Option<SharedStore>,
     events: mpsc::Sender<ServerEvent>,
     /// Stops the listeners (drain).
     accepting: CancellationToken,
@@ -323,8 +342,10 @@ impl Server {
             listeners.push((Listen { kind: l.kind, addr }, tl));
         }
         let (tx, events) = mpsc::channel(1024);
+        let mut core = opts.core.clone();
+        core.commit_acks |= opts.store.is_some();
         let inner = Arc::new(Inner {
-            cfg: Arc::new(opts.core.clone()),
+            cfg: Arc::new(core),
             tuning: opts.tuning,
             tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             rng: Mutex::new(rng),
@@ -340,10 +361,14 @@ impl Server {
             auth: opts.auth.clone(),
             ping_events: opts.ping_events,
             log_heartbeats: opts.log_heartbeats,
+            store: opts.store.clone(),
             events: tx,
             accepting: CancellationToken::new(),
             stop: CancellationToken::new(),
         });
+        if let Some(notices) = opts.store.as_ref().and_then(|s| s.notices()) {
+            tokio::spawn(stored::notices(inner.clone(), notices));
+        }
         let local = listeners.iter().map(|(l, _)| *l).collect();
         for (l, tl) in listeners {
             tokio::spawn(handshake::accept_loop(inner.clone(), l.kind, tl));

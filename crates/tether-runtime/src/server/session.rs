@@ -11,7 +11,8 @@ use tether_proto::frame::kind;
 use tether_proto::{CloseCode, SendError, ServerSession, SessionEvent, SessionId, Transmit, TransportId};
 use tokio::sync::Notify;
 
-use super::{Inner, ServerEvent, SessionInfo};
+use super::{stored, Inner, ServerEvent, SessionInfo};
+use crate::store::Fence;
 use crate::driver::{idle_sleep, now, rearm, recv};
 use crate::outbox::{Outbox, Room};
 use crate::transport::{self, Kind, RecvError, Transport};
@@ -32,6 +33,25 @@ pub(crate) struct State {
     pub(crate) peer: Option<(Kind, SocketAddr)>,
     /// Who the authenticator said opened the session.
     pub(crate) user: Option<Arc<str>>,
+    /// With a store: the fence held and what was written (boxed: an idle
+    /// session without a store pays one pointer).
+    pub(crate) durable: Option<Box<Durable>>,
+}
+
+/// A store-backed session's standing in the store.
+#[derive(Debug, Default)]
+pub(crate) struct Durable {
+    /// The fence this node holds.
+    pub(crate) fence: Fence,
+    /// The highest client ack the store was told of.
+    pub(crate) stored_ack: u64,
+    /// A write of the ack is in flight.
+    pub(crate) acking: bool,
+    /// This node stopped carrying the session (claimed elsewhere, or
+    /// replaced here by a fresher copy): `Some(true)` tells the application.
+    pub(crate) moved: Option<bool>,
+    /// The session's end was written.
+    pub(crate) ended: bool,
 }
 
 /// A session shared between its task, the handshakes that resume it, and
@@ -43,7 +63,27 @@ pub(crate) struct SessionCell {
 
 impl SessionCell {
     pub(crate) fn new(core: ServerSession) -> Self {
-        SessionCell { state: Mutex::new(State { core, incoming: None, peer: None, user: None }), wake: Notify::new() }
+        let state = State { core, incoming: None, peer: None, user: None, durable: None };
+        SessionCell { state: Mutex::new(state), wake: Notify::new() }
+    }
+
+    /// The fence held, with a store.
+    pub(crate) fn fence(&self) -> Option<Fence> {
+        self.lock().durable.as_ref().map(|d| d.fence)
+    }
+
+    /// Stops carrying the session here if this copy still holds `fence`
+    /// (None: whatever it holds); `announce` tells the application.
+    pub(crate) fn moved(&self, fence: Option<Fence>, announce: bool) -> bool {
+        let mut st = self.lock();
+        let Some(d) = st.durable.as_mut() else { return false };
+        if fence.is_some_and(|f| f != d.fence) || d.moved.is_some() {
+            return false;
+        }
+        d.moved = Some(announce);
+        drop(st);
+        self.wake();
+        true
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -94,16 +134,25 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 /// Starts the task that drives a session from its first transport until it
 /// ends.
 pub(crate) fn spawn(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>, first: Incoming) {
-    let kind = first.transport.kind();
-    let task = Task {
-        inner,
-        id,
-        cell,
-        kind,
-        first_peer: first.peer,
-        live: vec![(first.tid, first.transport)],
-        outbox: Outbox::new(),
-    };
+    let (kind, peer) = (first.transport.kind(), first.peer);
+    spawn_with(inner, id, cell, kind, peer, vec![(first.tid, first.transport)]);
+}
+
+/// Starts the task of a session carried on from the store, detached until
+/// its resume hands it a transport.
+pub(crate) fn spawn_detached(inner: Arc<Inner>, id: SessionId, cell: Arc<SessionCell>, kind: Kind, peer: SocketAddr) {
+    spawn_with(inner, id, cell, kind, peer, Vec::new());
+}
+
+fn spawn_with(
+    inner: Arc<Inner>,
+    id: SessionId,
+    cell: Arc<SessionCell>,
+    kind: Kind,
+    first_peer: SocketAddr,
+    live: Vec<(TransportId, Transport)>,
+) {
+    let task = Task { inner, id, cell, kind, first_peer, live, outbox: Outbox::new() };
     tokio::spawn(task.run());
 }
 
@@ -160,6 +209,10 @@ impl Task {
     fn turn(&mut self) -> Next {
         let live = &mut self.live;
         let mut st = self.cell.lock();
+        if let Some(announce) = st.durable.as_ref().and_then(|d| d.moved) {
+            drop(st);
+            return self.leave(announce);
+        }
         if let Some(inc) = st.incoming.take() {
             live.push((inc.tid, inc.transport));
         }
@@ -204,6 +257,9 @@ impl Task {
         }
         let (deadline, ended, current) = (st.core.poll_timeout(), st.core.is_ended(), st.core.transport());
         let pending = st.core.has_events();
+        if st.durable.is_some() {
+            stored::after_turn(&self.inner, &self.cell, self.id, &mut st);
+        }
         drop(st);
         // Anything the core no longer names is not ours to keep.
         live.retain(|(tid, _)| Some(*tid) == current);
@@ -213,10 +269,42 @@ impl Task {
         // An ended session lives on until the application has taken its
         // last events (`send` meanwhile reports why it ended).
         if (ended && !pending) || self.inner.stop.is_cancelled() {
-            self.inner.registry().remove(&self.id);
+            self.unregister();
             return Next::Stop;
         }
         Next::Wait(deadline)
+    }
+
+    /// Removes this session from the registry, unless a fresher copy of it
+    /// took its place there.
+    fn unregister(&self) {
+        let mut reg = self.inner.registry();
+        if reg.get(&self.id).is_some_and(|c| Arc::ptr_eq(c, &self.cell)) {
+            reg.remove(&self.id);
+        }
+    }
+
+    /// This node no longer carries the session: its transports are told to
+    /// resume (another node, or a fresher copy here, carries it on).
+    fn leave(&mut self, announce: bool) -> Next {
+        let bye = || {
+            let text = "this node no longer carries the session; resume to continue";
+            Some(tether_proto::Frame::close(CloseCode::Resync, Duration::ZERO, text))
+        };
+        for (_, t) in self.live.drain(..) {
+            tokio::spawn(transport::close_with(t, bye(), CLOSE_FLUSH));
+        }
+        if let Some(inc) = self.cell.lock().incoming.take() {
+            tokio::spawn(transport::close_with(inc.transport, bye(), CLOSE_FLUSH));
+        }
+        self.unregister();
+        if announce {
+            let (events, session) = (self.inner.events.clone(), self.id);
+            tokio::spawn(async move {
+                let _ = events.send(ServerEvent::Moved { session }).await;
+            });
+        }
+        Next::Stop
     }
 
     /// A read on the current transport finished.
@@ -262,11 +350,11 @@ fn to_app(app: &AppView, e: SessionEvent, st: &State) -> Option<ServerEvent> {
         SessionEvent::Opened => {
             ServerEvent::Opened { session, peer: app.first_peer, kind: app.kind, user: st.user.clone() }
         }
-        SessionEvent::Message(payload) => ServerEvent::Message { session, payload },
+        SessionEvent::Message(payload) => ServerEvent::Message { session, seq: st.core.last_taken(), payload },
         SessionEvent::Detached { reason } => ServerEvent::Detached { session, reason },
         SessionEvent::Resumed { replayed } => {
             let (kind, peer) = st.peer.unwrap_or((app.kind, app.first_peer));
-            ServerEvent::Resumed { session, replayed, peer, kind }
+            ServerEvent::Resumed { session, replayed, peer, kind, user: st.user.clone() }
         }
         SessionEvent::Ended { reason, unacked } => ServerEvent::Ended { session, reason, unacked },
         SessionEvent::PingPayload(payload) if app.pings => ServerEvent::PingPayload { session, payload },

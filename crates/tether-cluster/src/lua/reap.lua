@@ -1,0 +1,33 @@
+-- ARGV: P lease_ttl_ms lease_interval_ms limit
+-- Nodes whose lease lapsed: their sessions become orphans (fence raised, so
+-- the node cannot write for them if it wakes up), due to expire at the last
+-- lease + one renewal interval + their grace. Then expires due orphans.
+-- Returns {id, user, id, user, ...} of the sessions expired by this call.
+local now = now_ms()
+local dead = redis.call('ZRANGEBYSCORE', P .. ':nodes', '-inf', now - tonumber(ARGV[2]), 'WITHSCORES')
+for i = 1, #dead, 2 do
+  local node, last = dead[i], tonumber(dead[i + 1])
+  local set = P .. ':n:' .. node
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    local r = rk(id)
+    local f = redis.call('HMGET', r, 'owner', 'grace')
+    if f[1] == node then
+      redis.call('HSET', r, 'owner', '')
+      redis.call('HINCRBY', r, 'fence', 1)
+      redis.call('ZADD', P .. ':orphans', last + tonumber(ARGV[3]) + tonumber(f[2]), id)
+    end
+  end
+  redis.call('DEL', set)
+  redis.call('ZREM', P .. ':nodes', node)
+end
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':orphans', '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))) do
+  redis.call('ZREM', P .. ':orphans', id)
+  local f = redis.call('HMGET', rk(id), 'owner', 'user')
+  if f[1] == '' then
+    redis.call('DEL', rk(id), ok(id))
+    out[#out + 1] = id
+    out[#out + 1] = f[2]
+  end
+end
+return out

@@ -1,0 +1,237 @@
+//! The server's side of a durable store (see [`crate::store`]): sessions
+//! carried on from the store, messages numbered there before they go out,
+//! commits that gate acks, the store's notices, and writes a session task
+//! leaves behind (acks, ends).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tether_proto::{RecordError, SendError, ServerSession, SessionEnd, SessionId};
+use tokio::sync::mpsc;
+
+use super::session::{self, Durable, SessionCell, State};
+use super::{Inner, ServerEvent, ServerHandle};
+use crate::driver::now;
+use crate::store::{Claimed, Fence, Notice, SharedStore, StoreError};
+use crate::transport::Kind;
+
+/// Registers a session claimed from the store (replacing any older copy
+/// held here, which stops quietly) and starts its task, detached until the
+/// resume in progress hands it the transport.
+pub(super) fn install(inner: &Arc<Inner>, claimed: Claimed, kind: Kind, peer: SocketAddr) -> Result<(), RecordError> {
+    let core = ServerSession::restore(now(), &inner.cfg, claimed.record)?;
+    let id = core.id();
+    let cell = Arc::new(SessionCell::new(core));
+    {
+        let mut st = cell.lock();
+        st.user = claimed.user;
+        st.peer = Some((kind, peer));
+        let acked = st.core.acked();
+        st.durable = Some(Box::new(Durable { fence: claimed.fence, stored_ack: acked, ..Durable::default() }));
+    }
+    let older = inner.registry().insert(id, cell.clone());
+    if let Some(old) = older {
+        old.moved(None, false);
+    }
+    session::spawn_detached(inner.clone(), id, cell, kind, peer);
+    Ok(())
+}
+
+/// Writes a session task leaves behind after a turn: the client's acks
+/// (one write in flight at a time), and the end.
+pub(super) fn after_turn(inner: &Arc<Inner>, cell: &Arc<SessionCell>, id: SessionId, st: &mut State) {
+    let (Some(store), Some(d)) = (inner.store.clone(), st.durable.as_mut()) else { return };
+    if d.moved.is_some() {
+        return;
+    }
+    let fence = d.fence;
+    if st.core.is_ended() {
+        if !d.ended {
+            d.ended = true;
+            tokio::spawn(async move {
+                if let Err(e) = store.end(id, fence).await {
+                    tracing::debug!(session = %id, %e, "the store kept an ended session");
+                }
+            });
+        }
+        return;
+    }
+    let acked = st.core.acked();
+    if acked > d.stored_ack && !d.acking {
+        d.acking = true;
+        let cell = cell.clone();
+        tokio::spawn(async move {
+            let r = store.acked(id, fence, acked).await;
+            let mut st = cell.lock();
+            if let Some(d) = st.durable.as_mut() {
+                d.acking = false;
+                if r.is_ok() {
+                    d.stored_ack = d.stored_ack.max(acked);
+                }
+            }
+            drop(st);
+            match r {
+                Ok(()) => cell.wake(), // more may have been acknowledged meanwhile
+                Err(StoreError::Fenced(_) | StoreError::Gone(_)) => {
+                    cell.moved(Some(fence), true);
+                }
+                Err(e) => tracing::debug!(session = %id, %e, "ack not written; retried at the next one"),
+            }
+        });
+    }
+}
+
+/// Feeds a store-numbered message to the session's copy here, if any;
+/// fetches what is missing when it arrives ahead of its predecessors.
+fn offer(inner: &Arc<Inner>, to: SessionId, seq: u64, payload: Bytes) -> Result<u64, SendError> {
+    let Some(cell) = inner.cell(to) else { return Ok(seq) }; // another node carries it
+    let r = cell.lock().core.send_at(now(), seq, payload);
+    cell.wake();
+    match r {
+        Ok(_) => Ok(seq),
+        Err(SendError::OutOfOrder { .. }) => {
+            fill(inner.clone(), to);
+            Ok(seq)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Fetches a session's stored messages it does not have yet.
+fn fill(inner: Arc<Inner>, id: SessionId) {
+    let Some(store) = inner.store.clone() else { return };
+    tokio::spawn(async move {
+        let Some(cell) = inner.cell(id) else { return };
+        let from = cell.lock().core.next_seq();
+        match store.fetch(id, from).await {
+            Ok(messages) => {
+                let mut st = cell.lock();
+                for (seq, payload) in messages {
+                    if let Err(e) = st.core.send_at(now(), seq, payload) {
+                        tracing::debug!(session = %id, %e, "stored message not queued");
+                        break;
+                    }
+                }
+                drop(st);
+                cell.wake();
+            }
+            Err(e) => tracing::warn!(session = %id, %e, "cannot fetch stored messages; the next wake-up retries"),
+        }
+    });
+}
+
+/// What the store tells this node.
+pub(super) async fn notices(inner: Arc<Inner>, mut rx: mpsc::Receiver<Notice>) {
+    while let Some(n) = rx.recv().await {
+        match n {
+            Notice::Wake(id) => fill(inner.clone(), id),
+            Notice::TakenOver(id) => {
+                if let Some(cell) = inner.cell(id) {
+                    cell.moved(None, true);
+                }
+            }
+            Notice::LeaseLost => {
+                let cells: Vec<_> = inner.registry().values().cloned().collect();
+                for c in cells {
+                    c.moved(None, true);
+                }
+            }
+            Notice::Missed => {
+                let ids: Vec<_> = inner.registry().keys().copied().collect();
+                for id in ids {
+                    fill(inner.clone(), id);
+                }
+            }
+            Notice::OrphanExpired { session, .. } => {
+                let e = ServerEvent::Ended { session, reason: SessionEnd::Expired, unacked: Vec::new() };
+                if inner.events.send(e).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One message's fate: its seq, or why it was not queued.
+pub type Queued = Result<u64, SendError>;
+
+impl ServerHandle {
+    /// The application handled a session's client messages through `seq`
+    /// (the `seq` of a [`ServerEvent::Message`]), and these are the messages
+    /// that handling sends (replies, fan-out). With a store, the messages
+    /// are stored and `seq` committed in one atomic step before anything is
+    /// acknowledged or sent — exactly once even if this node dies now; a
+    /// `seq` committed before sends nothing again. Without a store, the
+    /// messages are queued at once.
+    ///
+    /// [`StoreError::Fenced`] or [`StoreError::Gone`]: another node carries
+    /// the session now, or it ended; this copy was dropped (the client
+    /// resumes and sends the message again where it is carried).
+    pub async fn commit(
+        &self,
+        session: SessionId,
+        seq: u64,
+        effects: Vec<(SessionId, Bytes)>,
+    ) -> Result<Vec<Queued>, StoreError> {
+        let inner = &self.inner;
+        let Some(store) = inner.store.clone() else {
+            if let Some(cell) = inner.cell(session) {
+                cell.lock().core.commit(now(), seq);
+            }
+            return Ok(effects.into_iter().map(|(to, p)| self.send(to, p)).collect());
+        };
+        let cell = inner.cell(session).ok_or(StoreError::Gone(session))?;
+        let fence = cell.fence().ok_or(StoreError::Gone(session))?;
+        let (to, payloads): (Vec<_>, Vec<_>) = effects.iter().cloned().unzip();
+        match store.commit(session, fence, seq, effects).await {
+            Ok(seqs) => {
+                {
+                    let mut st = cell.lock();
+                    st.core.commit(now(), seq);
+                }
+                cell.wake();
+                Ok(deliver(inner, to, payloads, seqs))
+            }
+            Err(e @ (StoreError::Fenced(_) | StoreError::Gone(_))) => {
+                cell.moved(Some(fence), true);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues messages for sessions wherever they are carried: with a
+    /// store, each is stored (and numbered) first, then sent by the node
+    /// that carries its session; without, queued here.
+    pub async fn publish(&self, messages: Vec<(SessionId, Bytes)>) -> Result<Vec<Queued>, StoreError> {
+        let Some(store) = self.inner.store.clone() else {
+            return Ok(messages.into_iter().map(|(to, p)| self.send(to, p)).collect());
+        };
+        let (to, payloads): (Vec<_>, Vec<_>) = messages.iter().cloned().unzip();
+        let seqs = store.append(messages).await?;
+        Ok(deliver(&self.inner, to, payloads, seqs))
+    }
+
+    /// The store this server keeps its sessions in, if any.
+    pub fn store(&self) -> Option<&SharedStore> {
+        self.inner.store.as_ref()
+    }
+
+    /// The fence this node holds on a session (with a store).
+    pub fn fence(&self, session: SessionId) -> Option<Fence> {
+        self.inner.cell(session)?.fence()
+    }
+}
+
+/// Hands stored messages to the copies of their sessions held here.
+fn deliver(inner: &Arc<Inner>, to: Vec<SessionId>, payloads: Vec<Bytes>, seqs: Vec<Option<u64>>) -> Vec<Queued> {
+    to.into_iter()
+        .zip(payloads)
+        .zip(seqs)
+        .map(|((to, p), seq)| match seq {
+            Some(seq) => offer(inner, to, seq, p),
+            None => Err(SendError::NoSession),
+        })
+        .collect()
+}
