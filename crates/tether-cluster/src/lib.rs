@@ -124,20 +124,20 @@ impl RedisStore {
             .set_response_timeout(Some(opts.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let mut con =
-            tokio::time::timeout(opts.timeout * 2, ConnectionManager::new_with_config(client.clone(), cfg))
-                .await
-                .map_err(|_| err(redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))?
-                .map_err(err)?;
+        let mut con = tokio::time::timeout(opts.timeout * 2, ConnectionManager::new_with_config(client.clone(), cfg))
+            .await
+            .map_err(|_| err(redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))?
+            .map_err(err)?;
         let scripts = Arc::new(Scripts::new());
         let lease: i64 = scripts.lease.arg(&opts.prefix).arg(&opts.node).invoke_async(&mut con).await.map_err(err)?;
         if lease == 0 {
             tracing::warn!(node = %opts.node, "another live node uses this node id; give every node its own");
         }
         let (tx, rx) = mpsc::channel(4096);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(lease_loop(opts.clone(), con.clone(), scripts.clone(), tx.clone())));
-        tasks.push(tokio::spawn(notice_loop(opts.clone(), client, tx)));
+        let tasks = vec![
+            tokio::spawn(lease_loop(opts.clone(), con.clone(), scripts.clone(), tx.clone())),
+            tokio::spawn(notice_loop(opts.clone(), client, tx)),
+        ];
         Ok(Arc::new(RedisStore { opts, con, scripts, notices: std::sync::Mutex::new(Some(rx)), tasks }))
     }
 
@@ -235,12 +235,7 @@ impl Store for RedisStore {
         &self.opts.node
     }
 
-    fn open<'a>(
-        &'a self,
-        record: &'a SessionRecord,
-        user: Option<&'a str>,
-        grace: Duration,
-    ) -> StoreFuture<'a, Fence> {
+    fn open<'a>(&'a self, record: &'a SessionRecord, user: Option<&'a str>, grace: Duration) -> StoreFuture<'a, Fence> {
         Box::pin(async move {
             let mut con = self.con.clone();
             let (current, _, _) = record.tokens.parts();
@@ -343,10 +338,9 @@ impl Store for RedisStore {
             let Value::Array(f) = &v else { return Err(garbage("a fetch", &v)) };
             match f.first().and_then(int) {
                 Some(-1) => Err(StoreError::Gone(id)),
-                Some(first) if first > 0 => f
-                    .get(1)
-                    .and_then(|m| messages(m, first.unsigned_abs()))
-                    .ok_or_else(|| garbage("a fetch", &v)),
+                Some(first) if first > 0 => {
+                    f.get(1).and_then(|m| messages(m, first.unsigned_abs())).ok_or_else(|| garbage("a fetch", &v))
+                }
                 _ => Err(garbage("a fetch", &v)),
             }
         })

@@ -155,8 +155,10 @@ async fn sessions_of_a_dead_node_expire_once_after_their_grace() {
             () = &mut settle => break,
         }
     }
-    let orphans: Vec<_> =
-        expired.iter().filter(|(_, n)| matches!(n, Notice::OrphanExpired { session, .. } if *session == r.id)).collect();
+    let orphans: Vec<_> = expired
+        .iter()
+        .filter(|(_, n)| matches!(n, Notice::OrphanExpired { session, .. } if *session == r.id))
+        .collect();
     assert_eq!(orphans.len(), 1, "expired exactly once, cluster-wide: {expired:?}");
     match &orphans[0].1 {
         Notice::OrphanExpired { user, .. } => assert_eq!(user.as_deref(), Some("bob")),

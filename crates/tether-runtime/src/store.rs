@@ -104,8 +104,7 @@ pub trait Store: Send + Sync + 'static {
     fn node(&self) -> &str;
 
     /// Records a new session, owned by this node; returns its first fence.
-    fn open<'a>(&'a self, record: &'a SessionRecord, user: Option<&'a str>, grace: Duration)
-        -> StoreFuture<'a, Fence>;
+    fn open<'a>(&'a self, record: &'a SessionRecord, user: Option<&'a str>, grace: Duration) -> StoreFuture<'a, Fence>;
 
     /// Claims a session for a resume in one atomic step: checks the
     /// presented token (current or pending; retired ones are reuse), raises

@@ -53,7 +53,9 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server not found: install Debian's redis-server (scripts/test.sh does) or set TETHER_REDIS_URL");
+            .expect(
+                "redis-server not found: install Debian's redis-server (scripts/test.sh does) or set TETHER_REDIS_URL",
+            );
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {

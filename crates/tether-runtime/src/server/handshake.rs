@@ -16,8 +16,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::session::{self, Durable, Incoming, SessionCell};
 use super::{stored, Inner, ServerEvent};
-use crate::store::{ClaimRefused, Fence, SharedStore};
 use crate::driver::now;
+use crate::store::{ClaimRefused, Fence, SharedStore};
 use crate::transport::{self, ws, Io, Kind, RecvError, Transport};
 
 const REFUSAL_FLUSH: Duration = Duration::from_secs(1);

@@ -12,9 +12,9 @@ use tether_proto::{CloseCode, SendError, ServerSession, SessionEvent, SessionId,
 use tokio::sync::Notify;
 
 use super::{stored, Inner, ServerEvent, SessionInfo};
-use crate::store::Fence;
 use crate::driver::{idle_sleep, now, rearm, recv};
 use crate::outbox::{Outbox, Room};
+use crate::store::Fence;
 use crate::transport::{self, Kind, RecvError, Transport};
 
 /// A transport handed to the session task by a handshake.

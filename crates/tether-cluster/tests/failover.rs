@@ -1,0 +1,231 @@
+//! Exactly once, both directions, across the death of the node that holds
+//! the session: two servers share a real Redis; a client streams through a
+//! switch to node A while node B publishes to it; A dies mid-stream; the
+//! client resumes on B. Every client message is echoed (its effect) exactly
+//! once, every server message stored is delivered exactly once, in order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{prefix, Redis};
+use tether_proto::{BackoffConfig, ClientConfig, ClientEvent, HeartbeatConfig, Profile, ServerConfig, SessionId};
+use tether_runtime::client::{Client, ClientOptions, Event};
+use tether_runtime::server::{Server, ServerEvent, ServerHandle, ServerOptions};
+use tether_runtime::store::{SharedStore, StoreError};
+use tether_runtime::Kind;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Forwards each new connection to the current target; `cut` drops every
+/// connection made so far (as a dead node's kernel does).
+struct Switch {
+    addr: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Switch {
+    async fn start(target: SocketAddr) -> Switch {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let target = Arc::new(Mutex::new(target));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (t2, c2) = (target.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = l.accept().await {
+                let to = *t2.lock().unwrap();
+                c2.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        Switch { addr, target, conns }
+    }
+
+    fn point_to(&self, to: SocketAddr) {
+        *self.target.lock().unwrap() = to;
+    }
+
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+struct Node {
+    handle: ServerHandle,
+    addr: SocketAddr,
+    app: tokio::task::JoinHandle<()>,
+}
+
+/// A node whose application echoes every client message back to its
+/// sender, committed with it ("c7" → "e7"), taking 15 ms over each (a
+/// backend at work): when the node dies, messages it took but had not
+/// committed are in flight, and must not have been acknowledged.
+async fn node(store: SharedStore, opened: Arc<Mutex<Option<SessionId>>>) -> Node {
+    let core = ServerConfig {
+        grace: Duration::from_secs(30),
+        handshake_timeout: Duration::from_secs(2),
+        min_idle_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    };
+    let mut opts = ServerOptions::new(core).listen(Kind::Tcp, "127.0.0.1:0".parse().unwrap());
+    opts.store = Some(store);
+    let server = Server::start(opts).await.unwrap();
+    let addr = server.local_addr(Kind::Tcp).unwrap();
+    let (handle, mut events) = server.into_parts();
+    let h = handle.clone();
+    let app = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            match e {
+                ServerEvent::Opened { session, .. } => *opened.lock().unwrap() = Some(session),
+                ServerEvent::Message { session, seq, payload } => {
+                    let echo = Bytes::from(format!("e{}", String::from_utf8_lossy(&payload[1..])));
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    // Retried while Redis is away; done, or the session moved
+                    // (its client sends the message again where it is now).
+                    while let Err(StoreError::Unavailable(_)) =
+                        h.commit(session, seq, vec![(session, echo.clone())]).await
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    Node { handle, addr, app }
+}
+
+fn client_core() -> ClientConfig {
+    let mut c = ClientConfig::profile(Profile::Realtime);
+    c.heartbeat = HeartbeatConfig {
+        interval: Duration::from_millis(500),
+        probe_timeout: Duration::from_millis(500),
+        probes: 2,
+        ..HeartbeatConfig::profile(Profile::Realtime)
+    };
+    c.handshake_timeout = Duration::from_secs(1);
+    c.backoff = BackoffConfig {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        resume_max: Duration::from_millis(200),
+        ..BackoffConfig::default()
+    };
+    c
+}
+
+fn exact(got: &[String], prefix: char, n: u64, what: &str) {
+    let want: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
+    assert!(got == want.as_slice(), "{what}: want {prefix}1..={prefix}{n} exactly once in order, got {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outlives_the_node_that_held_it_exactly_once_both_ways() {
+    let redis = Redis::start();
+    let p = prefix();
+    let opened = Arc::new(Mutex::new(None));
+    let a_store = redis.store("a", &p).await;
+    let a = node(a_store.clone(), opened.clone()).await;
+    let b = node(redis.store("b", &p).await, opened.clone()).await;
+    let switch = Switch::start(a.addr).await;
+
+    let mut opts = ClientOptions::new(client_core());
+    opts.watch_network = false;
+    let endpoint = format!("tcp://{}", switch.addr).parse().unwrap();
+    let mut client = Client::start(endpoint, opts).unwrap();
+    let ch = client.handle();
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let resumed = Arc::new(AtomicU64::new(0));
+    let (r2, res2) = (received.clone(), resumed.clone());
+    tokio::spawn(async move {
+        while let Some(e) = client.next_event().await {
+            match e {
+                Event::Session(ClientEvent::Message(m)) => r2.lock().unwrap().push(String::from_utf8_lossy(&m).into()),
+                Event::Session(ClientEvent::Resumed { .. }) => {
+                    res2.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let session = loop {
+        if let Some(s) = *opened.lock().unwrap() {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no session opened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    // The client streams "c1", "c2", …; node B (which does not hold the
+    // session) publishes "s1", "s2", … to it: stored, then sent by the owner.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent_c, sent_s) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (s1, n1) = (stop.clone(), sent_c.clone());
+    let t1 = tokio::spawn(async move {
+        while !s1.load(Ordering::SeqCst) {
+            let n = n1.load(Ordering::SeqCst) + 1;
+            if ch.send(Bytes::from(format!("c{n}"))).is_ok() {
+                n1.store(n, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let (s2, n2, bh) = (stop.clone(), sent_s.clone(), b.handle.clone());
+    let t2 = tokio::spawn(async move {
+        while !s2.load(Ordering::SeqCst) {
+            let n = n2.load(Ordering::SeqCst) + 1;
+            if let Ok(r) = bh.publish(vec![(session, Bytes::from(format!("s{n}")))]).await {
+                if r.first().is_some_and(|q| q.is_ok()) {
+                    n2.store(n, Ordering::SeqCst);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(received.lock().unwrap().iter().any(|m| m.starts_with('s')), "B's messages reach the client via A");
+
+    // Node A dies: its sessions stop, its connections drop, its lease lapses.
+    switch.point_to(b.addr);
+    a.handle.shutdown();
+    a.app.abort();
+    drop(a_store);
+    switch.cut();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop.store(true, Ordering::SeqCst);
+    t1.await.unwrap();
+    t2.await.unwrap();
+    let (nc, ns) = (sent_c.load(Ordering::SeqCst), sent_s.load(Ordering::SeqCst));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = received.lock().unwrap().clone();
+        let (e, s) =
+            (got.iter().filter(|m| m.starts_with('e')).count(), got.iter().filter(|m| m.starts_with('s')).count());
+        if (e as u64 >= nc && s as u64 >= ns) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A little longer: a duplicate arriving late must be caught too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = received.lock().unwrap().clone();
+    let echoes: Vec<String> = got.iter().filter(|m| m.starts_with('e')).cloned().collect();
+    let server: Vec<String> = got.iter().filter(|m| m.starts_with('s')).cloned().collect();
+    assert!(resumed.load(Ordering::SeqCst) >= 1, "the client resumed its session");
+    assert!(nc > 50 && ns > 50, "traffic flowed: {nc} client, {ns} server messages");
+    exact(&echoes, 'e', nc, "client messages, applied once each (echoed)");
+    exact(&server, 's', ns, "server messages, delivered once each");
+    b.handle.shutdown();
+    b.app.abort();
+}
