@@ -18,6 +18,33 @@ cargo fmt --all --check
 step "lints (cargo clippy --all-targets -- -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+install_debs() {
+  step "installing $* (Debian packages)"
+  local sudo_=""
+  [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "$@"
+}
+
+# The cluster's tests run against Debian's redis-server: one instance of our
+# own on a free loopback port, in a temporary directory, stopped on exit.
+command -v redis-server >/dev/null 2>&1 || install_debs redis-server
+redis_dir=$(mktemp -d)
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$redis_dir" \
+  --daemonize yes --pidfile "$redis_dir/redis.pid" --logfile "$redis_dir/redis.log"
+stop_redis() {
+  [ -f "$redis_dir/redis.pid" ] && kill "$(cat "$redis_dir/redis.pid")" 2>/dev/null || true
+  rm -rf "$redis_dir"
+}
+trap stop_redis EXIT
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
+  sleep 0.1
+done
+export TETHER_REDIS_URL="redis://127.0.0.1:$redis_port"
+step "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') on $TETHER_REDIS_URL"
+
 step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
 cargo test --workspace -- --skip lab_suite
 
@@ -26,13 +53,6 @@ cargo test --workspace -- --skip lab_suite
 # (test/rooms-fixtures.test.mjs reads fixtures/room-protocol.json, as the
 # gateway's Rust test does), and the browser tests drive Debian's chromium
 # through playwright-core.
-install_debs() {
-  step "installing $* (Debian packages)"
-  local sudo_=""
-  [ "$(id -u)" = 0 ] || sudo_="sudo"
-  $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "$@"
-}
 need=()
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)

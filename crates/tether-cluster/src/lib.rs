@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use redis::Value;
-use tether_proto::{ReplayLimits, SessionId, SessionRecord, TokenHash, TokenState};
+use tether_proto::{ReplayLimits, SendError, SessionId, SessionRecord, TokenHash, TokenState};
 use tether_runtime::store::{ClaimRefused, Claimed, Fence, Notice, Store, StoreError, StoreFuture};
 use tokio::sync::mpsc;
 
@@ -129,9 +129,14 @@ impl RedisStore {
             .map_err(|_| err(redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))?
             .map_err(err)?;
         let scripts = Arc::new(Scripts::new());
+        let adopted: i64 =
+            scripts.restart.arg(&opts.prefix).arg(&opts.node).invoke_async(&mut con).await.map_err(err)?;
+        if adopted > 0 {
+            tracing::info!(node = %opts.node, sessions = adopted, "sessions this node held before its restart are open for resumes on any node");
+        }
         let lease: i64 = scripts.lease.arg(&opts.prefix).arg(&opts.node).invoke_async(&mut con).await.map_err(err)?;
         if lease == 0 {
-            tracing::warn!(node = %opts.node, "another live node uses this node id; give every node its own");
+            tracing::warn!(node = %opts.node, "this node id was in use until now: if another node runs under it, give every node its own");
         }
         let (tx, rx) = mpsc::channel(4096);
         let tasks = vec![
@@ -218,9 +223,19 @@ fn claimed(id: SessionId, v: &Value) -> Option<Result<Claimed, ClaimRefused>> {
     Some(Ok(Claimed { fence, record, user }))
 }
 
-/// Seqs from an append: 0 gone, -1 full.
-fn seqs(items: &[Value]) -> Vec<Option<u64>> {
-    items.iter().map(|v| int(v).filter(|s| *s > 0).and_then(|s| u64::try_from(s).ok())).collect()
+/// Each message's fate from the append script: its seq, 0 gone, -1 full,
+/// -2 too large.
+fn fates(items: &[Value], messages: &[(SessionId, Bytes)], limits: &ReplayLimits) -> Vec<Result<u64, SendError>> {
+    items
+        .iter()
+        .zip(messages)
+        .map(|(v, (_, payload))| match int(v) {
+            Some(s) if s > 0 => Ok(s.unsigned_abs()),
+            Some(-1) => Err(SendError::BufferFull { messages: limits.max_messages, bytes: limits.max_bytes }),
+            Some(-2) => Err(SendError::TooLarge { len: payload.len(), max: 0 }),
+            _ => Err(SendError::NoSession),
+        })
+        .collect()
 }
 
 fn pairs(inv: &mut redis::ScriptInvocation<'_>, messages: &[(SessionId, Bytes)]) {
@@ -289,7 +304,7 @@ impl Store for RedisStore {
         fence: Fence,
         seq: u64,
         effects: Vec<(SessionId, Bytes)>,
-    ) -> StoreFuture<'_, Vec<Option<u64>>> {
+    ) -> StoreFuture<'_, Vec<Result<u64, SendError>>> {
         Box::pin(async move {
             let mut con = self.con.clone();
             let (maxm, maxb) = self.limits();
@@ -302,13 +317,13 @@ impl Store for RedisStore {
                 Some(-2) => Err(StoreError::Gone(id)),
                 Some(-1) => Err(StoreError::Fenced(id)),
                 Some(0) => Ok(Vec::new()), // committed before: nothing stored again
-                Some(1) => Ok(seqs(&items[1..])),
+                Some(1) => Ok(fates(&items[1..], &effects, &self.opts.replay)),
                 _ => Err(garbage("a commit", &v)),
             }
         })
     }
 
-    fn append(&self, messages: Vec<(SessionId, Bytes)>) -> StoreFuture<'_, Vec<Option<u64>>> {
+    fn append(&self, messages: Vec<(SessionId, Bytes)>) -> StoreFuture<'_, Vec<Result<u64, SendError>>> {
         Box::pin(async move {
             let mut con = self.con.clone();
             let (maxm, maxb) = self.limits();
@@ -317,7 +332,7 @@ impl Store for RedisStore {
             pairs(&mut inv, &messages);
             let v: Value = inv.invoke_async(&mut con).await.map_err(unavailable)?;
             match &v {
-                Value::Array(items) => Ok(seqs(items)),
+                Value::Array(items) => Ok(fates(items, &messages, &self.opts.replay)),
                 _ => Err(garbage("an append", &v)),
             }
         })

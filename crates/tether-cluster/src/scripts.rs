@@ -16,6 +16,7 @@ pub(crate) struct Scripts {
     pub(crate) end: Script,
     pub(crate) lease: Script,
     pub(crate) reap: Script,
+    pub(crate) restart: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -34,6 +35,7 @@ impl Scripts {
             end: script(include_str!("lua/end.lua")),
             lease: script(include_str!("lua/lease.lua")),
             reap: script(include_str!("lua/reap.lua")),
+            restart: script(include_str!("lua/restart.lua")),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{prefix, Redis};
-use tether_proto::{ResumeToken, Rng, SessionId, SessionRecord, TokenState};
+use tether_proto::{ResumeToken, Rng, SendError, SessionId, SessionRecord, TokenState};
 use tether_runtime::store::{ClaimRefused, Notice, Store, StoreError};
 
 fn record(rng: &mut Rng) -> (SessionRecord, ResumeToken) {
@@ -23,7 +23,7 @@ fn record(rng: &mut Rng) -> (SessionRecord, ResumeToken) {
         next_seq: 1,
         unacked: Vec::new(),
         idle_timeout: Duration::from_secs(30),
-        peer_max_frame: 1 << 20,
+        peer_max_frame: 1 << 16,
     };
     (r, token)
 }
@@ -75,7 +75,7 @@ async fn two_resumes_racing_for_one_session_leave_exactly_one_owner() {
     let (winner, loser): (Arc<dyn Store>, Arc<dyn Store>) = if ca.fence > cb.fence { (a, bn) } else { (bn, a) };
     let (wf, lf) = (ca.fence.max(cb.fence), ca.fence.min(cb.fence));
     assert_eq!(loser.commit(id, lf, 1, vec![(id, b("x"))]).await, Err(StoreError::Fenced(id)));
-    assert_eq!(winner.commit(id, wf, 1, vec![(id, b("x"))]).await, Ok(vec![Some(1)]));
+    assert_eq!(winner.commit(id, wf, 1, vec![(id, b("x"))]).await, Ok(vec![Ok(1)]));
 }
 
 #[tokio::test]
@@ -89,10 +89,10 @@ async fn a_commit_stores_its_effects_once_and_numbers_them_in_the_store() {
     let f1 = a.open(&r1, None, Duration::from_secs(60)).await.unwrap();
     let f2 = a.open(&r2, None, Duration::from_secs(60)).await.unwrap();
     let effects = vec![(r1.id, b("reply")), (r2.id, b("fan-out"))];
-    assert_eq!(a.commit(r1.id, f1, 1, effects.clone()).await, Ok(vec![Some(1), Some(1)]));
+    assert_eq!(a.commit(r1.id, f1, 1, effects.clone()).await, Ok(vec![Ok(1), Ok(1)]));
     // The same message committed again (an answer lost, a retry): nothing stored twice.
     assert_eq!(a.commit(r1.id, f1, 1, effects).await, Ok(vec![]));
-    assert_eq!(a.append(vec![(r2.id, b("direct"))]).await, Ok(vec![Some(2)]));
+    assert_eq!(a.append(vec![(r2.id, b("direct"))]).await, Ok(vec![Ok(2)]));
     assert_eq!(a.fetch(r2.id, 1).await.unwrap(), vec![(1, b("fan-out")), (2, b("direct"))]);
     assert_eq!(a.fetch(r2.id, 2).await.unwrap(), vec![(2, b("direct"))]);
     // The client acknowledged 1: it is forgotten, numbering goes on.
@@ -101,7 +101,7 @@ async fn a_commit_stores_its_effects_once_and_numbers_them_in_the_store() {
     a.acked(r2.id, f2, 1).await.unwrap();
     assert_eq!(a.fetch(r2.id, 1).await.unwrap(), vec![(2, b("direct"))]);
     let gone = SessionId::random(&mut rng);
-    assert_eq!(a.append(vec![(gone, b("x"))]).await, Ok(vec![None]), "no such session");
+    assert_eq!(a.append(vec![(gone, b("x"))]).await, Ok(vec![Err(SendError::NoSession)]), "no such session");
 }
 
 #[tokio::test]
@@ -114,8 +114,13 @@ async fn the_replay_bounds_hold_in_the_store() {
     let mut rng = Rng::from_seed(4);
     let (r, _) = record(&mut rng);
     a.open(&r, None, Duration::from_secs(60)).await.unwrap();
+    let big = Bytes::from(vec![b'x'; (r.peer_max_frame as usize) - 8]);
+    assert!(matches!(a.append(vec![(r.id, big)]).await.unwrap()[0], Err(SendError::TooLarge { .. })));
     let three = vec![(r.id, b("1")), (r.id, b("2")), (r.id, b("3"))];
-    assert_eq!(a.append(three).await, Ok(vec![Some(1), Some(2), None]));
+    assert_eq!(
+        a.append(three).await,
+        Ok(vec![Ok(1), Ok(2), Err(SendError::BufferFull { messages: 2, bytes: 1 << 20 })])
+    );
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_proto::{SessionId, SessionRecord, TokenHash};
+use tether_proto::{SendError, SessionId, SessionRecord, TokenHash};
 use tokio::sync::mpsc;
 
 /// A store operation in flight.
@@ -120,21 +120,21 @@ pub trait Store: Send + Sync + 'static {
     /// Commits the effects of the client's messages through `seq`: stores
     /// every message in `effects` for its recipient (numbered by the store)
     /// and marks `seq` committed, atomically, if this node still holds
-    /// `fence`. Idempotent: a `seq` already committed stores nothing again.
-    /// Returns the seq given to each effect (None: the recipient is gone or
-    /// its replay buffer is full).
+    /// `fence`. Idempotent: a `seq` already committed stores nothing again
+    /// (and answers an empty list). Returns each effect's fate: its seq, or
+    /// why it was not stored ([`SendError::NoSession`], `BufferFull`, or
+    /// `TooLarge` for the recipient's frames).
     fn commit(
         &self,
         id: SessionId,
         fence: Fence,
         seq: u64,
         effects: Vec<(SessionId, Bytes)>,
-    ) -> StoreFuture<'_, Vec<Option<u64>>>;
+    ) -> StoreFuture<'_, Vec<Result<u64, SendError>>>;
 
     /// Stores messages for sessions on any node (numbered by the store);
-    /// their owners are woken. Returns each message's seq (None: the
-    /// recipient is gone or its replay buffer is full).
-    fn append(&self, messages: Vec<(SessionId, Bytes)>) -> StoreFuture<'_, Vec<Option<u64>>>;
+    /// their owners are woken. Returns each message's fate, as `commit`.
+    fn append(&self, messages: Vec<(SessionId, Bytes)>) -> StoreFuture<'_, Vec<Result<u64, SendError>>>;
 
     /// The stored messages of a session from seq `from` on, in order.
     fn fetch(&self, id: SessionId, from: u64) -> StoreFuture<'_, Vec<(u64, Bytes)>>;

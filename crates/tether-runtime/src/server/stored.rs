@@ -191,6 +191,14 @@ impl ServerHandle {
                     st.core.commit(now(), seq);
                 }
                 cell.wake();
+                if seqs.is_empty() && !to.is_empty() {
+                    // Committed before (a retry whose first answer was
+                    // lost): the messages are stored; catch up from there.
+                    for id in &to {
+                        fill(inner.clone(), *id);
+                    }
+                    return Ok(to.iter().map(|_| Ok(0)).collect());
+                }
                 Ok(deliver(inner, to, payloads, seqs))
             }
             Err(e @ (StoreError::Fenced(_) | StoreError::Gone(_))) => {
@@ -225,13 +233,6 @@ impl ServerHandle {
 }
 
 /// Hands stored messages to the copies of their sessions held here.
-fn deliver(inner: &Arc<Inner>, to: Vec<SessionId>, payloads: Vec<Bytes>, seqs: Vec<Option<u64>>) -> Vec<Queued> {
-    to.into_iter()
-        .zip(payloads)
-        .zip(seqs)
-        .map(|((to, p), seq)| match seq {
-            Some(seq) => offer(inner, to, seq, p),
-            None => Err(SendError::NoSession),
-        })
-        .collect()
+fn deliver(inner: &Arc<Inner>, to: Vec<SessionId>, payloads: Vec<Bytes>, seqs: Vec<Queued>) -> Vec<Queued> {
+    to.into_iter().zip(payloads).zip(seqs).map(|((to, p), seq)| seq.and_then(|seq| offer(inner, to, seq, p))).collect()
 }
