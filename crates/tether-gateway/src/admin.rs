@@ -222,7 +222,11 @@ fn body(p: PublishBody) -> Result<Value, ApiError> {
 
 async fn publish_session(State(s): State<Shared>, Path(id): Path<String>, p: PublishBody) -> ApiResult {
     let (id, body) = (parse_id(&id)?, body(p)?);
-    match s.server.send(id, Rooms::publish_session(&body)) {
+    let fate = match s.server.publish(vec![(id, Rooms::publish_session(&body))]).await {
+        Ok(mut fates) => fates.pop().unwrap_or(Err(tether_proto::SendError::NoSession)),
+        Err(e) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("not queued: {e}; retry shortly"))),
+    };
+    match fate {
         Ok(seq) => {
             s.metrics.messages_out(1);
             Ok((StatusCode::ACCEPTED, Json(api::SessionPublished { session: id.to_string(), seq })).into_response())
@@ -249,7 +253,7 @@ async fn publish_room(State(s): State<Shared>, Path(room): Path<String>, p: Publ
     let out = rooms(&s).publish_room(&room, &body);
     match out {
         Some(out) => {
-            let queued = deliver(&s.server, &s.metrics, out).queued;
+            let queued = deliver(&s.server, &s.metrics, out).await.queued;
             Ok((StatusCode::ACCEPTED, Json(api::RoomPublished { room, queued })).into_response())
         }
         None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),

@@ -43,6 +43,7 @@ pub struct Config {
     pub demo: Demo,
     pub log: Log,
     pub drain: Drain,
+    pub cluster: Cluster,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -250,6 +251,22 @@ impl Default for Drain {
     }
 }
 
+/// Sessions kept in Redis, so they survive this process and can be resumed
+/// on any node (docs/CLUSTER.md). Absent: everything in this process's
+/// memory, as before.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// `redis://[user:password@]host:port[/db]`; prefer `redis_env`.
+    pub redis: Option<String>,
+    /// Environment variable holding the Redis URL.
+    pub redis_env: Option<String>,
+    /// This node's name, unique in the cluster (default: random per start).
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key, so several clusters can share one Redis.
+    pub key_prefix: Option<String>,
+}
+
 /// A refused setting: where, what, and the fix.
 fn refuse(field: &str, what: impl std::fmt::Display, fix: &str) -> anyhow::Error {
     anyhow::anyhow!("{field}: {what}; {fix}")
@@ -301,6 +318,8 @@ pub struct Resolved {
     pub(crate) heartbeat: HeartbeatConfig,
     pub(crate) jwt_secret: Option<String>,
     pub(crate) admin_key: Option<String>,
+    /// The Redis URL, when sessions are kept in Redis.
+    pub(crate) redis: Option<String>,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -311,6 +330,7 @@ impl std::fmt::Debug for Resolved {
             .field("core", &self.core)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "set"))
             .field("admin_key", &self.admin_key.as_ref().map(|_| "set"))
+            .field("redis", &self.redis.as_ref().map(|_| "set"))
             .finish_non_exhaustive()
     }
 }
@@ -340,6 +360,14 @@ impl Resolved {
         }
         if let Some(a) = c.demo.listen.0 {
             v.push(format!("demo page on http://{a}/"));
+        }
+        match &self.redis {
+            Some(url) => v.push(format!(
+                "sessions kept in Redis at {} as node {} (resumable on any node)",
+                tether_cluster::redacted(url),
+                c.cluster.node_id.as_deref().unwrap_or("<random per start>")
+            )),
+            None => v.push("sessions in this process's memory (no [cluster])".into()),
         }
         v.push(format!(
             "grace {}, auth: {}{}",
@@ -519,7 +547,35 @@ impl Config {
         if self.drain.window.is_zero() {
             bail!(refuse("drain.window", "is 0", "spread reconnects over a few seconds, e.g. \"5s\""));
         }
-        Ok(Resolved { cfg: self, core, heartbeat, jwt_secret, admin_key })
+        let cl = &self.cluster;
+        let redis = read_secret(&cl.redis, &cl.redis_env, "cluster.redis")?;
+        if let Some(url) = &redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                bail!(refuse(
+                    "cluster.redis",
+                    format!("{:?} is not a Redis URL", tether_cluster::redacted(url)),
+                    "write redis://HOST:PORT (rediss:// for TLS), e.g. \"redis://127.0.0.1:6379\"",
+                ));
+            }
+        }
+        let name_ok = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        for (field, v) in [("cluster.node_id", &cl.node_id), ("cluster.key_prefix", &cl.key_prefix)] {
+            if let Some(v) = v {
+                if !name_ok(v) {
+                    bail!(refuse(
+                        field,
+                        format!("{v:?} is not a name"),
+                        "use 1 to 64 letters, digits, '-', '_' or '.'"
+                    ));
+                }
+                if redis.is_none() {
+                    bail!(refuse(field, "is set but cluster.redis is not", "set cluster.redis, or remove this key"));
+                }
+            }
+        }
+        Ok(Resolved { cfg: self, core, heartbeat, jwt_secret, admin_key, redis })
     }
 }
 
@@ -598,5 +654,11 @@ mod tests {
         assert!(e.contains("limits.max_members_listed"), "{e}");
         let e = err("[limits]\nsay_rate = 0.0");
         assert!(e.contains("limits.say_rate"), "{e}");
+        let e = err("[cluster]\nredis = \"127.0.0.1:6379\"");
+        assert!(e.contains("cluster.redis") && e.contains("redis://HOST:PORT"), "{e}");
+        let e = err("[cluster]\nredis = \"redis://:hunter2@10.0.0.1:6379\"\nnode_id = \"a b\"");
+        assert!(e.contains("cluster.node_id") && !e.contains("hunter2"), "{e}");
+        let e = err("[cluster]\nnode_id = \"a\"");
+        assert!(e.contains("cluster.redis is not"), "{e}");
     }
 }

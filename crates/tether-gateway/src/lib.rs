@@ -33,8 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use tether_proto::{SendError, SessionEnd};
+use tether_proto::{SendError, SessionEnd, SessionId};
 use tether_runtime::server::{Server, ServerEvent, ServerOptions};
+use tether_runtime::store::StoreError;
 use tether_runtime::{Kind, ServerHandle, SocketTuning};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -144,16 +145,36 @@ pub(crate) struct Delivered {
     pub(crate) too_large: Option<(usize, usize, usize)>,
 }
 
-/// Queues every message (a refusal is counted in the metrics and logged at
-/// debug; messages too large for their recipient are also reported back).
-pub(crate) fn deliver(server: &ServerHandle, metrics: &Metrics, out: Out) -> Delivered {
+/// Queues every message wherever its session is carried (with a store:
+/// stored first). A refusal is counted in the metrics and logged at debug;
+/// messages too large for their recipient are also reported back. The
+/// store being unreachable counts every message as refused.
+pub(crate) async fn deliver(server: &ServerHandle, metrics: &Metrics, out: Out) -> Delivered {
+    if out.is_empty() {
+        return Delivered::default();
+    }
+    let n = out.len();
+    match server.publish(out).await {
+        Ok(fates) => tally(metrics, fates),
+        Err(e) => {
+            tracing::warn!(%e, messages = n, "messages not stored");
+            for _ in 0..n {
+                metrics.send_failed();
+            }
+            Delivered::default()
+        }
+    }
+}
+
+/// Counts what became of each message.
+fn tally(metrics: &Metrics, fates: Vec<Result<u64, SendError>>) -> Delivered {
     let mut d = Delivered::default();
-    for (to, payload) in out {
-        match server.send(to, payload) {
+    for fate in fates {
+        match fate {
             Ok(_) => d.queued += 1,
             Err(e) => {
                 metrics.send_failed();
-                tracing::debug!(session = %to, %e, "message not queued");
+                tracing::debug!(%e, "message not queued");
                 if let SendError::TooLarge { len, max } = e {
                     let (n, size, limit) = d.too_large.get_or_insert((0, len, max));
                     *n += 1;
@@ -218,6 +239,17 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     let demo_listener = bind(c.demo.listen.0, "demo.listen").await?;
     let admin = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let demo = demo_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    if let Some(url) = &r.redis {
+        let node = c.cluster.node_id.clone().unwrap_or_else(|| format!("node-{}", &random_key()[..8]));
+        let mut o = tether_cluster::RedisOptions::new(url.clone(), node);
+        if let Some(p) = &c.cluster.key_prefix {
+            o.prefix = p.clone();
+        }
+        o.replay = r.core.replay.clone();
+        let store = tether_cluster::RedisStore::connect(o).await.context("cluster.redis")?;
+        tracing::info!(node = %store.options().node, redis = %tether_cluster::redacted(url), "sessions kept in Redis");
+        opts.store = Some(store);
+    }
     let metrics = Arc::new(Metrics::new()?);
     let server = Server::start(opts).await?;
     let admin_key_generated = r.admin_key.is_none();
@@ -273,21 +305,15 @@ async fn event_loop(
     let stopped = loop {
         tokio::select! {
             e = events.recv() => match e {
-                Some(e) => on_event(&s, e),
+                // Handling an event may wait for the store (retried while it
+                // is unreachable); a shutdown meanwhile still drains.
+                Some(e) => tokio::select! {
+                    () = on_event(&s, e) => {}
+                    () = &mut shutdown => break drain(&s, &handle).await,
+                },
                 None => break Stopped::Ended,
             },
-            () = &mut shutdown => {
-                s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
-                let window = s.drain_window;
-                let told = handle.drain(window);
-                tracing::info!(told, ?window, "draining: clients told to reconnect; stopping");
-                // Give the CLOSE frames a moment to leave. Sessions were in
-                // memory: a restarted gateway will not know them, and clients
-                // are told to start fresh.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                handle.shutdown();
-                break Stopped::Drained { told, window };
-            }
+            () = &mut shutdown => break drain(&s, &handle).await,
             _ = &mut dropped => {
                 // The `Running` was dropped: stop at once.
                 handle.shutdown();
@@ -303,28 +329,63 @@ async fn event_loop(
     stopped
 }
 
-fn on_event(s: &Shared, e: ServerEvent) {
+/// Tells attached clients to come back within the drain window, gives the
+/// CLOSE frames a moment to leave, and stops. With a store, sessions stay
+/// in it and resume on whichever node the clients reach next (this one
+/// restarted, or another); without, they were in memory and are gone.
+async fn drain(s: &Shared, handle: &ServerHandle) -> Stopped {
+    s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    let window = s.drain_window;
+    let told = handle.drain(window);
+    tracing::info!(told, ?window, "draining: clients told to reconnect; stopping");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.shutdown();
+    Stopped::Drained { told, window }
+}
+
+/// Commits a client message with the messages its handling sends: with a
+/// store, atomically, before the message is acknowledged (retried while the
+/// store is unreachable: the client's message stays unacknowledged
+/// meanwhile, and its link alive). Nothing is done twice: a session that
+/// moved to another node is sent the message again there by its client.
+async fn commit(s: &Shared, session: SessionId, seq: u64, out: Out) -> Option<Delivered> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match s.server.commit(session, seq, out.clone()).await {
+            Ok(fates) => return Some(tally(&s.metrics, fates)),
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(%session, %e, ?backoff, "client message not committed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::debug!(%session, %e, "client message left to the node that carries the session");
+                return None;
+            }
+        }
+    }
+}
+
+async fn on_event(s: &Shared, e: ServerEvent) {
     let lock = || s.rooms.lock().unwrap_or_else(|p| p.into_inner());
     let m = &s.metrics;
     let out = match e {
         ServerEvent::Opened { session, peer, kind, user } => {
             m.opened();
-            let user = user
-                .filter(|u| !u.is_empty())
-                .map_or_else(|| auth::anonymous_user(&session.to_string()), |u| u.to_string());
+            let user = participant_user(session, user);
             tracing::info!(%session, %user, %peer, %kind, "session opened");
             lock().opened(session, user);
             Vec::new()
         }
-        ServerEvent::Message { session, payload, .. } => {
+        ServerEvent::Message { session, seq, payload } => {
             m.message_in();
             let reply = lock().request(session, &payload, std::time::Instant::now());
-            let d = deliver(&s.server, m, reply.out);
+            let Some(d) = commit(s, session, seq, reply.out).await else { return };
             // A say that some members cannot take (their frame limit is too
             // small for it) is not lost silently: the sayer is told.
             if let (Some(room), Some((undelivered, size, limit))) = (reply.said, d.too_large) {
                 let answer = Rooms::too_large_for_members(room, undelivered, size, limit);
-                deliver(&s.server, m, vec![(session, answer)]);
+                deliver(&s.server, m, vec![(session, answer)]).await;
             }
             return;
         }
@@ -340,10 +401,21 @@ fn on_event(s: &Shared, e: ServerEvent) {
             tracing::info!(%session, %reason, "session detached; kept for a resume");
             lock().detached(session)
         }
-        ServerEvent::Resumed { session, replayed, peer, kind, .. } => {
+        ServerEvent::Resumed { session, replayed, peer, kind, user } => {
             m.resumed(replayed);
             tracing::info!(%session, replayed, %peer, %kind, "session resumed");
-            lock().resumed(session)
+            let mut rooms = lock();
+            if rooms.participant(session).is_none() {
+                // Carried on from the store: opened on another node (or
+                // before this one restarted).
+                rooms.opened(session, participant_user(session, user));
+            }
+            rooms.resumed(session)
+        }
+        ServerEvent::Moved { session } => {
+            tracing::info!(%session, "session carried on by another node");
+            lock().forget(session);
+            Vec::new()
         }
         ServerEvent::Ended { session, reason, unacked } => {
             let expired = matches!(reason, SessionEnd::Expired);
@@ -359,7 +431,12 @@ fn on_event(s: &Shared, e: ServerEvent) {
         }
         _ => Vec::new(),
     };
-    deliver(&s.server, m, out);
+    deliver(&s.server, m, out).await;
+}
+
+/// The user a session is shown as: its authenticated id, or an anonymous name.
+fn participant_user(session: SessionId, user: Option<Arc<str>>) -> String {
+    user.filter(|u| !u.is_empty()).map_or_else(|| auth::anonymous_user(&session.to_string()), |u| u.to_string())
 }
 
 fn end_label(r: &SessionEnd) -> &'static str {

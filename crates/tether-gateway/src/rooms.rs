@@ -153,6 +153,16 @@ impl Rooms {
         out
     }
 
+    /// The session is carried on by another node: forget it here, without
+    /// a word to its rooms (it has not left them).
+    pub(crate) fn forget(&mut self, id: SessionId) {
+        if let Some(m) = self.members.remove(&id) {
+            for room in m.rooms {
+                self.remove_from(&room, id);
+            }
+        }
+    }
+
     /// The session ended: `expired` when its grace ran out, else it left
     /// (closed, kicked). It is removed from every room.
     pub(crate) fn ended(&mut self, id: SessionId, expired: bool) -> Out {
