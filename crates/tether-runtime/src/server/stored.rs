@@ -221,6 +221,35 @@ impl ServerHandle {
         Ok(deliver(&self.inner, to, payloads, seqs))
     }
 
+    /// An application's own store operation committed a session's client
+    /// messages through `seq` under the fence it holds, storing these
+    /// messages (each with its fate from the store, as
+    /// [`crate::store::Store::commit`] reports them): acknowledge, and hand
+    /// the stored messages to the sessions held here. For applications that
+    /// keep state of their own beside the sessions in the same store (the
+    /// gateway's rooms).
+    pub fn committed(&self, session: SessionId, seq: u64, stored: Vec<(SessionId, Queued, Bytes)>) -> Vec<Queued> {
+        if let Some(cell) = self.inner.cell(session) {
+            cell.lock().core.commit(now(), seq);
+            cell.wake();
+        }
+        self.stored(stored)
+    }
+
+    /// Messages an application's own store operation stored: handed to the
+    /// sessions held here (the others' nodes were woken by the store).
+    pub fn stored(&self, stored: Vec<(SessionId, Queued, Bytes)>) -> Vec<Queued> {
+        stored.into_iter().map(|(to, fate, p)| fate.and_then(|seq| offer(&self.inner, to, seq, p))).collect()
+    }
+
+    /// The store refused a write for `session` under `fence` (another node
+    /// claimed it, or it ended): this node stops carrying it.
+    pub fn fenced(&self, session: SessionId, fence: Fence) {
+        if let Some(cell) = self.inner.cell(session) {
+            cell.moved(Some(fence), true);
+        }
+    }
+
     /// The store this server keeps its sessions in, if any.
     pub fn store(&self) -> Option<&SharedStore> {
         self.inner.store.as_ref()
