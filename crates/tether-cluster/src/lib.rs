@@ -14,6 +14,15 @@
 
 mod scripts;
 
+pub use redis;
+
+/// The Lua every script of this engine starts with: the key layout and the
+/// shared `append` (store a message for a session, numbered, waking its
+/// owner). Applications that keep their own state beside the sessions in
+/// the same Redis (the gateway's rooms) prefix their scripts with it, so
+/// that their writes and the messages they send commit atomically.
+pub const COMMON_LUA: &str = scripts::COMMON;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,6 +160,19 @@ impl RedisStore {
         &self.opts
     }
 
+    /// Its command connection (multiplexed, reconnecting), for scripts of
+    /// the application's own that start with [`COMMON_LUA`].
+    pub fn connection(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    /// A message's fate from `append` (as the scripts return it): its seq,
+    /// 0 gone, -1 replay buffer full, -(max + 3) too large for the client's
+    /// frames (which carry `max` bytes of payload).
+    pub fn fate(&self, v: &Value, len: usize) -> Result<u64, SendError> {
+        fate(v, len, &self.opts.replay)
+    }
+
     fn limits(&self) -> (usize, usize) {
         (self.opts.replay.max_messages, self.opts.replay.max_bytes)
     }
@@ -223,19 +245,19 @@ fn claimed(id: SessionId, v: &Value) -> Option<Result<Claimed, ClaimRefused>> {
     Some(Ok(Claimed { fence, record, user }))
 }
 
-/// Each message's fate from the append script: its seq, 0 gone, -1 full,
-/// -2 too large.
+/// Each message's fate from the append script.
 fn fates(items: &[Value], messages: &[(SessionId, Bytes)], limits: &ReplayLimits) -> Vec<Result<u64, SendError>> {
-    items
-        .iter()
-        .zip(messages)
-        .map(|(v, (_, payload))| match int(v) {
-            Some(s) if s > 0 => Ok(s.unsigned_abs()),
-            Some(-1) => Err(SendError::BufferFull { messages: limits.max_messages, bytes: limits.max_bytes }),
-            Some(-2) => Err(SendError::TooLarge { len: payload.len(), max: 0 }),
-            _ => Err(SendError::NoSession),
-        })
-        .collect()
+    items.iter().zip(messages).map(|(v, (_, payload))| fate(v, payload.len(), limits)).collect()
+}
+
+/// One message's fate: its seq, 0 gone, -1 full, -(max + 3) too large.
+fn fate(v: &Value, len: usize, limits: &ReplayLimits) -> Result<u64, SendError> {
+    match int(v) {
+        Some(s) if s > 0 => Ok(s.unsigned_abs()),
+        Some(-1) => Err(SendError::BufferFull { messages: limits.max_messages, bytes: limits.max_bytes }),
+        Some(s) if s <= -3 => Err(SendError::TooLarge { len, max: usize::try_from(-s - 3).unwrap_or(usize::MAX) }),
+        _ => Err(SendError::NoSession),
+    }
 }
 
 fn pairs(inv: &mut redis::ScriptInvocation<'_>, messages: &[(SessionId, Bytes)]) {

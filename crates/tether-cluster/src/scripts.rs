@@ -4,7 +4,7 @@
 
 use redis::Script;
 
-const COMMON: &str = include_str!("lua/common.lua");
+pub(crate) const COMMON: &str = include_str!("lua/common.lua");
 
 pub(crate) struct Scripts {
     pub(crate) open: Script,

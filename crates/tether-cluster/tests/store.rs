@@ -115,7 +115,8 @@ async fn the_replay_bounds_hold_in_the_store() {
     let (r, _) = record(&mut rng);
     a.open(&r, None, Duration::from_secs(60)).await.unwrap();
     let big = Bytes::from(vec![b'x'; (r.peer_max_frame as usize) - 8]);
-    assert!(matches!(a.append(vec![(r.id, big)]).await.unwrap()[0], Err(SendError::TooLarge { .. })));
+    let max = (r.peer_max_frame as usize) - 9;
+    assert_eq!(a.append(vec![(r.id, big)]).await.unwrap()[0], Err(SendError::TooLarge { len: max + 1, max }));
     let three = vec![(r.id, b("1")), (r.id, b("2")), (r.id, b("3"))];
     assert_eq!(
         a.append(three).await,

@@ -235,14 +235,27 @@ async fn publish_session(State(s): State<Shared>, Path(id): Path<String>, p: Pub
     }
 }
 
-async fn list_rooms(State(s): State<Shared>) -> Response {
-    let rooms = rooms(&s).list().into_iter().map(|(room, members)| api::RoomSize { room, members }).collect();
-    Json(api::Rooms { rooms }).into_response()
+/// The store is away: the answer says so (503) and to retry.
+fn store_away(e: tether_runtime::store::StoreError) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry shortly"))
+}
+
+async fn list_rooms(State(s): State<Shared>) -> ApiResult {
+    let list = match &s.cluster {
+        Some(c) => c.list().await.map_err(store_away)?,
+        None => rooms(&s).list(),
+    };
+    let rooms = list.into_iter().map(|(room, members)| api::RoomSize { room, members }).collect();
+    Ok(Json(api::Rooms { rooms }).into_response())
 }
 
 async fn get_room(State(s): State<Shared>, room: Result<Path<String>, PathRejection>) -> ApiResult {
     let room = room.map_err(bad_request)?.0;
-    match rooms(&s).room_members(&room) {
+    let members = match &s.cluster {
+        Some(c) => c.members(&room).await.map_err(store_away)?,
+        None => rooms(&s).room_members(&room),
+    };
+    match members {
         Some(members) => Ok(Json(api::Room { room, members }).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
     }
@@ -250,14 +263,24 @@ async fn get_room(State(s): State<Shared>, room: Result<Path<String>, PathReject
 
 async fn publish_room(State(s): State<Shared>, Path(room): Path<String>, p: PublishBody) -> ApiResult {
     let body = body(p)?;
-    let out = rooms(&s).publish_room(&room, &body);
-    match out {
-        Some(out) => {
-            let queued = deliver(&s.server, &s.metrics, out).await.queued;
-            Ok((StatusCode::ACCEPTED, Json(api::RoomPublished { room, queued })).into_response())
+    let queued = match &s.cluster {
+        Some(c) => {
+            let payload = crate::protocol::Event::Publish { room: Some(room.clone()), body }.to_bytes();
+            match c.publish(&room, payload).await.map_err(store_away)? {
+                Some(crate::rooms::redis::Done::Sent(sent)) => crate::tally(&s.metrics, s.server.stored(sent)).queued,
+                Some(_) => 0,
+                None => return Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
+            }
         }
-        None => Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
-    }
+        None => {
+            let out = rooms(&s).publish_room(&room, &body);
+            match out {
+                Some(out) => deliver(&s.server, &s.metrics, out).await.queued,
+                None => return Err(ApiError(StatusCode::NOT_FOUND, NO_ROOM.into())),
+            }
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(api::RoomPublished { room, queued })).into_response())
 }
 
 #[derive(Deserialize, Default)]

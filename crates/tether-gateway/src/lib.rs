@@ -20,6 +20,7 @@
 mod admin;
 mod api;
 mod auth;
+mod cluster;
 pub mod config;
 mod metrics;
 pub mod protocol;
@@ -57,6 +58,9 @@ pub(crate) struct Shared {
     bans: auth::Bans,
     draining: Arc<AtomicBool>,
     drain_window: Duration,
+    /// Rooms in Redis (`[cluster]`); None: rooms in `rooms`.
+    cluster: Option<Arc<rooms::redis::RedisRooms>>,
+    max_say_bytes: usize,
 }
 
 /// A started gateway: where it listens (ports chosen by the OS where the
@@ -167,7 +171,7 @@ pub(crate) async fn deliver(server: &ServerHandle, metrics: &Metrics, out: Out) 
 }
 
 /// Counts what became of each message.
-fn tally(metrics: &Metrics, fates: Vec<Result<u64, SendError>>) -> Delivered {
+pub(crate) fn tally(metrics: &Metrics, fates: Vec<Result<u64, SendError>>) -> Delivered {
     let mut d = Delivered::default();
     for fate in fates {
         match fate {
@@ -239,6 +243,7 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     let demo_listener = bind(c.demo.listen.0, "demo.listen").await?;
     let admin = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let demo = demo_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let mut cluster = None;
     if let Some(url) = &r.redis {
         let node = c.cluster.node_id.clone().unwrap_or_else(|| format!("node-{}", &random_key()[..8]));
         let mut o = tether_cluster::RedisOptions::new(url.clone(), node);
@@ -248,6 +253,7 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
         o.replay = r.core.replay.clone();
         let store = tether_cluster::RedisStore::connect(o).await.context("cluster.redis")?;
         tracing::info!(node = %store.options().node, redis = %tether_cluster::redacted(url), "sessions kept in Redis");
+        cluster = Some(Arc::new(rooms::redis::RedisRooms::new(store.clone(), c.limits.clone())));
         opts.store = Some(store);
     }
     let metrics = Arc::new(Metrics::new()?);
@@ -262,6 +268,8 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
         bans,
         draining: Arc::new(AtomicBool::new(false)),
         drain_window: c.drain.window,
+        cluster,
+        max_say_bytes: c.limits.max_say_bytes,
     };
 
     let mut tasks = Vec::new();
@@ -348,7 +356,7 @@ async fn drain(s: &Shared, handle: &ServerHandle) -> Stopped {
 /// store is unreachable: the client's message stays unacknowledged
 /// meanwhile, and its link alive). Nothing is done twice: a session that
 /// moved to another node is sent the message again there by its client.
-async fn commit(s: &Shared, session: SessionId, seq: u64, out: Out) -> Option<Delivered> {
+pub(crate) async fn commit(s: &Shared, session: SessionId, seq: u64, out: Out) -> Option<Delivered> {
     let mut backoff = Duration::from_millis(50);
     loop {
         match s.server.commit(session, seq, out.clone()).await {
@@ -367,6 +375,9 @@ async fn commit(s: &Shared, session: SessionId, seq: u64, out: Out) -> Option<De
 }
 
 async fn on_event(s: &Shared, e: ServerEvent) {
+    if let Some(c) = &s.cluster {
+        return cluster::on_event(s, c, e).await;
+    }
     let lock = || s.rooms.lock().unwrap_or_else(|p| p.into_inner());
     let m = &s.metrics;
     let out = match e {
@@ -435,11 +446,11 @@ async fn on_event(s: &Shared, e: ServerEvent) {
 }
 
 /// The user a session is shown as: its authenticated id, or an anonymous name.
-fn participant_user(session: SessionId, user: Option<Arc<str>>) -> String {
+pub(crate) fn participant_user(session: SessionId, user: Option<Arc<str>>) -> String {
     user.filter(|u| !u.is_empty()).map_or_else(|| auth::anonymous_user(&session.to_string()), |u| u.to_string())
 }
 
-fn end_label(r: &SessionEnd) -> &'static str {
+pub(crate) fn end_label(r: &SessionEnd) -> &'static str {
     match r {
         SessionEnd::Expired => "expired",
         SessionEnd::PeerClosed { .. } | SessionEnd::LocalClose => "closed",
@@ -449,7 +460,7 @@ fn end_label(r: &SessionEnd) -> &'static str {
 }
 
 /// The RTT a client put on its PING: `{"rtt_ms": 12.5}`.
-fn rtt_of(payload: &[u8]) -> Option<f64> {
+pub(crate) fn rtt_of(payload: &[u8]) -> Option<f64> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     v.get("rtt_ms")?.as_f64().filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 600_000.0)
 }

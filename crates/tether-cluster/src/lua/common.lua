@@ -12,13 +12,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- Stores one message for session `id`; its seq, 0 if the session is gone,
--- -1 if its replay buffer is full, -2 if it is larger than the client's
--- frames carry. Wakes the owner unless it is `me`.
+-- -1 if its replay buffer is full, -(max + 3) if it is larger than the max
+-- bytes of payload the client's frames carry. Wakes the owner unless it is `me`.
 local function append(id, payload, me, maxm, maxb)
   local r = rk(id)
   local f = redis.call('HMGET', r, 'next', 'bytes', 'owner', 'mf')
   if not f[1] then return 0 end
-  if #payload > tonumber(f[4]) - 9 then return -2 end
+  if #payload > tonumber(f[4]) - 9 then return -(tonumber(f[4]) - 9 + 3) end
   local o = ok(id)
   if redis.call('LLEN', o) >= maxm or tonumber(f[2]) + #payload > maxb then return -1 end
   local seq = tonumber(f[1])

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use tether_proto::SessionId;
 
+pub(crate) mod redis;
+
 use crate::config::Limits;
 use crate::protocol::{Error, ErrorCode, Event, Member, Request, State};
 
@@ -209,29 +211,10 @@ impl Rooms {
         if !self.members.contains_key(&id) {
             return Reply::default();
         }
-        let mut error = |op: &str, code: ErrorCode, message: String| {
-            out.push((id, Event::Error(Error { op: op.to_owned(), code, message }).to_bytes()));
-        };
-        let limit = self.limits.max_say_bytes;
-        if payload.len() > limit {
-            let message = format!("request of {} bytes; the gateway takes at most {limit}", payload.len());
-            error("", ErrorCode::RequestTooLarge { size: payload.len(), limit }, message);
-            return Reply { out, said: None };
-        }
-        let req: Request = match serde_json::from_slice(payload) {
+        let req = match parse(payload, self.limits.max_say_bytes) {
             Ok(r) => r,
-            Err(e) => {
-                let message = format!(
-                    "not a room request ({e}); send JSON with op join, leave, say or members (docs/GATEWAY.md)"
-                );
-                // The op it names, when it is JSON naming a known op (its
-                // fields were wrong); "" when it cannot be read as one.
-                let op = serde_json::from_slice::<serde_json::Value>(payload)
-                    .ok()
-                    .and_then(|v| v.get("op")?.as_str().map(str::to_owned))
-                    .filter(|op| ["join", "leave", "say", "members"].contains(&op.as_str()))
-                    .unwrap_or_default();
-                error(&op, ErrorCode::BadRequest, message);
+            Err(error) => {
+                out.push((id, error));
                 return Reply { out, said: None };
             }
         };
@@ -253,7 +236,7 @@ impl Rooms {
                     out.push((id, Event::Members { room, members, count }.to_bytes()));
                     Ok(())
                 } else {
-                    Err((ErrorCode::NotMember { room }, "join the room to see its members".to_owned()))
+                    Err(refusal_text("members", &room, "not_member", &self.limits))
                 }
             }
         };
@@ -277,20 +260,14 @@ impl Rooms {
     }
 
     fn join(&mut self, id: SessionId, room: String, name: Option<String>, out: &mut Out) -> Refusal {
-        if room.is_empty() || room.len() > 64 {
-            return Err((ErrorCode::BadRoom, "room names are 1 to 64 bytes".into()));
-        }
-        if name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
-            return Err((ErrorCode::BadName, "names are at most 64 bytes".into()));
-        }
+        check_join(&room, name.as_deref())?;
         let already = self.members.get(&id).is_some_and(|m| m.rooms.contains(&room));
         if !already {
             if self.members.get(&id).is_some_and(|m| m.rooms.len() >= self.limits.max_rooms_per_session) {
-                let message = "this session is in as many rooms as allowed; leave one first".into();
-                return Err((ErrorCode::TooManyRooms { room }, message));
+                return Err(refusal_text("join", &room, "too_many_rooms", &self.limits));
             }
             if self.rooms.get(&room).is_some_and(|r| r.len() >= self.limits.max_room_members) {
-                return Err((ErrorCode::RoomFull { room }, "the room is full; try again later".into()));
+                return Err(refusal_text("join", &room, "room_full", &self.limits));
             }
         }
         if let Some(m) = self.members.get_mut(&id) {
@@ -313,7 +290,7 @@ impl Rooms {
     fn leave(&mut self, id: SessionId, room: String, out: &mut Out) -> Refusal {
         let was = self.members.get_mut(&id).is_some_and(|m| m.rooms.remove(&room));
         if !was {
-            return Err((ErrorCode::NotMember { room }, "you are not in this room".into()));
+            return Err(refusal_text("leave", &room, "not_member", &self.limits));
         }
         self.remove_from(&room, id);
         out.push((id, Event::Left { room: room.clone() }.to_bytes()));
@@ -329,7 +306,7 @@ impl Rooms {
 
     fn say(&mut self, id: SessionId, room: String, body: Value, now: Instant, out: &mut Out) -> Refusal {
         if !self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
-            return Err((ErrorCode::NotMember { room }, "join the room before saying something in it".into()));
+            return Err(refusal_text("say", &room, "not_member", &self.limits));
         }
         if !self.may_say(id, now) {
             let message = format!("too many messages: at most {} per second; slow down", self.limits.say_rate);
@@ -354,8 +331,59 @@ impl Rooms {
     }
 }
 
-/// A request refused: the error's code and message.
-type Refusal = Result<(), (ErrorCode, String)>;
+/// A refused request: the error's code and message.
+pub(crate) type Refused = (ErrorCode, String);
+type Refusal = Result<(), Refused>;
+
+/// A client message as a room request, or the error event answering it
+/// (too large, not JSON, not a request).
+pub(crate) fn parse(payload: &[u8], limit: usize) -> Result<Request, Bytes> {
+    let error = |op: &str, code: ErrorCode, message: String| {
+        Event::Error(Error { op: op.to_owned(), code, message }).to_bytes()
+    };
+    if payload.len() > limit {
+        let message = format!("request of {} bytes; the gateway takes at most {limit}", payload.len());
+        return Err(error("", ErrorCode::RequestTooLarge { size: payload.len(), limit }, message));
+    }
+    serde_json::from_slice(payload).map_err(|e| {
+        let message =
+            format!("not a room request ({e}); send JSON with op join, leave, say or members (docs/GATEWAY.md)");
+        // The op it names, when it is JSON naming a known op (its fields
+        // were wrong); "" when it cannot be read as one.
+        let op = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v.get("op")?.as_str().map(str::to_owned))
+            .filter(|op| ["join", "leave", "say", "members"].contains(&op.as_str()))
+            .unwrap_or_default();
+        error(&op, ErrorCode::BadRequest, message)
+    })
+}
+
+/// The checks of a join that need no room state.
+pub(crate) fn check_join(room: &str, name: Option<&str>) -> Refusal {
+    if room.is_empty() || room.len() > 64 {
+        return Err((ErrorCode::BadRoom, "room names are 1 to 64 bytes".into()));
+    }
+    if name.is_some_and(|n| n.len() > MAX_NAME) {
+        return Err((ErrorCode::BadName, "names are at most 64 bytes".into()));
+    }
+    Ok(())
+}
+
+/// A refusal that needs room state, by its short code (both engines use
+/// these: the Redis engine's scripts answer with the code).
+pub(crate) fn refusal_text(op: &str, room: &str, code: &str, _limits: &Limits) -> Refused {
+    let room = room.to_owned();
+    match (op, code) {
+        (_, "too_many_rooms") => {
+            (ErrorCode::TooManyRooms { room }, "this session is in as many rooms as allowed; leave one first".into())
+        }
+        (_, "room_full") => (ErrorCode::RoomFull { room }, "the room is full; try again later".into()),
+        ("leave", _) => (ErrorCode::NotMember { room }, "you are not in this room".into()),
+        ("say", _) => (ErrorCode::NotMember { room }, "join the room before saying something in it".into()),
+        _ => (ErrorCode::NotMember { room }, "join the room to see its members".into()),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,7 @@ use crate::transport::Kind;
 use crate::tune::SocketTuning;
 
 pub(crate) use session::SessionCell;
+pub use stored::Queued;
 
 /// One listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

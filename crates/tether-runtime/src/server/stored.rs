@@ -123,7 +123,13 @@ fn fill(inner: Arc<Inner>, id: SessionId) {
 
 /// What the store tells this node.
 pub(super) async fn notices(inner: Arc<Inner>, mut rx: mpsc::Receiver<Notice>) {
-    while let Some(n) = rx.recv().await {
+    loop {
+        // Ends with the server, so that the store (and its lease) goes too.
+        let n = tokio::select! {
+            n = rx.recv() => n,
+            () = inner.stop.cancelled() => None,
+        };
+        let Some(n) = n else { return };
         match n {
             Notice::Wake(id) => fill(inner.clone(), id),
             Notice::TakenOver(id) => {

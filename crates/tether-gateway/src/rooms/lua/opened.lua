@@ -1,0 +1,4 @@
+-- ARGV: P id user. A new session: its member entry.
+local id = ARGV[2]
+redis.call('HSET', mkey(id), 'user', ARGV[3], 'name', ARGV[3], 'state', 'active')
+return 1

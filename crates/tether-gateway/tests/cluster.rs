@@ -1,0 +1,211 @@
+//! Two gateways in this process share a real Redis (`[cluster]`): a room
+//! spans both nodes, and a member whose node dies mid-conversation resumes
+//! its session on the other node, still in the room, with every message of
+//! both members delivered exactly once, in order per sender.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../tether-cluster/tests/common/mod.rs"]
+mod redis_harness;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis_harness::{prefix, Redis};
+use serde_json::{json, Value};
+use tether_gateway::{Config, Running};
+use tether_proto::{BackoffConfig, ClientConfig, ClientEvent, HeartbeatConfig, Profile};
+use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
+use tether_runtime::Kind;
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn gateway(redis: &str, node: &str, prefix: &str) -> Running {
+    let text = format!(
+        "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"off\"\n[session]\ngrace = \"30s\"\nmin_idle_timeout = \"500ms\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nkey = \"admin-key-0123456789abcdef\"\n[demo]\nlisten = \"off\"\n\
+         [cluster]\nredis = \"{redis}\"\nnode_id = \"{node}\"\nkey_prefix = \"{prefix}\"\n"
+    );
+    let cfg = Config::parse(&text, "test").unwrap().resolve().unwrap();
+    tether_gateway::run(cfg, std::future::pending()).await.expect("start a gateway node")
+}
+
+/// Forwards new connections to the current target; `cut` drops them all.
+struct Switch {
+    addr: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Switch {
+    async fn start(target: SocketAddr) -> Switch {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let target = Arc::new(Mutex::new(target));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (t2, c2) = (target.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = l.accept().await {
+                let to = *t2.lock().unwrap();
+                c2.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        Switch { addr, target, conns }
+    }
+
+    fn point_to(&self, to: SocketAddr) {
+        *self.target.lock().unwrap() = to;
+    }
+
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+/// A member: its client, the room events it received, and its session events.
+struct Member {
+    handle: ClientHandle,
+    events: Arc<Mutex<Vec<Value>>>,
+    resumed: Arc<Mutex<u32>>,
+    connected: Arc<Mutex<u32>>,
+}
+
+fn client_core() -> ClientConfig {
+    let mut c = ClientConfig::profile(Profile::Realtime);
+    c.heartbeat = HeartbeatConfig {
+        interval: Duration::from_millis(500),
+        probe_timeout: Duration::from_millis(500),
+        probes: 2,
+        ..HeartbeatConfig::profile(Profile::Realtime)
+    };
+    c.handshake_timeout = Duration::from_secs(2);
+    c.backoff = BackoffConfig {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        resume_max: Duration::from_millis(200),
+        ..BackoffConfig::default()
+    };
+    c
+}
+
+fn member(addr: SocketAddr) -> Member {
+    let mut opts = ClientOptions::new(client_core());
+    opts.watch_network = false;
+    let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
+    let handle = client.handle();
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let (resumed, connected) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
+    let (e2, r2, c2) = (events.clone(), resumed.clone(), connected.clone());
+    tokio::spawn(async move {
+        while let Some(e) = client.next_event().await {
+            match e {
+                Event::Session(ClientEvent::Message(m)) => e2.lock().unwrap().push(serde_json::from_slice(&m).unwrap()),
+                Event::Session(ClientEvent::Resumed { .. }) => *r2.lock().unwrap() += 1,
+                Event::Session(ClientEvent::Connected { .. }) => *c2.lock().unwrap() += 1,
+                _ => {}
+            }
+        }
+    });
+    Member { handle, events, resumed, connected }
+}
+
+impl Member {
+    fn send(&self, v: Value) {
+        self.handle.send(Bytes::from(v.to_string())).unwrap();
+    }
+
+    async fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(v) = self.events.lock().unwrap().iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no {what}; got {:?}", self.events.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The `body.n` of every message from `user` in `room`, in order.
+    fn said_by(&self, name: &str) -> Vec<u64> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["ev"] == "message" && v["from"]["name"] == name)
+            .map(|v| v["body"]["n"].as_u64().unwrap())
+            .collect()
+    }
+}
+
+fn exact(got: &[u64], n: u64, what: &str) {
+    let want: Vec<u64> = (1..=n).collect();
+    assert!(got == want.as_slice(), "{what}: want 1..={n} exactly once in order, got {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_nodes_and_a_member_outlives_its_node_exactly_once() {
+    let redis = Redis::start();
+    let p = prefix();
+    let a = gateway(&redis.url, "a", &p).await;
+    let b = gateway(&redis.url, "b", &p).await;
+    let (a_tcp, b_tcp) = (a.session_addr(Kind::Tcp).unwrap(), b.session_addr(Kind::Tcp).unwrap());
+    let switch = Switch::start(a_tcp).await;
+    let alice = member(switch.addr);
+    let bob = member(b_tcp);
+
+    alice.send(json!({"op": "join", "room": "call", "name": "Alice"}));
+    alice.wait("alice joined", |v| v["ev"] == "joined").await;
+    bob.send(json!({"op": "join", "room": "call", "name": "Bob"}));
+    let joined = bob.wait("bob joined", |v| v["ev"] == "joined").await;
+    assert_eq!(joined["count"], 2, "Bob on node b sees Alice on node a: {joined}");
+    let names: Vec<&str> = joined["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["Bob", "Alice"], "you first, then the others");
+    alice.wait("alice hears bob join", |v| v["ev"] == "presence" && v["member"]["name"] == "Bob").await;
+
+    // Both talk; midway, node a (Alice's) dies.
+    let talk = |m: &Member, n: u64| m.send(json!({"op": "say", "room": "call", "body": {"n": n}}));
+    let mut n = 0;
+    for _ in 0..40 {
+        n += 1;
+        talk(&alice, n);
+        talk(&bob, n);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    switch.point_to(b_tcp);
+    drop(a); // stops at once: no drain, no goodbye
+    switch.cut();
+    for _ in 0..40 {
+        n += 1;
+        talk(&alice, n);
+        talk(&bob, n);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let done =
+            [&alice, &bob].iter().all(|m| m.said_by("Alice").len() as u64 >= n && m.said_by("Bob").len() as u64 >= n);
+        if done || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // a late duplicate would show
+    for (who, m) in [("Alice", &alice), ("Bob", &bob)] {
+        exact(&m.said_by("Alice"), n, &format!("{who} hears Alice"));
+        exact(&m.said_by("Bob"), n, &format!("{who} hears Bob"));
+    }
+    assert!(*alice.resumed.lock().unwrap() >= 1, "Alice resumed her session");
+    assert_eq!(*alice.connected.lock().unwrap(), 1, "…and never started a new one");
+    let left = bob.events.lock().unwrap().iter().any(|v| v["ev"] == "presence" && v["member"]["state"] == "left");
+    assert!(!left, "the room never saw Alice leave");
+    drop(b);
+}
