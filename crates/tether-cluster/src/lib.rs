@@ -433,7 +433,8 @@ fn fenced(id: SessionId, r: i64) -> Result<(), StoreError> {
 /// become orphans; due orphans expire (reported by whichever node expired
 /// them, once).
 async fn lease_loop(opts: RedisOptions, mut con: ConnectionManager, scripts: Arc<Scripts>, tx: mpsc::Sender<Notice>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let every = (opts.lease_interval / 2).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_lease = tokio::time::Instant::now();
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -463,7 +464,13 @@ async fn lease_loop(opts: RedisOptions, mut con: ConnectionManager, scripts: Arc
             .arg(256)
             .invoke_async(&mut con)
             .await;
-        let Ok(Value::Array(items)) = r else { continue };
+        let Ok(Value::Array(parts)) = r else { continue };
+        let (Some(Value::Array(items)), Some(Value::Array(orphaned))) = (parts.first(), parts.get(1)) else { continue };
+        for id in orphaned.iter().filter_map(bytes).filter_map(parse_id) {
+            if tx.send(Notice::Orphaned(id)).await.is_err() {
+                return;
+            }
+        }
         for pair in items.chunks(2) {
             let Some(session) = pair.first().and_then(bytes).and_then(parse_id) else { continue };
             let user = pair.get(1).and_then(bytes).filter(|u| !u.is_empty());

@@ -76,6 +76,15 @@ pub(crate) async fn on_event(s: &Shared, c: &RedisRooms, e: ServerEvent) {
             }
             presence(s, c, session, "active").await;
         }
+        ServerEvent::Orphaned { session } => {
+            tracing::info!(%session, "session orphaned by a dead node; kept for a resume on any node");
+            match retry("an orphan's presence", || c.presence(session, None, "reconnecting")).await {
+                Ok(Done::Sent(sent)) => {
+                    tally(m, s.server.stored(sent));
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
         ServerEvent::Moved { session } => {
             tracing::info!(%session, "session carried on by another node");
             lock().forget(session);
@@ -103,7 +112,7 @@ pub(crate) async fn on_event(s: &Shared, c: &RedisRooms, e: ServerEvent) {
 /// carries the session).
 async fn presence(s: &Shared, c: &RedisRooms, session: SessionId, state: &str) {
     let Some(fence) = s.server.fence(session) else { return };
-    match retry("a presence change", || c.presence(session, fence, state)).await {
+    match retry("a presence change", || c.presence(session, Some(fence), state)).await {
         Ok(Done::Sent(sent)) => {
             tally(&s.metrics, s.server.stored(sent));
         }

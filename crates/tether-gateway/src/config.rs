@@ -265,6 +265,10 @@ pub struct Cluster {
     pub node_id: Option<String>,
     /// Prefix of every Redis key, so several clusters can share one Redis.
     pub key_prefix: Option<String>,
+    /// A node silent this long in Redis is dead: its sessions wait for a
+    /// resume on any node (renewed every third of it).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Option<Duration>,
 }
 
 /// A refused setting: where, what, and the fix.
@@ -561,6 +565,22 @@ impl Config {
         let name_ok = |s: &str| {
             !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
+        if let Some(t) = cl.lease_ttl {
+            if t < Duration::from_millis(300) || t > Duration::from_secs(600) {
+                bail!(refuse(
+                    "cluster.lease_ttl",
+                    format!("{} is out of range", humantime::format_duration(t)),
+                    "use 300ms to 10m; 6s is typical (a dead node's sessions are found within it)",
+                ));
+            }
+            if redis.is_none() {
+                bail!(refuse(
+                    "cluster.lease_ttl",
+                    "is set but cluster.redis is not",
+                    "set cluster.redis, or remove this key"
+                ));
+            }
+        }
         for (field, v) in [("cluster.node_id", &cl.node_id), ("cluster.key_prefix", &cl.key_prefix)] {
             if let Some(v) = v {
                 if !name_ok(v) {

@@ -251,6 +251,9 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
             o.prefix = p.clone();
         }
         o.replay = r.core.replay.clone();
+        if let Some(ttl) = c.cluster.lease_ttl {
+            (o.lease_ttl, o.lease_interval) = (ttl, ttl / 3);
+        }
         let store = tether_cluster::RedisStore::connect(o).await.context("cluster.redis")?;
         tracing::info!(node = %store.options().node, redis = %tether_cluster::redacted(url), "sessions kept in Redis");
         cluster = Some(Arc::new(rooms::redis::RedisRooms::new(store.clone(), c.limits.clone())));

@@ -209,3 +209,70 @@ async fn a_room_spans_nodes_and_a_member_outlives_its_node_exactly_once() {
     assert!(!left, "the room never saw Alice leave");
     drop(b);
 }
+
+/// A node dies while its member's network is down too: the room hears
+/// `reconnecting` once the node's lease lapses (from another node), then
+/// `active` when the member resumes elsewhere; a member of the dead node
+/// that never comes back expires once, cluster-wide, after its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_members_are_reconnecting_then_resume_or_expire_once() {
+    let redis = Redis::start();
+    let p = prefix();
+    let start = |node: &'static str| {
+        let (url, p) = (redis.url.clone(), p.clone());
+        async move {
+            let text = format!(
+                "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"off\"\n[session]\ngrace = \"4s\"\nmin_idle_timeout = \"500ms\"\n\
+                 [admin]\nlisten = \"off\"\n[demo]\nlisten = \"off\"\n\
+                 [cluster]\nredis = \"{url}\"\nnode_id = \"{node}\"\nkey_prefix = \"{p}\"\nlease_ttl = \"1s\"\n"
+            );
+            let cfg = Config::parse(&text, "test").unwrap().resolve().unwrap();
+            tether_gateway::run(cfg, std::future::pending()).await.expect("start a gateway node")
+        }
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    let (a_tcp, b_tcp) = (a.session_addr(Kind::Tcp).unwrap(), b.session_addr(Kind::Tcp).unwrap());
+    let switch = Switch::start(a_tcp).await;
+    let carols = Switch::start(a_tcp).await;
+    let alice = member(switch.addr);
+    let carol = member(carols.addr);
+    let bob = member(b_tcp);
+    for (m, name) in [(&alice, "Alice"), (&carol, "Carol"), (&bob, "Bob")] {
+        m.send(json!({"op": "join", "room": "call", "name": name}));
+        m.wait("joined", |v| v["ev"] == "joined").await;
+    }
+    // Node a dies; Alice's network is down (nothing listens where she dials);
+    // Carol's client is gone for good.
+    let dead: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    switch.point_to(dead);
+    carols.point_to(dead);
+    drop(a);
+    switch.cut();
+    carols.cut();
+    let state_of = |name: &'static str, state: &'static str| {
+        move |v: &Value| v["ev"] == "presence" && v["member"]["name"] == name && v["member"]["state"] == state
+    };
+    bob.wait("Alice reconnecting (node a's lease lapsed)", state_of("Alice", "reconnecting")).await;
+    switch.point_to(b_tcp);
+    bob.wait("Alice active again, on node b", state_of("Alice", "active")).await;
+    let expired = bob.wait("Carol expired", state_of("Carol", "expired")).await;
+    assert_eq!(expired["room"], "call");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = bob.events.lock().unwrap().clone();
+    let count = |name: &str, state: &str| {
+        events
+            .iter()
+            .filter(|v| v["ev"] == "presence" && v["member"]["name"] == name && v["member"]["state"] == state)
+            .count()
+    };
+    assert_eq!(count("Carol", "expired"), 1, "expired exactly once, cluster-wide");
+    assert_eq!(count("Alice", "left") + count("Alice", "expired"), 0, "Alice never left");
+    assert!(*alice.resumed.lock().unwrap() >= 1 && *alice.connected.lock().unwrap() == 1, "Alice kept her session");
+    alice.send(json!({"op": "members", "room": "call"}));
+    let list = alice.wait("members", |v| v["ev"] == "members").await;
+    assert_eq!(list["count"], 2, "Alice and Bob remain: {list}");
+    drop(b);
+}

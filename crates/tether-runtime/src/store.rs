@@ -88,6 +88,10 @@ pub enum Notice {
     /// Notices may have been lost (the store's channel reconnected): every
     /// session held here should catch up with the store.
     Missed,
+    /// A session's node died (its lease lapsed): the session waits for a
+    /// resume on any node, as after a lost transport (reported by the one
+    /// node that found it).
+    Orphaned(SessionId),
     /// A session whose node died and whose client never came back was
     /// expired by this node (exactly one node reports each).
     OrphanExpired {

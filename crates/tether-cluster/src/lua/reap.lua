@@ -2,8 +2,9 @@
 -- Nodes whose lease lapsed: their sessions become orphans (fence raised, so
 -- the node cannot write for them if it wakes up), due to expire at the last
 -- lease + one renewal interval + their grace. Then expires due orphans.
--- Returns {id, user, id, user, ...} of the sessions expired by this call.
+-- Returns {{id, user, ...} expired by this call, {id, ...} orphaned by it}.
 local now = now_ms()
+local orphaned = {}
 local dead = redis.call('ZRANGEBYSCORE', P .. ':nodes', '-inf', now - tonumber(ARGV[2]), 'WITHSCORES')
 for i = 1, #dead, 2 do
   local node, last = dead[i], tonumber(dead[i + 1])
@@ -15,6 +16,7 @@ for i = 1, #dead, 2 do
       redis.call('HSET', r, 'owner', '')
       redis.call('HINCRBY', r, 'fence', 1)
       redis.call('ZADD', P .. ':orphans', last + tonumber(ARGV[3]) + tonumber(f[2]), id)
+      orphaned[#orphaned + 1] = id
     end
   end
   redis.call('DEL', set)
@@ -30,4 +32,4 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':orphans', '-inf', now, 'L
     out[#out + 1] = f[2]
   end
 end
-return out
+return {out, orphaned}

@@ -242,10 +242,12 @@ impl RedisRooms {
     }
 
     /// The session's link state changed (`reconnecting` skips the member
-    /// itself, `active` does not), if this node still holds it.
-    pub(crate) async fn presence(&self, id: SessionId, fence: u64, state: &str) -> Result<Done, StoreError> {
+    /// itself, `active` does not), if this node still holds it (`fence`),
+    /// or (None) if it is an orphan of a dead node.
+    pub(crate) async fn presence(&self, id: SessionId, fence: Option<u64>, state: &str) -> Result<Done, StoreError> {
         let (maxm, maxb) = self.replay();
         let skip_self = if state == "reconnecting" { "1" } else { "0" };
+        let fence = fence.map(|f| f.to_string()).unwrap_or_default();
         let mut inv = self.scripts.presence.prepare_invoke();
         inv.arg(self.prefix()).arg(id.to_string()).arg(self.node()).arg(fence).arg(maxm).arg(maxb);
         inv.arg(state).arg(skip_self).arg(self.limits.presence_max_members);

@@ -183,6 +183,13 @@ pub enum ServerEvent {
         /// session another node opened learns it here).
         user: Option<Arc<str>>,
     },
+    /// A session's node died (with a store): the session waits for a resume
+    /// on any node until its grace runs out, as after a lost transport.
+    /// Reported once, by the node that found it; not held here.
+    Orphaned {
+        /// The session.
+        session: SessionId,
+    },
     /// This node no longer carries the session: another node claimed it
     /// (its client resumed there). It has not ended; forget it here.
     Moved {

@@ -149,6 +149,11 @@ pub(super) async fn notices(inner: Arc<Inner>, mut rx: mpsc::Receiver<Notice>) {
                     fill(inner.clone(), id);
                 }
             }
+            Notice::Orphaned(session) => {
+                if inner.events.send(ServerEvent::Orphaned { session }).await.is_err() {
+                    return;
+                }
+            }
             Notice::OrphanExpired { session, .. } => {
                 let e = ServerEvent::Ended { session, reason: SessionEnd::Expired, unacked: Vec::new() };
                 if inner.events.send(e).await.is_err() {
