@@ -78,11 +78,10 @@ pub(crate) async fn on_event(s: &Shared, c: &RedisRooms, e: ServerEvent) {
         }
         ServerEvent::Orphaned { session } => {
             tracing::info!(%session, "session orphaned by a dead node; kept for a resume on any node");
-            match retry("an orphan's presence", || c.presence(session, None, "reconnecting")).await {
-                Ok(Done::Sent(sent)) => {
-                    tally(m, s.server.stored(sent));
-                }
-                Ok(_) | Err(_) => {}
+            if let Ok(Done::Sent(sent)) =
+                retry("an orphan's presence", || c.presence(session, None, "reconnecting")).await
+            {
+                tally(m, s.server.stored(sent));
             }
         }
         ServerEvent::Moved { session } => {
