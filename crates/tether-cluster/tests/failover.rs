@@ -13,12 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{prefix, Redis};
-use tether_proto::{BackoffConfig, ClientConfig, ClientEvent, HeartbeatConfig, Profile, ServerConfig, SessionId};
+use common::{client_core, node, prefix, Redis};
+use tether_proto::ClientEvent;
 use tether_runtime::client::{Client, ClientOptions, Event};
-use tether_runtime::server::{Server, ServerEvent, ServerHandle, ServerOptions};
-use tether_runtime::store::{SharedStore, StoreError};
-use tether_runtime::Kind;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Forwards each new connection to the current target; `cut` drops every
@@ -58,69 +55,6 @@ impl Switch {
             c.abort();
         }
     }
-}
-
-struct Node {
-    handle: ServerHandle,
-    addr: SocketAddr,
-    app: tokio::task::JoinHandle<()>,
-}
-
-/// A node whose application echoes every client message back to its
-/// sender, committed with it ("c7" → "e7"), taking 15 ms over each (a
-/// backend at work): when the node dies, messages it took but had not
-/// committed are in flight, and must not have been acknowledged.
-async fn node(store: SharedStore, opened: Arc<Mutex<Option<SessionId>>>) -> Node {
-    let core = ServerConfig {
-        grace: Duration::from_secs(30),
-        handshake_timeout: Duration::from_secs(2),
-        min_idle_timeout: Duration::from_millis(500),
-        ..ServerConfig::default()
-    };
-    let mut opts = ServerOptions::new(core).listen(Kind::Tcp, "127.0.0.1:0".parse().unwrap());
-    opts.store = Some(store);
-    let server = Server::start(opts).await.unwrap();
-    let addr = server.local_addr(Kind::Tcp).unwrap();
-    let (handle, mut events) = server.into_parts();
-    let h = handle.clone();
-    let app = tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            match e {
-                ServerEvent::Opened { session, .. } => *opened.lock().unwrap() = Some(session),
-                ServerEvent::Message { session, seq, payload } => {
-                    let echo = Bytes::from(format!("e{}", String::from_utf8_lossy(&payload[1..])));
-                    tokio::time::sleep(Duration::from_millis(15)).await;
-                    // Retried while Redis is away; done, or the session moved
-                    // (its client sends the message again where it is now).
-                    while let Err(StoreError::Unavailable(_)) =
-                        h.commit(session, seq, vec![(session, echo.clone())]).await
-                    {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
-    Node { handle, addr, app }
-}
-
-fn client_core() -> ClientConfig {
-    let mut c = ClientConfig::profile(Profile::Realtime);
-    c.heartbeat = HeartbeatConfig {
-        interval: Duration::from_millis(500),
-        probe_timeout: Duration::from_millis(500),
-        probes: 2,
-        ..HeartbeatConfig::profile(Profile::Realtime)
-    };
-    c.handshake_timeout = Duration::from_secs(1);
-    c.backoff = BackoffConfig {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(500),
-        resume_max: Duration::from_millis(200),
-        ..BackoffConfig::default()
-    };
-    c
 }
 
 fn exact(got: &[String], prefix: char, n: u64, what: &str) {

@@ -9,13 +9,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use tether_cluster::{RedisOptions, RedisStore};
+use tether_proto::{BackoffConfig, ClientConfig, HeartbeatConfig, Profile, ServerConfig, SessionId};
+use tether_runtime::server::{Server, ServerEvent, ServerHandle, ServerOptions};
+use tether_runtime::store::{SharedStore, StoreError};
+use tether_runtime::Kind;
 
 pub struct Redis {
     pub url: String,
     child: Option<Child>,
     dir: Option<std::path::PathBuf>,
     port: u16,
+    /// `appendonly yes`, `appendfsync always`: a restart keeps everything.
+    durable: bool,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -29,25 +39,39 @@ impl Redis {
     /// The shared server of `TETHER_REDIS_URL`, or a private one.
     pub fn start() -> Redis {
         if let Ok(url) = std::env::var("TETHER_REDIS_URL") {
-            return Redis { url, child: None, dir: None, port: 0 };
+            return Redis { url, child: None, dir: None, port: 0, durable: false };
         }
         Redis::private()
     }
 
     /// A server of this test's own (it can be stopped and restarted).
     pub fn private() -> Redis {
+        Redis::private_with(false)
+    }
+
+    /// A server of this test's own that keeps every write on disk before
+    /// answering (AOF, fsync always): a restart loses nothing.
+    pub fn private_durable() -> Redis {
+        Redis::private_with(true)
+    }
+
+    fn private_with(durable: bool) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("tether-redis-{}-{}", std::process::id(), port));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis { url: format!("redis://127.0.0.1:{port}"), child: None, dir: Some(dir), port };
+        let url = format!("redis://127.0.0.1:{port}");
+        let mut r = Redis { url, child: None, dir: Some(dir), port, durable };
         r.launch();
         r
     }
 
     fn launch(&mut self) {
         let dir = self.dir.as_ref().expect("a private server");
+        let aof: &[&str] =
+            if self.durable { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(aof)
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -96,4 +120,67 @@ impl Drop for Redis {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+pub struct Node {
+    pub handle: ServerHandle,
+    pub addr: SocketAddr,
+    pub app: tokio::task::JoinHandle<()>,
+}
+
+/// A node whose application echoes every client message back to its
+/// sender, committed with it ("c7" → "e7"), taking 15 ms over each (a
+/// backend at work): when the node dies, messages it took but had not
+/// committed are in flight, and must not have been acknowledged.
+pub async fn node(store: SharedStore, opened: Arc<Mutex<Option<SessionId>>>) -> Node {
+    let core = ServerConfig {
+        grace: Duration::from_secs(30),
+        handshake_timeout: Duration::from_secs(2),
+        min_idle_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    };
+    let mut opts = ServerOptions::new(core).listen(Kind::Tcp, "127.0.0.1:0".parse().unwrap());
+    opts.store = Some(store);
+    let server = Server::start(opts).await.unwrap();
+    let addr = server.local_addr(Kind::Tcp).unwrap();
+    let (handle, mut events) = server.into_parts();
+    let h = handle.clone();
+    let app = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            match e {
+                ServerEvent::Opened { session, .. } => *opened.lock().unwrap() = Some(session),
+                ServerEvent::Message { session, seq, payload } => {
+                    let echo = Bytes::from(format!("e{}", String::from_utf8_lossy(&payload[1..])));
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    // Retried while Redis is away; done, or the session moved
+                    // (its client sends the message again where it is now).
+                    while let Err(StoreError::Unavailable(_)) =
+                        h.commit(session, seq, vec![(session, echo.clone())]).await
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    Node { handle, addr, app }
+}
+
+pub fn client_core() -> ClientConfig {
+    let mut c = ClientConfig::profile(Profile::Realtime);
+    c.heartbeat = HeartbeatConfig {
+        interval: Duration::from_millis(500),
+        probe_timeout: Duration::from_millis(500),
+        probes: 2,
+        ..HeartbeatConfig::profile(Profile::Realtime)
+    };
+    c.handshake_timeout = Duration::from_secs(1);
+    c.backoff = BackoffConfig {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        resume_max: Duration::from_millis(200),
+        ..BackoffConfig::default()
+    };
+    c
 }

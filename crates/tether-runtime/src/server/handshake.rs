@@ -130,7 +130,7 @@ async fn handshake(
             let mut fence = None;
             if let Some(store) = &inner.store {
                 let grace = inner.cfg.grace;
-                match store.open(&session.record(), user.as_deref(), grace).await {
+                match bounded(store.open(&session.record(), user.as_deref(), grace)).await {
                     Ok(f) => fence = Some(f),
                     Err(e) => {
                         tracing::warn!(%e, %peer, "new session not recorded in the store; refused for now");
@@ -168,7 +168,7 @@ async fn claim_from_store(
         return Ok(None); // refused by admit, without touching the store
     }
     let fresh = ResumeToken::random(rng);
-    match store.claim(r.session_id, r.token.hash(), fresh.hash()).await {
+    match bounded(store.claim(r.session_id, r.token.hash(), fresh.hash())).await {
         Ok(Ok(claimed)) => match stored::install(inner, claimed, kind, peer) {
             Ok(()) => Ok(Some(fresh)),
             Err(e) => {
@@ -185,6 +185,17 @@ async fn claim_from_store(
             tracing::warn!(%e, session = %r.session_id, "resume not claimed in the store; refused for now");
             Err(store_trouble(inner))
         }
+    }
+}
+
+/// Longest a handshake waits for the store before refusing for now.
+const STORE_WAIT: Duration = Duration::from_secs(3);
+
+/// A store operation, or Unavailable after [`STORE_WAIT`].
+async fn bounded<T>(op: crate::store::StoreFuture<'_, T>) -> Result<T, crate::store::StoreError> {
+    match tokio::time::timeout(STORE_WAIT, op).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::store::StoreError::Unavailable(format!("the store did not answer within {STORE_WAIT:?}"))),
     }
 }
 
