@@ -78,6 +78,8 @@ pub struct Running {
     pub admin_key: Arc<str>,
     /// True when `admin_key` was generated (the config set no `admin.key` or `admin.key_env`).
     pub admin_key_generated: bool,
+    /// With `[cluster]`: this node's id and the Redis URL (password removed).
+    pub cluster: Option<(String, String)>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Stopped>,
 }
@@ -114,9 +116,9 @@ impl Running {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
     /// The shutdown future resolved: `told` attached clients were told to
-    /// come back within `window` (they reconnect to whatever serves next;
-    /// this gateway's sessions were in memory and are gone), then the
-    /// server stopped.
+    /// come back within `window` (they reconnect to whatever serves next:
+    /// with `[cluster]` their sessions resume there; without, they were in
+    /// this process's memory and are gone), then the server stopped.
     Drained {
         /// Clients told to reconnect.
         told: usize,
@@ -299,10 +301,14 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     serve_http(demo_listener, web::router(ws.map(|a| (a, server.local_addr(Kind::Ws).is_none()))));
 
     let sessions = server.local_addrs().to_vec();
+    let cluster_info = shared
+        .cluster
+        .as_ref()
+        .map(|c| (c.node().to_owned(), r.redis.as_deref().map(tether_cluster::redacted).unwrap_or_default()));
     let (stop, stop_rx) = oneshot::channel();
     let (handle, events) = server.into_parts();
     let task = tokio::spawn(event_loop(shared, handle, events, Box::pin(shutdown), stop_rx, tasks));
-    Ok(Running { sessions, admin, demo, admin_key, admin_key_generated, stop, task })
+    Ok(Running { sessions, admin, demo, admin_key, admin_key_generated, cluster: cluster_info, stop, task })
 }
 
 async fn event_loop(

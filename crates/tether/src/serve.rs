@@ -66,8 +66,12 @@ pub(crate) async fn serve(a: Args) -> Result<()> {
     let (grace, window) = (c.session.grace, c.drain.window);
     let g = tether_gateway::run(r, stop_signal()?).await?;
 
+    let kind = match &g.cluster {
+        Some((node, url)) => format!("cluster node {node}, sessions in Redis at {url}"),
+        None => "in-memory gateway".to_owned(),
+    };
     out!(
-        "tether serve: in-memory gateway, grace {}{}",
+        "tether serve: {kind}, grace {}{}",
         humantime::format_duration(grace),
         a.config.as_ref().map(|p| format!(", config {}", p.display())).unwrap_or_default()
     );

@@ -90,7 +90,8 @@ impl RedisRooms {
         &self.store.options().prefix
     }
 
-    fn node(&self) -> &str {
+    /// This node's id in the cluster.
+    pub(crate) fn node(&self) -> &str {
         &self.store.options().node
     }
 
