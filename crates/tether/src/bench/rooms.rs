@@ -31,6 +31,60 @@ pub(crate) struct RoomsArgs {
     /// Messages per second (0: as fast as the say rate allows).
     #[arg(long, default_value_t = 50.0)]
     rate: f64,
+    /// Run the gateway as a cluster node on this Redis (`[cluster]`), and
+    /// report Redis's commands, CPU and memory too.
+    #[arg(long)]
+    redis: Option<String>,
+}
+
+/// Redis's counters, read with INFO.
+struct RedisProbe {
+    con: tether_cluster::redis::aio::MultiplexedConnection,
+}
+
+impl RedisProbe {
+    async fn connect(url: &str) -> Result<RedisProbe> {
+        let client = tether_cluster::redis::Client::open(url)?;
+        let con = client
+            .get_multiplexed_async_connection()
+            .await
+            .with_context(|| format!("cannot reach Redis at {}", tether_cluster::redacted(url)))?;
+        Ok(RedisProbe { con })
+    }
+
+    async fn info(&mut self, section: &str) -> Result<String> {
+        Ok(tether_cluster::redis::cmd("INFO").arg(section).query_async(&mut self.con).await?)
+    }
+
+    async fn reset(&mut self) -> Result<()> {
+        let _: () = tether_cluster::redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut self.con).await?;
+        Ok(())
+    }
+
+    /// Calls per command since the last reset, most first.
+    async fn calls(&mut self) -> Result<Vec<(String, u64)>> {
+        let text = self.info("commandstats").await?;
+        let mut out: Vec<(String, u64)> = text
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1));
+        Ok(out)
+    }
+
+    /// (CPU seconds, used memory bytes).
+    async fn usage(&mut self) -> Result<(f64, u64)> {
+        let field = |text: &str, key: &str| -> f64 {
+            text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok()).unwrap_or(0.0)
+        };
+        let cpu = self.info("cpu").await?;
+        let mem = self.info("memory").await?;
+        Ok((field(&cpu, "used_cpu_sys:") + field(&cpu, "used_cpu_user:"), field(&mem, "used_memory:") as u64))
+    }
 }
 
 /// The gateway process; killed on drop.
@@ -57,7 +111,7 @@ mod tempdir {
 }
 
 impl Gateway {
-    fn start(members: usize) -> Result<(Gateway, String)> {
+    fn start(members: usize, redis: Option<&str>) -> Result<(Gateway, String)> {
         let dir = std::env::temp_dir().join(format!("tether-bench-rooms-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("gw.toml");
@@ -65,8 +119,14 @@ impl Gateway {
             &cfg,
             format!(
                 "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"off\"\n[admin]\nlisten = \"off\"\n[demo]\nlisten = \"off\"\n\
-                 [limits]\nmax_room_members = {}\nsay_rate = 100000.0\nsay_burst = 100000.0\n[log]\nlevel = \"warn\"\n",
-                members + 1
+                 [limits]\nmax_room_members = {}\nsay_rate = 100000.0\nsay_burst = 100000.0\n[log]\nlevel = \"warn\"\n{}",
+                members + 1,
+                redis
+                    .map(|url| format!(
+                        "[cluster]\nredis = \"{url}\"\nnode_id = \"bench\"\nkey_prefix = \"bench{}\"\n",
+                        std::process::id()
+                    ))
+                    .unwrap_or_default()
             ),
         )?;
         let mut child = Command::new(std::env::current_exe()?)
@@ -142,10 +202,24 @@ pub(crate) async fn rooms(a: RoomsArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; figures are for release builds (cargo build --release -p tether)");
     }
-    let (gw, addr) = Gateway::start(a.members)?;
+    let mut probe = match &a.redis {
+        Some(url) => Some(RedisProbe::connect(url).await?),
+        None => None,
+    };
+    let redis0 = match probe.as_mut() {
+        Some(p) => Some(p.usage().await?),
+        None => None,
+    };
+    let (gw, addr) = Gateway::start(a.members, a.redis.as_deref())?;
     println!(
-        "tether bench rooms: {} members, {} messages at {}/s, gateway at tcp://{addr}",
-        a.members, a.messages, a.rate
+        "tether bench rooms: {} members, {} messages at {}/s, gateway at tcp://{addr}, {}",
+        a.members,
+        a.messages,
+        a.rate,
+        match &a.redis {
+            Some(url) => format!("sessions and rooms in Redis at {}", tether_cluster::redacted(url)),
+            None => "in memory".to_owned(),
+        }
     );
     let origin = Instant::now();
     let joined = Arc::new(AtomicUsize::new(0));
@@ -213,6 +287,19 @@ pub(crate) async fn rooms(a: RoomsArgs) -> Result<()> {
         rss1
     );
 
+    if let (Some(p), Some((_, mem0))) = (probe.as_mut(), redis0) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, mem1) = p.usage().await?;
+        println!(
+            "  Redis: {:.0} bytes per member (session record, member entry, room membership, joined/presence messages not yet trimmed)",
+            mem1.saturating_sub(mem0) as f64 / a.members as f64
+        );
+        p.reset().await?;
+    }
+    let redis_cpu0 = match probe.as_mut() {
+        Some(p) => p.usage().await?.0,
+        None => 0.0,
+    };
     let speaker = handles.first().context("no members")?;
     let want = a.members * a.messages;
     let say_start = Instant::now();
@@ -242,6 +329,20 @@ pub(crate) async fn rooms(a: RoomsArgs) -> Result<()> {
         lat.len()
     );
     println!("  gateway CPU during fan-out {:.2} s, RSS {} KiB", cpu2 - cpu1, rss2);
+    if let Some(p) = probe.as_mut() {
+        let calls = p.calls().await?;
+        let total: u64 = calls.iter().map(|(_, c)| c).sum();
+        let (redis_cpu, _) = p.usage().await?;
+        let list: Vec<String> = calls.iter().take(6).map(|(n, c)| format!("{n} {c}")).collect();
+        println!(
+            "  Redis during fan-out: {total} commands ({:.2} per room message, {:.3} per delivery; {}), CPU {:.2} s ({:.1} µs per delivery)",
+            total as f64 / a.messages as f64,
+            total as f64 / want as f64,
+            list.join(", "),
+            redis_cpu - redis_cpu0,
+            (redis_cpu - redis_cpu0) * 1e6 / want as f64
+        );
+    }
     println!(
         "| members | messages | rate/s | join storm | deliveries/s | p50 ms | p99 ms | max ms | gateway CPU (fan-out) | gateway RSS |"
     );
