@@ -276,3 +276,20 @@ async fn a_dead_nodes_members_are_reconnecting_then_resume_or_expire_once() {
     assert_eq!(list["count"], 2, "Alice and Bob remain: {list}");
     drop(b);
 }
+
+/// A Redis that cannot be reached at start stops the gateway with an error
+/// naming the URL (not its password) and what to check.
+#[tokio::test]
+async fn an_unreachable_redis_at_start_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!(
+        "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"off\"\n[admin]\nlisten = \"off\"\n[demo]\nlisten = \"off\"\n\
+         [cluster]\nredis = \"redis://:hunter2@127.0.0.1:{port}\"\n"
+    );
+    let cfg = Config::parse(&text, "test").unwrap().resolve().unwrap();
+    let e = tether_gateway::run(cfg, std::future::pending()).await.expect_err("no Redis there");
+    let msg = format!("{e:#}");
+    assert!(msg.contains("cluster.redis") && msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.contains("check that redis-server runs there"), "{msg}");
+    assert!(!msg.contains("hunter2"), "the password stays out of messages: {msg}");
+}

@@ -409,3 +409,42 @@ async fn a_rolling_restart_of_three_nodes_keeps_every_session() {
         assert_eq!(m.connected.load(Ordering::SeqCst), 1, "{} kept its session through the rolling restart", m.name);
     }
 }
+
+/// One node with Redis, restarted (SIGTERM, then started again): every
+/// session resumes on the restarted process, still in its room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_restarted_with_redis_keeps_every_session() {
+    let redis = Redis::start();
+    let p = prefix();
+    let mut a = Node::new(&redis.url, "solo", &p);
+    let members: Vec<Member> = (0..20).map(|i| Member::start(a.tcp, &format!("s{i}"))).collect();
+    for m in &members {
+        m.join("lobby").await;
+    }
+    let mut n = 0;
+    let talk = |n: u64| members.iter().for_each(|m| m.say("lobby", n));
+    for _ in 0..5 {
+        n += 1;
+        talk(n);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.stop();
+    for _ in 0..5 {
+        n += 1;
+        talk(n); // queued by the clients while the node is down
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.start();
+    for _ in 0..5 {
+        n += 1;
+        talk(n);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    let all: Vec<&Member> = members.iter().collect();
+    ledger(&all, &names, n).await;
+    for m in &members {
+        assert_eq!(m.connected.load(Ordering::SeqCst), 1, "{} kept its session through the restart", m.name);
+        assert!(m.resumed.load(Ordering::SeqCst) >= 1);
+    }
+}
