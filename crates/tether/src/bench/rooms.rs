@@ -72,7 +72,7 @@ impl RedisProbe {
                 Some((name.to_owned(), calls))
             })
             .collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out.sort_by_key(|(_, calls)| std::cmp::Reverse(*calls));
         Ok(out)
     }
 
