@@ -328,6 +328,10 @@ pub enum SendError {
     /// never existed.
     #[error("no such session: it ended (its Ended event says why) or never existed")]
     NoSession,
+    /// The server keeps its sessions in a durable store: a message must be
+    /// stored (and numbered) there first, with the asynchronous publish.
+    #[error("this server keeps its sessions in a store: send with publish, which stores the message first")]
+    Stored,
     /// A message numbered by a durable store arrived ahead of its
     /// predecessors: fetch `expected..got` from the store first.
     #[error("message {got} arrived before message {expected}; fetch the missing ones from the store first")]

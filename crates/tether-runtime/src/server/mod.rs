@@ -415,8 +415,14 @@ impl Server {
 }
 
 impl ServerHandle {
-    /// Queues a message for a session (attached or within grace).
+    /// Queues a message for a session (attached or within grace) held by
+    /// this server. With a store, messages go through
+    /// [`ServerHandle::publish`] instead (stored first): this refuses them
+    /// with [`SendError::Stored`].
     pub fn send(&self, session: SessionId, payload: impl Into<Bytes>) -> Result<u64, SendError> {
+        if self.inner.store.is_some() {
+            return Err(SendError::Stored);
+        }
         let cell = self.inner.cell(session).ok_or(SendError::NoSession)?;
         cell.send(payload.into())
     }

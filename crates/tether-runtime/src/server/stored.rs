@@ -57,11 +57,16 @@ pub(super) fn after_turn(inner: &Arc<Inner>, cell: &Arc<SessionCell>, id: Sessio
         }
         return;
     }
-    let acked = st.core.acked();
-    if acked > d.stored_ack && !d.acking {
+    // Acks are written lazily: at most one write per session per
+    // ACK_WRITE_DELAY (the latest value then), since the store needs them
+    // only to forget what the client has (a resume replays from the
+    // client's own last_received, which is never below the stored ack).
+    if st.core.acked() > d.stored_ack && !d.acking {
         d.acking = true;
         let cell = cell.clone();
         tokio::spawn(async move {
+            tokio::time::sleep(ACK_WRITE_DELAY).await;
+            let acked = cell.lock().core.acked();
             let r = store.acked(id, fence, acked).await;
             let mut st = cell.lock();
             if let Some(d) = st.durable.as_mut() {
@@ -81,6 +86,9 @@ pub(super) fn after_turn(inner: &Arc<Inner>, cell: &Arc<SessionCell>, id: Sessio
         });
     }
 }
+
+/// How long a session's acks gather before one write tells the store.
+const ACK_WRITE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Feeds a store-numbered message to the session's copy here, if any;
 /// fetches what is missing when it arrives ahead of its predecessors.

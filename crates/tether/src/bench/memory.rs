@@ -33,12 +33,20 @@ pub(crate) struct MemoryArgs {
     /// Size of the message each session receives in the second phase.
     #[arg(long, default_value_t = 64 * 1024)]
     message: usize,
+    /// Keep the sessions in this Redis (the cluster's store) and report
+    /// Redis's memory per session too.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
 pub(crate) enum Node {
     /// A tether WebSocket server; prints its port.
-    Server,
+    Server {
+        /// Keep sessions in this Redis.
+        #[arg(long)]
+        redis: Option<String>,
+    },
     /// A minimal tokio program holding raw TCP connections; prints its port.
     Raw,
     /// Opens N tether sessions (or raw connections) to a port.
@@ -104,14 +112,18 @@ impl Drop for Proc {
 
 /// Holds `n` connections over server processes of one kind; returns the
 /// processes and the servers' total RSS before and after, in KiB.
-fn phase(kind: &str, n: usize) -> Result<(Vec<Proc>, Vec<Proc>, u64, u64)> {
+fn phase(kind: &str, n: usize, redis: Option<&str>) -> Result<(Vec<Proc>, Vec<Proc>, u64, u64)> {
     let procs = n.div_ceil(PER_PROCESS).max(1);
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     let mut base = 0;
     for i in 0..procs {
         let share = n / procs + usize::from(i < n % procs);
-        let mut s = Proc::spawn(&[kind.to_owned()])?;
+        let mut node_args = vec![kind.to_owned()];
+        if let Some(url) = redis.filter(|_| kind == "server") {
+            node_args.extend(["--redis".to_owned(), url.to_owned()]);
+        }
+        let mut s = Proc::spawn(&node_args)?;
         let port = s.ask("")?;
         std::thread::sleep(Duration::from_millis(200));
         base += s.rss_kib()?;
@@ -150,11 +162,16 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     }
     eprintln!("tether bench memory: {n} idle sessions over WebSocket vs {n} raw TCP connections");
     let t0 = Instant::now();
-    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n)?;
+    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n, None)?;
     drop((raw_servers, raw_clients));
     eprintln!("  raw TCP floor measured ({:.0}s)", t0.elapsed().as_secs_f64());
-    let (mut servers, mut clients, base, idle) = phase("server", n)?;
+    let redis_before = a.redis.as_deref().map(redis_used).transpose()?;
+    let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref())?;
     eprintln!("  idle WebSocket sessions measured ({:.0}s)", t0.elapsed().as_secs_f64());
+    if let (Some(url), Some(before)) = (a.redis.as_deref(), redis_before) {
+        let used = redis_used(url)?;
+        println!("Redis: {:.0} bytes per idle session (used_memory)", used.saturating_sub(before) as f64 / n as f64);
+    }
     for s in servers.iter_mut() {
         s.ask(&format!("send {}", a.message))?;
     }
@@ -173,16 +190,32 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     Ok(())
 }
 
+/// Redis's `used_memory`, in bytes.
+fn redis_used(url: &str) -> Result<u64> {
+    let client = tether_cluster::redis::Client::open(url)?;
+    let mut con = client.get_connection().with_context(|| format!("cannot reach {}", tether_cluster::redacted(url)))?;
+    let info: String = tether_cluster::redis::cmd("INFO").arg("memory").query(&mut con)?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+        .context("no used_memory in INFO memory")
+}
+
 pub(crate) async fn node(n: Node) -> Result<()> {
     match n {
-        Node::Server => server_node().await,
+        Node::Server { redis } => server_node(redis).await,
         Node::Raw => raw_node().await,
         Node::Clients { port, n, raw } => clients_node(port, n, raw).await,
     }
 }
 
-async fn server_node() -> Result<()> {
-    let opts = ServerOptions::new(ServerConfig::default()).listen(Kind::Ws, "127.0.0.1:0".parse()?);
+async fn server_node(redis: Option<String>) -> Result<()> {
+    let mut opts = ServerOptions::new(ServerConfig::default()).listen(Kind::Ws, "127.0.0.1:0".parse()?);
+    if let Some(url) = redis {
+        let pid = std::process::id();
+        let mut o = tether_cluster::RedisOptions::new(url, format!("bench{pid}"));
+        o.prefix = format!("benchmem{pid}");
+        opts.store = Some(tether_cluster::RedisStore::connect(o).await?);
+    }
     let server = Server::start(opts).await?;
     println!("{}", server.local_addr(Kind::Ws).context("no ws listener")?.port());
     let (handle, mut events) = server.into_parts();
@@ -200,8 +233,11 @@ async fn server_node() -> Result<()> {
             (Some("count"), _) => println!("{}", handle.session_count()),
             (Some("send"), Some(size)) => {
                 let msg = Bytes::from(vec![7u8; size.parse()?]);
-                for s in handle.sessions() {
-                    handle.send(s.id, msg.clone())?;
+                let all: Vec<_> = handle.sessions().into_iter().map(|s| (s.id, msg.clone())).collect();
+                for chunk in all.chunks(256) {
+                    for fate in handle.publish(chunk.to_vec()).await? {
+                        fate?;
+                    }
                 }
                 println!("sent");
             }
