@@ -30,7 +30,7 @@ use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use redis::Value;
 use tether_proto::{ReplayLimits, SendError, SessionId, SessionRecord, TokenHash, TokenState};
-use tether_runtime::store::{ClaimRefused, Claimed, Fence, Notice, Store, StoreError, StoreFuture};
+use tether_runtime::store::{ClaimRefused, Claimed, Fence, Kicked, Notice, Store, StoreError, StoreFuture};
 use tokio::sync::mpsc;
 
 use self::scripts::Scripts;
@@ -416,6 +416,26 @@ impl Store for RedisStore {
         })
     }
 
+    fn kick<'a>(&'a self, id: SessionId, reason: &'a str) -> StoreFuture<'a, Kicked> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let r: i64 = self
+                .scripts
+                .kick
+                .arg(&self.opts.prefix)
+                .arg(id.to_string())
+                .arg(reason)
+                .invoke_async(&mut con)
+                .await
+                .map_err(unavailable)?;
+            Ok(match r {
+                1 => Kicked::Forwarded,
+                2 => Kicked::Ended,
+                _ => Kicked::Unknown,
+            })
+        })
+    }
+
     fn notices(&self) -> Option<mpsc::Receiver<Notice>> {
         self.notices.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
@@ -510,10 +530,14 @@ async fn notice_loop(opts: RedisOptions, client: redis::Client, tx: mpsc::Sender
         let mut stream = ps.on_message();
         while let Some(msg) = stream.next().await {
             let payload = msg.get_payload_bytes();
-            let (Some(kind), Some(id)) = (payload.first(), payload.get(1..).and_then(parse_id)) else { continue };
+            let (Some(kind), Some(id)) = (payload.first(), payload.get(1..33).and_then(parse_id)) else { continue };
             let n = match kind {
                 b'w' => Notice::Wake(id),
                 b't' => Notice::TakenOver(id),
+                b'k' => Notice::Kick {
+                    session: id,
+                    reason: String::from_utf8_lossy(payload.get(33..).unwrap_or_default()).into_owned(),
+                },
                 _ => continue,
             };
             if tx.send(n).await.is_err() {

@@ -17,6 +17,7 @@ pub(crate) struct Scripts {
     pub(crate) lease: Script,
     pub(crate) reap: Script,
     pub(crate) restart: Script,
+    pub(crate) kick: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -36,6 +37,7 @@ impl Scripts {
             lease: script(include_str!("lua/lease.lua")),
             reap: script(include_str!("lua/reap.lua")),
             restart: script(include_str!("lua/restart.lua")),
+            kick: script(include_str!("lua/kick.lua")),
         }
     }
 }

@@ -20,6 +20,7 @@ use tether_proto::{CloseCode, SessionId};
 
 use crate::rooms::Rooms;
 use crate::{api, deliver, Shared};
+use tether_runtime::store::Kicked;
 
 /// The OpenAPI 3.1 description, served at `/openapi.json` (the answers are
 /// the types of [`crate::api`], checked against it).
@@ -153,10 +154,24 @@ async fn kick(
     let q = q.map_err(bad_request)?.0;
     let reason = q.reason.unwrap_or_else(|| "kicked by the operator".into());
     let Some(ban) = q.ban else {
-        return if s.server.close_session(id, CloseCode::Kicked, &reason) {
-            Ok(Json(api::Kicked { kicked: vec![id.to_string()], banned: None, ban_ms: None }).into_response())
-        } else {
-            Err(ApiError(StatusCode::NOT_FOUND, GONE.into()))
+        let kicked = Json(api::Kicked { kicked: vec![id.to_string()], banned: None, ban_ms: None }).into_response();
+        if s.server.close_session(id, CloseCode::Kicked, &reason) {
+            return Ok(kicked);
+        }
+        // With a cluster, the session may be carried by another node, or by
+        // none (its node died): the store tells that node, or ends it.
+        let (Some(store), Some(c)) = (s.server.store(), &s.cluster) else {
+            return Err(ApiError(StatusCode::NOT_FOUND, GONE.into()));
+        };
+        return match store.kick(id, &reason).await.map_err(store_away)? {
+            Kicked::Forwarded => Ok(kicked),
+            Kicked::Ended => {
+                if let Ok(crate::rooms::redis::Done::Sent(sent)) = c.ended(id, false).await {
+                    crate::tally(&s.metrics, s.server.stored(sent));
+                }
+                Ok(kicked)
+            }
+            Kicked::Unknown => Err(ApiError(StatusCode::NOT_FOUND, GONE.into())),
         };
     };
     let d = humantime::parse_duration(&ban)

@@ -293,3 +293,56 @@ async fn an_unreachable_redis_at_start_is_a_clear_error() {
     assert!(msg.contains("check that redis-server runs there"), "{msg}");
     assert!(!msg.contains("hunter2"), "the password stays out of messages: {msg}");
 }
+
+/// One HTTP/1.1 request with the admin key; returns (status, body).
+async fn admin(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\
+         Authorization: Bearer admin-key-0123456789abcdef\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// The admin API of any node reaches rooms and sessions on every node: the
+/// room listing and members are cluster-wide, a publish to a room reaches
+/// members on both nodes, and a kick sent to node b ends a session node a
+/// carries (CLOSE 3004; its room hears it left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_of_any_node_acts_cluster_wide() {
+    let redis = Redis::start();
+    let p = prefix();
+    let a = gateway(&redis.url, "a", &p).await;
+    let b = gateway(&redis.url, "b", &p).await;
+    let alice = member(a.session_addr(Kind::Tcp).unwrap());
+    let bob = member(b.session_addr(Kind::Tcp).unwrap());
+    alice.send(json!({"op": "join", "room": "ops", "name": "Alice"}));
+    alice.wait("alice joined", |v| v["ev"] == "joined").await;
+    bob.send(json!({"op": "join", "room": "ops", "name": "Bob"}));
+    bob.wait("bob joined", |v| v["ev"] == "joined").await;
+    let b_admin = b.admin.unwrap();
+
+    let (status, body) = admin(b_admin, "GET", "/v1/rooms/ops").await;
+    assert_eq!(status, 200, "{body}");
+    let room: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(room["members"].as_array().unwrap().len(), 2, "{room}");
+    let (status, body) = admin(b_admin, "POST", "/v1/rooms/ops/publish").await;
+    assert_eq!(status, 400, "a publish needs a body: {body}");
+
+    let id = alice.handle.session_id().expect("alice has a session").to_string();
+    let (status, body) = admin(b_admin, "DELETE", &format!("/v1/sessions/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    bob.wait("Alice left", |v| {
+        v["ev"] == "presence" && v["member"]["name"] == "Alice" && v["member"]["state"] == "left"
+    })
+    .await;
+    let (status, _) = admin(b_admin, "DELETE", &format!("/v1/sessions/{id}")).await;
+    assert_eq!(status, 404, "gone once kicked");
+    drop((a, b));
+}

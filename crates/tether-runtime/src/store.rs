@@ -74,6 +74,17 @@ pub struct Claimed {
     pub user: Option<Arc<str>>,
 }
 
+/// What became of a kick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kicked {
+    /// No such session.
+    Unknown,
+    /// The node carrying it was told to end it.
+    Forwarded,
+    /// No node carried it (an orphan): ended in the store now.
+    Ended,
+}
+
 /// Something the store tells a node without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -82,6 +93,13 @@ pub enum Notice {
     Wake(SessionId),
     /// Another node claimed a session this node carries: drop it.
     TakenOver(SessionId),
+    /// An operator ended a session this node carries (CLOSE 3004).
+    Kick {
+        /// The session.
+        session: SessionId,
+        /// What the client is told.
+        reason: String,
+    },
     /// This node's lease had lapsed (it was paused or cut off): the cluster
     /// took its sessions; every copy held here must go.
     LeaseLost,
@@ -149,6 +167,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The session ended here (closed, expired, kicked): remove it.
     fn end(&self, id: SessionId, fence: Fence) -> StoreFuture<'_, ()>;
+
+    /// An operator ends a session wherever it is carried: its node is told
+    /// ([`Notice::Kick`]); a session no live node carries is ended in the
+    /// store at once.
+    fn kick<'a>(&'a self, id: SessionId, reason: &'a str) -> StoreFuture<'a, Kicked>;
 
     /// The notices for this node (taken once; None after the first call).
     fn notices(&self) -> Option<mpsc::Receiver<Notice>>;

@@ -145,6 +145,11 @@ pub(super) async fn notices(inner: Arc<Inner>, mut rx: mpsc::Receiver<Notice>) {
                     cell.moved(None, true);
                 }
             }
+            Notice::Kick { session, reason } => {
+                if let Some(cell) = inner.cell(session) {
+                    cell.close(tether_proto::CloseCode::Kicked, &reason);
+                }
+            }
             Notice::LeaseLost => {
                 let cells: Vec<_> = inner.registry().values().cloned().collect();
                 for c in cells {
