@@ -20,6 +20,8 @@ pub mod check;
 pub mod net;
 pub mod schedule;
 pub mod sim;
+pub mod store;
 
 pub use net::{Dir, Fault, PathConfig, Side};
 pub use sim::{Sim, SimConfig, Stats};
+pub use store::Store;
