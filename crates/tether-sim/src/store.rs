@@ -2,7 +2,7 @@
 //! of the cluster's Redis engine (`crates/tether-cluster/src/lua/*.lua`,
 //! documented by tether-runtime's `Store` trait): it outlives the server
 //! nodes, and it can be unavailable for a while
-//! (a store outage in the simulator), when every operation fails.
+//! ([`crate::Fault::StoreDown`]), when every operation fails.
 //!
 //! - **send gate**: a server message is numbered here first
 //!   ([`Store::append`], or as an effect of [`Store::commit`]) and kept in
@@ -111,7 +111,7 @@ impl Store {
         Store { base, sessions: BTreeMap::new(), down, limits, grace, failures: 0 }
     }
 
-    /// True unless an outage holds at `now`.
+    /// True unless a [`crate::Fault::StoreDown`] holds at `now`.
     pub fn is_up(&self, now: Instant) -> bool {
         !self.down.iter().any(|(s, e)| now >= *s && now < *e)
     }
