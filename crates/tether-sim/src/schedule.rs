@@ -227,6 +227,8 @@ pub struct Summary {
     pub node_deaths: u64,
     /// Store outages.
     pub store_outages: u64,
+    /// Store commits and appends carried out whose replies were lost.
+    pub lost_replies: u64,
 }
 
 /// Runs one seed and checks its guarantees.
@@ -368,6 +370,7 @@ pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
         }
         summary.store_backed = true;
         summary.node_deaths = sim.stats.node_deaths;
+        summary.lost_replies = store.lost_replies;
         summary.store_outages = sim.cfg.faults.iter().filter(|f| matches!(f, Fault::StoreDown { .. })).count() as u64;
     }
     summary.lagged = sim.cfg.faults.iter().any(|f| matches!(f, Fault::AppLag { .. }));

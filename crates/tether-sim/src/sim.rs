@@ -124,6 +124,8 @@ pub struct Stats {
     pub claims: u64,
     /// Handshakes refused because the store was down.
     pub store_refusals: u64,
+    /// Commits retried after a lost reply and found already done.
+    pub recommits: u64,
 }
 
 #[derive(Debug)]

@@ -13,6 +13,10 @@
 //! - **ownership**: every [`Store::claim`] checks the resume token, raises
 //!   the session's fence and makes the claiming node its owner; every write
 //!   an owner makes names its fence, and a stale one is refused.
+//! - **lost replies**: a commit or append made less than [`REPLY_TIME`]
+//!   before the store goes down is carried out, but its caller is told it
+//!   failed (the reply never came back): it must retry, and the retry must
+//!   not apply it twice.
 //! - **orphans**: the sessions of a node that died are expired once, a
 //!   lease interval plus their grace after it died, unless a resume claims
 //!   them first ([`Store::node_died`], [`Store::reap`]).
@@ -34,6 +38,10 @@ pub type NodeId = u32;
 /// How long a dead node's sessions wait for their clients beyond grace: the
 /// cluster's lease renewal interval (its engine's default).
 pub const LEASE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a reply takes to come back: a commit or append carried out
+/// less than this before the store goes down is reported failed.
+pub const REPLY_TIME: Duration = Duration::from_millis(100);
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +106,14 @@ pub struct Store {
     down: Vec<(Instant, Instant)>,
     limits: ReplayLimits,
     grace: Duration,
-    /// Operations refused because the store was down.
+    /// Operations refused because the store was down, or carried out but
+    /// reported failed (lost replies).
     pub failures: u64,
+    /// Commits and appends carried out whose replies were lost.
+    pub lost_replies: u64,
+    /// Every client message whose effects were committed, in order of
+    /// commit: what the application applied, whatever it was told.
+    pub applied: Vec<(SessionId, Bytes)>,
 }
 
 impl Store {
@@ -108,7 +122,16 @@ impl Store {
     /// replay buffers, and keeping orphans for `grace`.
     pub fn new(base: Instant, down: &[(Duration, Duration)], limits: ReplayLimits, grace: Duration) -> Self {
         let down = down.iter().map(|(s, l)| (base + *s, base + *s + *l)).collect();
-        Store { base, sessions: BTreeMap::new(), down, limits, grace, failures: 0 }
+        Store {
+            base,
+            sessions: BTreeMap::new(),
+            down,
+            limits,
+            grace,
+            failures: 0,
+            lost_replies: 0,
+            applied: Vec::new(),
+        }
     }
 
     /// True unless a [`crate::Fault::StoreDown`] holds at `now`.
@@ -123,6 +146,17 @@ impl Store {
             self.failures += 1;
             Err(StoreError::Unavailable)
         }
+    }
+
+    /// The reply to an operation carried out at `now` comes back, unless
+    /// the store went down meanwhile.
+    fn reply(&mut self, now: Instant) -> Result<(), StoreError> {
+        if self.is_up(now + REPLY_TIME) {
+            return Ok(());
+        }
+        self.failures += 1;
+        self.lost_replies += 1;
+        Err(StoreError::Unavailable)
     }
 
     fn owned(&mut self, now: Instant, id: SessionId, fence: Fence) -> Result<&mut Stored, StoreError> {
@@ -199,15 +233,18 @@ impl Store {
     }
 
     /// Commits the effects of client message `seq` of `id` (held with
-    /// `fence`): stores each effect for the session, numbered here, and
-    /// marks `seq` committed, in one step. A seq already committed stores
+    /// `fence`), whose payload was `message`: stores each effect for the
+    /// session, numbered here, and marks `seq` committed, in one step (and
+    /// logs it in [`Store::applied`]). A seq already committed stores
     /// nothing again. `effect(seq)` builds the effect given the seq it gets.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &mut self,
         now: Instant,
         id: SessionId,
         fence: Fence,
         seq: u64,
+        message: &Bytes,
         effects: usize,
         mut effect: impl FnMut(u64) -> Bytes,
     ) -> Result<Committed, StoreError> {
@@ -218,6 +255,8 @@ impl Store {
         }
         let seqs = (0..effects).map(|_| push(s, &limits, &mut effect)).collect();
         s.committed = seq;
+        self.applied.push((id, message.clone()));
+        self.reply(now)?;
         Ok(Committed::Applied(seqs))
     }
 
@@ -232,7 +271,9 @@ impl Store {
         self.reach(now)?;
         let limits = self.limits.clone();
         let s = self.sessions.get_mut(&id).ok_or(StoreError::Gone)?;
-        Ok(push(s, &limits, message))
+        let seq = push(s, &limits, message);
+        self.reply(now)?;
+        Ok(seq)
     }
 
     /// The stored messages of `id` from seq `from` on, in order.
@@ -388,8 +429,10 @@ mod tests {
     fn a_commit_applies_once_and_numbers_its_effects() {
         let (base, mut store, id, _) = setup();
         let e = |seq: u64| Bytes::from(format!("e{seq}"));
-        assert_eq!(store.commit(base, id, 1, 1, 2, e), Ok(Committed::Applied(vec![Some(1), Some(2)])));
-        assert_eq!(store.commit(base, id, 1, 1, 2, e), Ok(Committed::Already), "idempotent");
+        let m = Bytes::from("c1");
+        assert_eq!(store.commit(base, id, 1, 1, &m, 2, e), Ok(Committed::Applied(vec![Some(1), Some(2)])));
+        assert_eq!(store.commit(base, id, 1, 1, &m, 2, e), Ok(Committed::Already), "idempotent");
+        assert_eq!(store.applied, vec![(id, m)], "applied once");
         assert_eq!(store.append(base, id, e), Ok(Some(3)));
         assert_eq!(store.committed(id), Some(1));
         let all: Vec<u64> = store.fetch(base, id, 2).expect("up").into_iter().map(|(s, _)| s).collect();
@@ -406,8 +449,9 @@ mod tests {
         assert_eq!(store.claim(base, 1, id, &stranger).map(|r| r.err()), Ok(Some(ClaimRefused::InvalidToken)));
         let (fence, record) = store.claim(base, 1, id, &token).expect("up").expect("valid token");
         assert_eq!((fence, record.next_seq), (2, 1));
-        assert_eq!(store.commit(base, id, 1, 1, 0, |_| Bytes::new()), Err(StoreError::Fenced));
-        assert_eq!(store.commit(base, id, 2, 1, 0, |_| Bytes::new()), Ok(Committed::Applied(vec![])));
+        let m = Bytes::new();
+        assert_eq!(store.commit(base, id, 1, 1, &m, 0, |_| Bytes::new()), Err(StoreError::Fenced));
+        assert_eq!(store.commit(base, id, 2, 1, &m, 0, |_| Bytes::new()), Ok(Committed::Applied(vec![])));
         let unknown = SessionId::random(&mut Rng::from_seed(3));
         assert_eq!(store.claim(base, 1, unknown, &token).map(|r| r.err()), Ok(Some(ClaimRefused::Unknown)));
     }
@@ -416,12 +460,27 @@ mod tests {
     fn while_down_every_operation_fails_and_changes_nothing() {
         let (base, mut store, id, token) = setup();
         let down = at(base, 12);
-        assert_eq!(store.commit(down, id, 1, 1, 1, |_| Bytes::new()), Err(StoreError::Unavailable));
+        assert_eq!(store.commit(down, id, 1, 1, &Bytes::new(), 1, |_| Bytes::new()), Err(StoreError::Unavailable));
         assert_eq!(store.append(down, id, |_| Bytes::new()), Err(StoreError::Unavailable));
         assert!(matches!(store.claim(down, 1, id, &token), Err(StoreError::Unavailable)));
         assert_eq!(store.up_at(down), at(base, 15));
         assert_eq!((store.committed(id), store.next_seq(id), store.owner(id)), (Some(0), Some(1), Some((1, Some(0)))));
         assert_eq!(store.failures, 3);
+        assert!(store.applied.is_empty());
+    }
+
+    #[test]
+    fn an_operation_just_before_an_outage_is_carried_out_but_reported_failed() {
+        let (base, mut store, id, _) = setup();
+        let late = at(base, 10) - REPLY_TIME / 2;
+        let m = Bytes::from("c1");
+        assert_eq!(store.commit(late, id, 1, 1, &m, 1, |_| Bytes::from("e")), Err(StoreError::Unavailable));
+        assert_eq!(store.append(late, id, |_| Bytes::from("s")), Err(StoreError::Unavailable));
+        assert_eq!((store.committed(id), store.next_seq(id), store.lost_replies), (Some(1), Some(3), 2));
+        // The retry after the outage finds it done, and does it no more.
+        let after = at(base, 15);
+        assert_eq!(store.commit(after, id, 1, 1, &m, 1, |_| Bytes::from("e")), Ok(Committed::Already));
+        assert_eq!(store.applied.len(), 1);
     }
 
     #[test]

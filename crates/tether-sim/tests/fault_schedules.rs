@@ -24,7 +24,7 @@ fn a_thousand_random_fault_schedules_keep_every_guarantee() {
     let count = env_u64("TETHER_SIM_SCHEDULES").unwrap_or(1000);
     let first = env_u64("TETHER_SIM_FIRST").unwrap_or(0);
     let (mut up, mut down, mut resumes, mut expired, mut lagged, mut resyncs) = (0, 0, 0, 0, 0, 0);
-    let (mut stored, mut deaths, mut survived_deaths, mut store_outages) = (0, 0, 0, 0);
+    let (mut stored, mut deaths, mut survived_deaths, mut store_outages, mut lost) = (0, 0, 0, 0, 0);
     let mut failures = Vec::new();
     for seed in first..first + count {
         match run_seed(seed) {
@@ -38,6 +38,7 @@ fn a_thousand_random_fault_schedules_keep_every_guarantee() {
                 stored += u64::from(s.store_backed);
                 deaths += s.node_deaths;
                 store_outages += s.store_outages;
+                lost += s.lost_replies;
                 if !s.expired && s.node_deaths > 0 {
                     survived_deaths += 1;
                 }
@@ -48,7 +49,8 @@ fn a_thousand_random_fault_schedules_keep_every_guarantee() {
     println!(
         "{count} schedules from seed {first}: {up} messages up, {down} down, {resumes} resumes, {expired} expiries, \
          {lagged} with lagging applications ({resyncs} resyncs); {stored} store-backed, {deaths} node deaths \
-         ({survived_deaths} schedules whose session survived a node death), {store_outages} store outages; \
+         ({survived_deaths} schedules whose session survived a node death), {store_outages} store outages \
+         ({lost} lost replies); \
          {} failures",
         failures.len()
     );

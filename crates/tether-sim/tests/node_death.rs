@@ -250,3 +250,25 @@ fn nodes_can_die_again_and_again() {
         assert!(s.resumes >= 5, "seed {seed}: {s:?}");
     }
 }
+
+/// Commits and appends made just before the store fails are carried out but
+/// reported failed: the application retries the commit, which must not
+/// apply it twice, and what the lost attempt stored must still be sent.
+#[test]
+fn a_commit_whose_reply_was_lost_is_applied_once_and_what_it_stored_is_sent() {
+    let (mut lost, mut recommits) = (0, 0);
+    for seed in 0..10 {
+        let mut cfg = streaming(seed, Profile::Default);
+        cfg.client_every = Some(MS(20));
+        cfg.server_every = Some(MS(50));
+        for k in 0..4 {
+            cfg.faults.push(Fault::StoreDown { start: S(10 + 10 * k) + MS(37 * seed), len: S(2) });
+        }
+        let mut sim = Sim::new(cfg);
+        sim.run();
+        survives(&sim);
+        lost += sim.store.as_ref().map_or(0, |s| s.lost_replies);
+        recommits += sim.stats.recommits;
+    }
+    assert!(lost >= 20 && recommits >= 10, "{lost} lost replies, {recommits} commits found done on retry");
+}

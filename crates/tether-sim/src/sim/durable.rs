@@ -12,9 +12,12 @@
 //! - **ack gate**: every client message the application takes is committed
 //!   in the store (with the reply it sends, for every
 //!   [`super::StoreConfig::echo_every`]-th), then [`Server::commit`]ted: only
-//!   then may acks cover it. That commit is when the ledger counts it as
-//!   delivered. While the store is down, taken messages wait and are
-//!   committed in order when it returns.
+//!   then may acks cover it. While the store is down, taken messages wait
+//!   and are committed in order when it returns; a commit whose reply was
+//!   lost is retried, found done, and what it stored is fetched.
+//! - the ledger follows the store, whatever the application was told: a
+//!   client message is delivered when the store commits it, a server
+//!   message is sent when the store numbers it.
 //! - **send gate**: the application's own messages are numbered in the
 //!   store ([`crate::store::Store::append`]) and only then given to the core
 //!   ([`Server::send_at`]); a message the core cannot take yet is fetched.
@@ -213,16 +216,25 @@ impl Sim {
             let effects = usize::from(live && echo > 0 && idx % echo == echo - 1);
             let pad = (idx % 17) as usize;
             let Some(store) = self.store.as_mut() else { return };
-            match store.commit(now, s, fence, seq, effects, |n| server_msg(s, (n - 1) as u32, pad)) {
+            let r = store.commit(now, s, fence, seq, &t.payload, effects, |n| server_msg(s, (n - 1) as u32, pad));
+            self.account(s);
+            match r {
                 Ok(done) => {
-                    let Some(t) = self.node.pending.pop_front() else { return };
-                    if let Committed::Applied(seqs) = done {
-                        self.ledger.delivered_at_server(s, &t.payload);
-                        for n in seqs {
-                            match n {
-                                Some(n) => self.stored(s, n, server_msg(s, (n - 1) as u32, pad)),
-                                None => self.stats.refused.1 += 1,
+                    self.node.pending.pop_front();
+                    match done {
+                        Committed::Applied(seqs) => {
+                            for n in seqs {
+                                match n {
+                                    Some(n) => self.offer(s, n, server_msg(s, (n - 1) as u32, pad)),
+                                    None => self.stats.refused.1 += 1,
+                                }
                             }
+                        }
+                        // An earlier attempt was carried out but its reply
+                        // lost: what it stored is fetched.
+                        Committed::Already => {
+                            self.stats.recommits += 1;
+                            self.fill(s);
                         }
                     }
                     self.server.commit(now, s, seq);
@@ -247,18 +259,42 @@ impl Sim {
         }
         let pad = self.app_rng.below_inclusive(self.cfg.max_pad as u64) as usize;
         let Some(store) = self.store.as_mut() else { return };
-        match store.append(now, s, |n| server_msg(s, (n - 1) as u32, pad)) {
-            Ok(Some(n)) => self.stored(s, n, server_msg(s, (n - 1) as u32, pad)),
-            Ok(None) | Err(StoreError::Unavailable) => self.stats.refused.1 += 1,
+        let r = store.append(now, s, |n| server_msg(s, (n - 1) as u32, pad));
+        self.account(s);
+        match r {
+            Ok(Some(n)) => self.offer(s, n, server_msg(s, (n - 1) as u32, pad)),
+            Ok(None) => self.stats.refused.1 += 1,
+            Err(StoreError::Unavailable) => {
+                // Perhaps stored all the same (a lost reply): the retry
+                // fetches whatever the core lacks.
+                self.stats.refused.1 += 1;
+                if self.node.fences.contains_key(&s) {
+                    self.node.fill.insert(s);
+                    self.retry_later();
+                }
+            }
             Err(_) => {} // ended: the end carries the hand-back
         }
     }
 
-    /// Message `seq` of `s` is in the store: it counts as sent, and goes to
-    /// the core if this node carries the session.
-    fn stored(&mut self, s: SessionId, seq: u64, payload: Bytes) {
-        let sent = self.ledger.server_sent.entry(s).or_insert(0);
-        *sent = (*sent).max(seq as u32);
+    /// The ledger follows the store, whatever the application was told:
+    /// every client message committed is applied, every server message
+    /// numbered is sent.
+    fn account(&mut self, s: SessionId) {
+        let Some(store) = self.store.as_mut() else { return };
+        let applied = std::mem::take(&mut store.applied);
+        if let Some(next) = store.next_seq(s) {
+            let sent = self.ledger.server_sent.entry(s).or_insert(0);
+            *sent = (*sent).max((next - 1) as u32);
+        }
+        for (id, message) in applied {
+            self.ledger.delivered_at_server(id, &message);
+        }
+    }
+
+    /// Message `seq` of `s` is in the store: it goes to the core if this
+    /// node carries the session.
+    fn offer(&mut self, s: SessionId, seq: u64, payload: Bytes) {
         if !self.node.fences.contains_key(&s) {
             return;
         }
@@ -272,9 +308,12 @@ impl Sim {
     /// Gives the core the stored messages it lacks.
     fn fill(&mut self, s: SessionId) {
         let now = self.now;
-        let (Some(store), Some(from)) = (self.store.as_mut(), self.server.session(s).map(|x| x.next_seq())) else {
-            return;
-        };
+        let from = self.server.session(s).filter(|x| !x.is_ended()).map(|x| x.next_seq());
+        let (Some(store), Some(from)) = (self.store.as_mut(), from) else { return };
+        if store.next_seq(s).is_none_or(|next| next <= from) {
+            self.node.fill.remove(&s);
+            return; // nothing missing (and nothing to ask the store)
+        }
         match store.fetch(now, s, from) {
             Ok(messages) => {
                 self.node.fill.remove(&s);
