@@ -5,6 +5,14 @@
 //! before this one) and an index; server messages carry the server session's
 //! id and an index. Indices count from 0 per session and direction, so "next
 //! delivered index == count delivered so far" is exactly-once-in-order.
+//!
+//! With a store-backed server the ledger follows the durable state, not a
+//! node's memory, so it holds across node deaths: a client message counts
+//! as delivered when the store commits its effects (a message a node took
+//! and died before committing is not delivered until another node commits
+//! it, and must never be committed twice), and a server message counts as
+//! sent when the store numbers it (its index is its store seq - 1, whichever
+//! node, or none, carried the session then).
 
 use std::collections::HashMap;
 
@@ -31,7 +39,7 @@ pub fn server_msg(session: SessionId, idx: u32, pad: usize) -> Bytes {
     Bytes::from(v)
 }
 
-fn parse_client(b: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn parse_client(b: &[u8]) -> Option<(u32, u32)> {
     if b.first() != Some(&b'C') || b.len() < 9 {
         return None;
     }
@@ -54,9 +62,10 @@ fn parse_server(b: &[u8]) -> Option<(SessionId, u32)> {
 pub struct Ledger {
     /// Client messages sent, per epoch.
     pub client_sent: HashMap<u32, u32>,
-    /// Server messages sent, per session.
+    /// Server messages sent (stored, with a store), per session.
     pub server_sent: HashMap<SessionId, u32>,
-    /// Client messages delivered to the server app, per server session.
+    /// Client messages delivered to the server app (committed, with a
+    /// store), per server session.
     pub at_server: HashMap<SessionId, (u32, u32)>, // (epoch, count)
     /// Server messages delivered to the client app, per session.
     pub at_client: HashMap<SessionId, u32>,

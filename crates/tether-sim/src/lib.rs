@@ -12,6 +12,12 @@
 //! [`schedule`] generates random fault schedules and checks the session
 //! guarantees on them; the [`check::Ledger`] proves exactly-once, in-order
 //! delivery by attributing every message to its session.
+//!
+//! With a [`store::Store`] behind the server ([`SimConfig::with_store`]),
+//! server nodes can die ([`Fault::NodeDeath`]) and the store can fail
+//! ([`Fault::StoreDown`]): a client message counts as delivered when its
+//! effects are committed in the store, and the ledger proves exactly-once
+//! both ways across node deaths.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -20,6 +26,8 @@ pub mod check;
 pub mod net;
 pub mod schedule;
 pub mod sim;
+pub mod store;
 
 pub use net::{Dir, Fault, PathConfig, Side};
-pub use sim::{Sim, SimConfig, Stats};
+pub use sim::{Sim, SimConfig, Stats, StoreConfig};
+pub use store::Store;

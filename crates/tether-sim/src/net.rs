@@ -85,6 +85,31 @@ pub enum Fault {
         /// Whose application.
         side: Side,
     },
+    /// The server node dies: everything it held in memory is gone, every
+    /// transport to it breaks, and a new node (a fresh server) takes its
+    /// place after `down`. With a store ([`crate::SimConfig::store`]) the
+    /// client's resume claims its session there and the new node carries it
+    /// on; without one, the session dies with the node.
+    NodeDeath {
+        /// When.
+        at: Duration,
+        /// How long until the new node accepts connections (connections
+        /// are refused meanwhile, as by a host with nothing listening).
+        down: Duration,
+        /// True: the process was killed and its kernel resets every
+        /// connection (the client is told at once). False: the machine is
+        /// gone and nothing answers (the client's heartbeat must notice).
+        reset: bool,
+    },
+    /// The session store is unavailable: every operation fails, so
+    /// commits (and with them acks), stored sends, resumes and new sessions
+    /// wait until it returns.
+    StoreDown {
+        /// Start.
+        start: Duration,
+        /// Length.
+        len: Duration,
+    },
 }
 
 /// One end of the session.
@@ -102,7 +127,8 @@ impl Fault {
             Fault::Outage { start, len, .. }
             | Fault::Stall { start, len, .. }
             | Fault::Loss { start, len, .. }
-            | Fault::AppLag { start, len, .. } => Some((*start, *start + *len)),
+            | Fault::AppLag { start, len, .. }
+            | Fault::StoreDown { start, len } => Some((*start, *start + *len)),
             _ => None,
         }
     }
@@ -111,6 +137,7 @@ impl Fault {
     pub fn end(&self) -> Duration {
         match self {
             Fault::Kill { at } => *at,
+            Fault::NodeDeath { at, down, .. } => *at + *down,
             _ => self.window().map_or(Duration::ZERO, |(_, e)| e),
         }
     }

@@ -15,6 +15,19 @@
 //!   small enough that messages are deferred and resynced. Everything must
 //!   arrive exactly once, and no transport may be declared dead or dropped
 //!   for any reason but a resync.
+//!
+//! On top of these, a share of each family runs against a store-backed
+//! server ([`SimConfig::with_store`]), drawn from a separate generator so
+//! that every other schedule is exactly what it was before nodes could die:
+//! - survivable (two in five): one or two node deaths in the window (killed
+//!   or vanished, the next node up at once or within 5 s), and/or a store
+//!   outage of up to 15 s. The session must survive every death, resumed
+//!   (never restarted), each message applied (committed) exactly once and
+//!   each stored message delivered exactly once, in order.
+//! - lagging (three in ten): half of them with a store outage of up to
+//!   10 s; still no transport may be lost.
+//! - expiring (three in ten): half of them with a node killed before the
+//!   outage; the session must expire as without a store.
 
 use std::time::Duration;
 
@@ -24,7 +37,7 @@ use tether_proto::{
 };
 
 use crate::net::{Dir, Fault, Side};
-use crate::sim::{Sim, SimConfig};
+use crate::sim::{Sim, SimConfig, StoreConfig};
 
 /// What a schedule must end in.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +62,23 @@ fn secs(rng: &mut Rng, lo: f64, hi: f64) -> Duration {
     Duration::from_secs_f64(lo + (hi - lo) * rng.unit())
 }
 
+/// Which family a schedule is of, with its fault window.
+enum Family {
+    Faults { start: Duration, window: Duration },
+    Lagging { start: Duration, window: Duration },
+    Expiring { start: Duration },
+}
+
 /// The schedule for a seed: about one in ten expires, the rest survive.
 pub fn random(seed: u64) -> (SimConfig, Expect) {
+    let (mut cfg, expect, family) = network(seed);
+    durable(seed, &mut cfg, family);
+    (cfg, expect)
+}
+
+/// The schedule's network and application faults (everything but nodes
+/// and the store).
+fn network(seed: u64) -> (SimConfig, Expect, Family) {
     let mut rng = Rng::from_seed(seed ^ 0x5EED_5EED);
     let profile = if rng.unit() < 0.5 { Profile::Default } else { Profile::Realtime };
     let mut cfg = SimConfig::new(seed, ClientConfig::profile(profile));
@@ -64,14 +92,14 @@ pub fn random(seed: u64) -> (SimConfig, Expect) {
         cfg.faults.push(Fault::Outage { start, len, link_signal: rng.unit() < 0.5 });
         cfg.traffic_until = start + len + Duration::from_secs(30);
         cfg.duration = cfg.traffic_until + Duration::from_secs(30);
-        return (cfg, Expect::Expire { start, len });
+        return (cfg, Expect::Expire { start, len }, Family::Expiring { start });
     }
     let window = Duration::from_secs(40);
     if rng.unit() < 0.15 {
         lagging(&mut rng, &mut cfg, start, window);
         cfg.traffic_until = start + window + Duration::from_secs(20);
         cfg.duration = cfg.traffic_until + Duration::from_secs(40);
-        return (cfg, Expect::Survive);
+        return (cfg, Expect::Survive, Family::Lagging { start, window });
     }
     let n = 1 + rng.below_inclusive(3);
     for _ in 0..n {
@@ -106,7 +134,52 @@ pub fn random(seed: u64) -> (SimConfig, Expect) {
     }
     cfg.traffic_until = start + window + Duration::from_secs(20);
     cfg.duration = cfg.traffic_until + Duration::from_secs(40);
-    (cfg, Expect::Survive)
+    (cfg, Expect::Survive, Family::Faults { start, window })
+}
+
+/// Makes a share of the schedules store-backed, with node deaths and store
+/// outages, from a generator of their own.
+fn durable(seed: u64, cfg: &mut SimConfig, family: Family) {
+    let mut rng = Rng::from_seed(seed ^ 0xD1ED_5704_E000);
+    let share = match family {
+        Family::Faults { .. } => 0.4,
+        Family::Lagging { .. } | Family::Expiring { .. } => 0.3,
+    };
+    if rng.unit() >= share {
+        return;
+    }
+    cfg.store = Some(StoreConfig::default());
+    cfg.server.commit_acks = true;
+    // A store outage within [start, start + window).
+    let outage = |rng: &mut Rng, start: Duration, window: Duration, max: f64| {
+        let at = secs(rng, 0.0, window.as_secs_f64() - 1.0);
+        let len = secs(rng, 0.5, max.min(window.as_secs_f64() - at.as_secs_f64()).max(0.5));
+        Fault::StoreDown { start: start + at, len }
+    };
+    match family {
+        Family::Faults { start, window } => {
+            let deaths = if rng.unit() < 0.85 { 1 + u32::from(rng.unit() < 0.25) } else { 0 };
+            for _ in 0..deaths {
+                let at = start + secs(&mut rng, 0.0, window.as_secs_f64() - 1.0);
+                let down = if rng.unit() < 0.5 { Duration::ZERO } else { secs(&mut rng, 0.1, 5.0) };
+                cfg.faults.push(Fault::NodeDeath { at, down, reset: rng.unit() < 0.7 });
+            }
+            if deaths == 0 || rng.unit() < 0.35 {
+                cfg.faults.push(outage(&mut rng, start, window, 15.0));
+            }
+        }
+        Family::Lagging { start, window } => {
+            if rng.unit() < 0.5 {
+                cfg.faults.push(outage(&mut rng, start, window, 10.0));
+            }
+        }
+        Family::Expiring { start } => {
+            if rng.unit() < 0.5 {
+                let at = secs(&mut rng, 1.0, start.as_secs_f64() - 2.0);
+                cfg.faults.push(Fault::NodeDeath { at, down: Duration::ZERO, reset: true });
+            }
+        }
+    }
 }
 
 /// Application lags only: up to three pauses of up to 15 s, either side,
@@ -148,6 +221,14 @@ pub struct Summary {
     pub lagged: bool,
     /// Transports replaced by a resync (§7.8), either side.
     pub resyncs: u64,
+    /// Whether the server was store-backed.
+    pub store_backed: bool,
+    /// Server nodes that died (and the session survived, unless it expired).
+    pub node_deaths: u64,
+    /// Store outages.
+    pub store_outages: u64,
+    /// Store commits and appends carried out whose replies were lost.
+    pub lost_replies: u64,
 }
 
 /// Runs one seed and checks its guarantees.
@@ -157,8 +238,9 @@ pub fn run_seed(seed: u64) -> Result<Summary, String> {
     sim.run();
     verify(&sim, &expect).map_err(|e| {
         format!(
-            "seed {seed}: {e}\nschedule: {:?}\nexpected: {expect:?}\nre-run exactly this schedule with:\n  {}\ntimeline:\n{}",
+            "seed {seed}: {e}\nschedule: {:?}\nstore-backed: {}\nexpected: {expect:?}\nre-run exactly this schedule with:\n  {}\ntimeline:\n{}",
             sim.cfg.faults,
+            sim.cfg.store.is_some(),
             repro(seed),
             sim.timeline()
         )
@@ -198,9 +280,10 @@ pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
             _ => None,
         })
         .collect();
-    if sim.cfg.faults.iter().all(|f| matches!(f, Fault::AppLag { .. })) {
-        // Only applications lagged: the network was fine throughout, so no
-        // transport may have been lost for anything but a resync.
+    if sim.cfg.faults.iter().all(|f| matches!(f, Fault::AppLag { .. } | Fault::StoreDown { .. })) {
+        // Only applications lagged (and the store failed): the network was
+        // fine throughout, so no transport may have been lost for anything
+        // but a resync.
         let client = sim.client_log.iter().find_map(|(t, e)| match e {
             ClientEvent::Disconnected { reason } if !is_resync(reason) => Some((*t, reason.clone())),
             _ => None,
@@ -274,6 +357,21 @@ pub fn verify(sim: &Sim, expect: &Expect) -> Result<Summary, String> {
     }
     if sim.server.session_count() != 1 {
         return Err(format!("server holds {} sessions at the end, expected 1", sim.server.session_count()));
+    }
+    if let Some(store) = &sim.store {
+        // The store holds the final session only, with every client message
+        // of it committed (seqs count from 1 in each session).
+        if store.len() != 1 || store.committed(last) != Some(u64::from(sent_up)) {
+            return Err(format!(
+                "the store holds {} sessions, the final one committed through {:?}, expected 1 and {sent_up}",
+                store.len(),
+                store.committed(last)
+            ));
+        }
+        summary.store_backed = true;
+        summary.node_deaths = sim.stats.node_deaths;
+        summary.lost_replies = store.lost_replies;
+        summary.store_outages = sim.cfg.faults.iter().filter(|f| matches!(f, Fault::StoreDown { .. })).count() as u64;
     }
     summary.lagged = sim.cfg.faults.iter().any(|f| matches!(f, Fault::AppLag { .. }));
     let resync_c =

@@ -5,6 +5,12 @@
 //! drains transmits, and takes events as the applications can (not while an
 //! [`Fault::AppLag`] holds one back); it sleeps (jumps the clock) to the
 //! earliest of the next network event and both machines' `poll_timeout`.
+//!
+//! With [`SimConfig::store`], the server is one node of a cluster whose
+//! sessions live in a [`Store`]: see `sim/durable.rs` for what a node does around
+//! its core, and how a node dies ([`Fault::NodeDeath`]).
+
+mod durable;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -17,6 +23,8 @@ use tether_proto::{
 
 use crate::check::{client_msg, server_msg, Ledger};
 use crate::net::{Dir, Fault, Path, PathConfig, Side};
+use crate::store::Store;
+use durable::Node;
 
 /// Everything that defines one run. Two runs with equal configs are identical.
 #[derive(Debug, Clone)]
@@ -44,6 +52,28 @@ pub struct SimConfig {
     /// Gaps between messages: exponential around the mean (true) or exactly
     /// the mean (false, for tests that need a fixed cadence).
     pub poisson: bool,
+    /// A store-backed server (None: sessions live in the server's memory
+    /// only, and die with it).
+    pub store: Option<StoreConfig>,
+}
+
+/// How a store-backed server application behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Every `echo_every`-th client message (by index) is answered with a
+    /// server message stored as an effect of its commit (0: none).
+    pub echo_every: u32,
+    /// How long the application waits before retrying store operations
+    /// that failed because the store was down.
+    pub retry: Duration,
+    /// The retry-after of a handshake refused because the store is down.
+    pub refuse_for: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { echo_every: 4, retry: Duration::from_millis(500), refuse_for: Duration::from_secs(1) }
+    }
 }
 
 impl SimConfig {
@@ -61,7 +91,16 @@ impl SimConfig {
             server_every: None,
             max_pad: 32,
             poisson: true,
+            store: None,
         }
+    }
+
+    /// Makes the server store-backed: sessions live in a [`Store`] that
+    /// survives node deaths, acks wait for commits (`commit_acks`).
+    pub fn with_store(mut self) -> Self {
+        self.store = Some(StoreConfig::default());
+        self.server.commit_acks = true;
+        self
     }
 }
 
@@ -76,8 +115,17 @@ pub struct Stats {
     pub server_frames: u64,
     /// Connection attempts.
     pub connects: u64,
-    /// Sends refused with BufferFull (client, server).
+    /// Sends refused with BufferFull (client, server; a store-backed
+    /// server's sends also when the store is down or its outbox full).
     pub refused: (u64, u64),
+    /// Server nodes that died.
+    pub node_deaths: u64,
+    /// Resumes whose session was claimed from the store.
+    pub claims: u64,
+    /// Handshakes refused because the store was down.
+    pub store_refusals: u64,
+    /// Commits retried after a lost reply and found already done.
+    pub recommits: u64,
 }
 
 #[derive(Debug)]
@@ -89,6 +137,15 @@ enum Ev {
     FinToServer(u64),
     FinToClient(u64),
     KillAll,
+    /// The server node dies; a new one accepts connections after `down`.
+    NodeDeath {
+        down: Duration,
+        reset: bool,
+    },
+    /// The node retries its failed store operations.
+    StoreRetry(u32),
+    /// A dead node's session is due to expire in the store.
+    Reap(SessionId),
     LinkSignal(bool),
     ClientSend,
     ServerSend,
@@ -128,6 +185,13 @@ struct SimLink {
     last_down: Instant,
     nat_last: Instant,
     nat_dead: bool,
+    /// The server has had this transport's first frame.
+    hello: bool,
+    /// The session a WELCOME on this transport named.
+    session: Option<SessionId>,
+    /// The server end died with its node: nothing it sent that has not
+    /// arrived yet ever will (no host is left to retransmit it).
+    dead: bool,
 }
 
 /// One simulated run.
@@ -140,8 +204,15 @@ pub struct Sim {
     app_rng: Rng,
     /// The client machine under test.
     pub client: Client,
-    /// The server machine under test.
+    /// The server machine under test (the node alive now).
     pub server: Server,
+    /// The session store of a store-backed server.
+    pub store: Option<Store>,
+    /// What the current node holds in memory beside its core.
+    node: Node,
+    node_rng: Rng,
+    /// Node deaths, claims, refusals, orphans, with their times.
+    pub node_log: Vec<(Duration, String)>,
     path: Path,
     links: BTreeMap<u64, SimLink>,
     by_stid: HashMap<TransportId, u64>,
@@ -176,6 +247,17 @@ impl Sim {
         let mut root = Rng::from_seed(cfg.seed);
         let client = Client::new(cfg.client.clone(), root.fork(), base).expect("client config must be valid");
         let server = Server::new(cfg.server.clone(), root.fork()).expect("server config must be valid");
+        let store = cfg.store.as_ref().map(|_| {
+            let down: Vec<_> = cfg
+                .faults
+                .iter()
+                .filter_map(|f| match f {
+                    Fault::StoreDown { start, len } => Some((*start, *len)),
+                    _ => None,
+                })
+                .collect();
+            Store::new(base, &down, cfg.server.replay.clone(), cfg.server.grace)
+        });
         let kills = cfg.faults.iter().find_map(|f| match f {
             Fault::KillDuringReplay { count, after } => Some((*count, *after)),
             _ => None,
@@ -185,8 +267,14 @@ impl Sim {
             now: base,
             net_rng: root.fork(),
             app_rng: root.fork(),
+            // Forked after the others: runs without node deaths draw exactly
+            // what they drew before nodes could die.
+            node_rng: root.fork(),
             client,
             server,
+            store,
+            node: Node::default(),
+            node_log: Vec::new(),
             path: Path { base, cfg: cfg.path.clone(), faults: cfg.faults.clone() },
             links: BTreeMap::new(),
             by_stid: HashMap::new(),
@@ -212,6 +300,7 @@ impl Sim {
                     sim.push(base + start + len, Ev::LinkSignal(true));
                 }
                 Fault::AppLag { start, len, .. } => sim.push(base + start + len, Ev::LagEnd),
+                Fault::NodeDeath { at, down, reset } => sim.push(base + at, Ev::NodeDeath { down, reset }),
                 _ => {}
             }
         }
@@ -305,8 +394,15 @@ impl Sim {
         let now = self.now;
         match ev {
             Ev::ConnectDone(c) => {
+                let node_down = self.node.down(now);
                 let Some(l) = self.links.get_mut(&c) else { return };
                 if !l.client_open || l.reset {
+                    return;
+                }
+                if node_down {
+                    // Nothing listens yet: the connection is refused.
+                    l.client_open = false;
+                    self.client.handle_transport_closed(now, TransportId(c));
                     return;
                 }
                 let stid = self.server.handle_accept(now);
@@ -323,11 +419,22 @@ impl Sim {
             }
             Ev::ToServer(c, bytes) => {
                 if let Some((Some(stid), true)) = self.links.get(&c).map(|l| (l.stid, l.server_open && !l.reset)) {
-                    self.server.handle_frame(now, stid, &bytes);
+                    if self.store.is_some()
+                        && self.links.get_mut(&c).is_some_and(|l| !std::mem::replace(&mut l.hello, true))
+                    {
+                        // A store-backed node's handshake: a resume claims its
+                        // session from the store first.
+                        if self.durable_handshake(stid, &bytes) {
+                            self.server.handle_frame(now, stid, &bytes);
+                        }
+                        self.server.set_refusal(None);
+                    } else {
+                        self.server.handle_frame(now, stid, &bytes);
+                    }
                 }
             }
             Ev::ToClient(c, bytes) => {
-                if self.links.get(&c).is_some_and(|l| l.client_open && !l.reset) {
+                if self.links.get(&c).is_some_and(|l| l.client_open && !l.reset && !l.dead) {
                     self.client.handle_frame(now, TransportId(c), &bytes);
                 }
             }
@@ -361,6 +468,9 @@ impl Sim {
                     self.push(now + delay, Ev::FinToServer(c));
                 }
             }
+            Ev::NodeDeath { down, reset } => self.node_death(down, reset),
+            Ev::StoreRetry(node) => self.store_retry(node),
+            Ev::Reap(id) => self.reap(id),
             Ev::LinkSignal(_up) => self.client.handle_network_change(now, None),
             Ev::LagEnd => {} // the drain after every event takes the backlog
             Ev::ClientSend => {
@@ -378,7 +488,11 @@ impl Sim {
             Ev::ServerSend => {
                 if self.t() < self.cfg.traffic_until {
                     if !self.lagging(Side::Server) {
-                        self.server_sends(now);
+                        if self.store.is_some() {
+                            self.store_send();
+                        } else {
+                            self.server_sends(now);
+                        }
                     }
                     if let Some(m) = self.cfg.server_every {
                         let d = self.exp_gap(m);
@@ -441,6 +555,9 @@ impl Sim {
                 }
             }
             if !progressed {
+                if self.store.is_some() {
+                    self.store_acks();
+                }
                 return;
             }
         }
@@ -496,6 +613,9 @@ impl Sim {
                         last_down: now,
                         nat_last: now,
                         nat_dead: false,
+                        hello: false,
+                        session: None,
+                        dead: false,
                     },
                 );
                 match self.path.outage_at(now) {
@@ -548,6 +668,9 @@ impl Sim {
             Transmit::Send { transport, frame } => {
                 self.stats.server_frames += 1;
                 let Some(c) = self.by_stid.get(&transport).copied() else { return };
+                if self.store.is_some() {
+                    self.durable_frame(c, &frame);
+                }
                 if self.links.get(&c).is_some_and(|l| l.server_open) {
                     if let Some(at) = self.arrival(c, Dir::Down) {
                         self.push(at, Ev::ToClient(c, frame.to_vec()));
@@ -592,9 +715,13 @@ impl Sim {
     fn server_event(&mut self, session: SessionId, e: SessionEvent) {
         let t = self.t();
         match &e {
+            SessionEvent::Message(b) if self.store.is_some() => return self.took(session, b.clone()),
             SessionEvent::Message(b) => return self.ledger.delivered_at_server(session, b),
             SessionEvent::Opened => self.server_session = Some(session),
             SessionEvent::Ended { unacked, .. } => {
+                if self.store.is_some() {
+                    self.durable_end(session);
+                }
                 self.ledger.ended_server.push(session);
                 self.ledger.server_handed_back(session, unacked);
                 if self.server_session == Some(session) {
@@ -631,8 +758,15 @@ impl Sim {
                 Fault::AppLag { start, len, side } => {
                     lines.push((*start, 0, format!("app      {side:?} application takes no events for {len:?}")));
                 }
+                Fault::StoreDown { start, len } => {
+                    lines.push((*start, 0, format!("store    down for {len:?}")));
+                    lines.push((*start + *len, 0, "store    back".into()));
+                }
                 _ => {}
             }
+        }
+        for (t, s) in &self.node_log {
+            lines.push((*t, 0, format!("node     {s}")));
         }
         for (t, e) in &self.client_log {
             let s = match e {
