@@ -145,7 +145,11 @@ async fn request(s: &Shared, c: &RedisRooms, session: SessionId, seq: u64, paylo
             }
         }
         Ok(Done::Before) => {
+            // Committed by an attempt whose answer was lost: what it stored
+            // for this session is fetched (other sessions here catch up at
+            // their next message).
             s.server.committed(session, seq, Vec::new());
+            s.server.catch_up(session);
         }
         Ok(Done::Refused(r)) => answer(s, session, seq, error_event(op, r)).await,
         Err(StoreError::Fenced(_) | StoreError::Gone(_)) => s.server.fenced(session, fence),

@@ -49,10 +49,22 @@ pub(super) fn after_turn(inner: &Arc<Inner>, cell: &Arc<SessionCell>, id: Sessio
     if st.core.is_ended() {
         if !d.ended {
             d.ended = true;
+            // Retried while the store is away: a session left in the store
+            // under a live owner would never expire there, and its token
+            // could bring an ended session back.
             tokio::spawn(async move {
-                if let Err(e) = store.end(id, fence).await {
-                    tracing::debug!(session = %id, %e, "the store kept an ended session");
+                let mut backoff = std::time::Duration::from_millis(100);
+                for _ in 0..20 {
+                    match store.end(id, fence).await {
+                        Err(StoreError::Unavailable(e)) => {
+                            tracing::debug!(session = %id, %e, "the end of a session not written yet; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                        }
+                        _ => return, // done, or another node holds it now, or gone already
+                    }
                 }
+                tracing::warn!(session = %id, "the store kept an ended session: it stays there until this node restarts or dies");
             });
         }
         return;
@@ -264,6 +276,12 @@ impl ServerHandle {
     /// sessions held here (the others' nodes were woken by the store).
     pub fn stored(&self, stored: Vec<(SessionId, Queued, Bytes)>) -> Vec<Queued> {
         stored.into_iter().map(|(to, fate, p)| fate.and_then(|seq| offer(&self.inner, to, seq, p))).collect()
+    }
+
+    /// Fetches what the store holds for a session held here that it does
+    /// not have yet (after a commit whose first answer was lost).
+    pub fn catch_up(&self, session: SessionId) {
+        fill(self.inner.clone(), session);
     }
 
     /// The store refused a write for `session` under `fence` (another node
