@@ -83,7 +83,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v sysctl >/dev/null 2>&1 && [ -x /bin/kill ] || need+=(procps)  # sysctl, kill
 if ((${#need[@]})); then install_debs "${need[@]}"; fi
-step "fault lab: 14 scenarios in network namespaces, in parallel (about 100 s)"
+step "fault lab: 15 scenarios in network namespaces, in parallel (about 100 s)"
 # The lab is the tether-lab crate; its test lives with the binary, which it
 # runs as `tether lab suite` (the lab's nodes are `tether lab-node`).
 cargo test -p tether --test lab -- --nocapture

@@ -145,7 +145,9 @@ impl RedisStore {
         }
         let lease: i64 = scripts.lease.arg(&opts.prefix).arg(&opts.node).invoke_async(&mut con).await.map_err(err)?;
         if lease == 0 {
-            tracing::warn!(node = %opts.node, "this node id was in use until now: if another node runs under it, give every node its own");
+            // A restart within the lease TTL (a deploy), or a second node
+            // under the same name (a mistake the operator should hear of).
+            tracing::info!(node = %opts.node, "this node id held a lease until now: a restart, or another node runs under it (give every node its own)");
         }
         let (tx, rx) = mpsc::channel(4096);
         let tasks = vec![

@@ -53,12 +53,22 @@ pub struct Listen {
     pub ws: Addr,
     pub tls: Addr,
     pub wss: Addr,
+    /// SO_REUSEPORT on the session listeners: several `tether serve`
+    /// processes (nodes of one cluster) may share the ports, the kernel
+    /// spreading new connections over those alive.
+    pub reuse_port: bool,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         let a = |s: &str| Addr(s.parse().ok());
-        Listen { tcp: a("127.0.0.1:7400"), ws: a("127.0.0.1:7401"), tls: Addr(None), wss: Addr(None) }
+        Listen {
+            tcp: a("127.0.0.1:7400"),
+            ws: a("127.0.0.1:7401"),
+            tls: Addr(None),
+            wss: Addr(None),
+            reuse_port: false,
+        }
     }
 }
 
@@ -553,6 +563,13 @@ impl Config {
         }
         let cl = &self.cluster;
         let redis = read_secret(&cl.redis, &cl.redis_env, "cluster.redis")?;
+        if self.listen.reuse_port && redis.is_none() {
+            bail!(refuse(
+                "listen.reuse_port",
+                "processes sharing a port without [cluster] would each hold sessions the others cannot resume",
+                "set cluster.redis too, or turn reuse_port off",
+            ));
+        }
         if let Some(url) = &redis {
             if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
                 bail!(refuse(

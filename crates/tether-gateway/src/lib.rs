@@ -220,6 +220,7 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     opts.overload_retry = c.limits.overload_retry;
     opts.ping_events = true;
     opts.log_heartbeats = c.log.heartbeats;
+    opts.reuse_port = c.listen.reuse_port;
     let bans = auth::Bans::default();
     opts.auth = Some(Arc::new(auth::JwtAuth::new(
         r.jwt_secret.as_deref(),

@@ -167,6 +167,14 @@ fn catalogue() -> Vec<Scenario> {
         },
         base("roam", "client address changes mid-session (default profile)", Fault::Roam, D, 0, survive(8)),
         base("server-restart", "server killed, restarted 3 s later", Fault::ServerRestart, D, 3, Expect::FreshStart),
+        base(
+            "node-death",
+            "cluster node (sessions in Redis) killed with kill -9, another node 3 s later",
+            Fault::NodeDeath,
+            D,
+            3,
+            survive(5),
+        ),
         Scenario {
             no_heartbeat: true,
             keepalive: Some("10,5,3".into()),

@@ -47,6 +47,13 @@ pub enum Node {
         /// The lab run this process belongs to (to find leftovers).
         #[arg(long)]
         tag: Option<String>,
+        /// Keep sessions in this Redis (a cluster node): a session outlives
+        /// this process and resumes on the next node.
+        #[arg(long)]
+        redis: Option<String>,
+        /// This node's name in the cluster.
+        #[arg(long, default_value = "lab")]
+        node_id: String,
     },
     /// The client: connects, streams, reports every event.
     Client(ClientArgs),
@@ -154,22 +161,39 @@ fn read_commands(ctl: Arc<Control>) -> tokio::sync::oneshot::Receiver<()> {
 /// Runs one node until its stdin closes (the `lab-node` subcommand).
 pub async fn run(n: Node) -> Result<()> {
     match n {
-        Node::Server { listen, grace, every, epoch, no_idle_enforce, .. } => {
-            server(listen, grace, every, epoch, no_idle_enforce).await
+        Node::Server { listen, grace, every, epoch, no_idle_enforce, redis, node_id, .. } => {
+            let store = match redis {
+                Some(url) => {
+                    let mut o = tether_cluster::RedisOptions::new(url, node_id);
+                    o.prefix = "lab".into();
+                    let s: tether_runtime::store::SharedStore = tether_cluster::RedisStore::connect(o).await?;
+                    Some(s)
+                }
+                None => None,
+            };
+            server(listen, grace, every, epoch, no_idle_enforce, store).await
         }
         Node::Client(args) => client(args).await,
     }
 }
 
-async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32, no_idle: bool) -> Result<()> {
+async fn server(
+    listen: SocketAddr,
+    grace: Duration,
+    every: Duration,
+    epoch: u32,
+    no_idle: bool,
+    store: Option<tether_runtime::store::SharedStore>,
+) -> Result<()> {
     let mut core = ServerConfig { grace, enforce_idle: !no_idle, ..ServerConfig::default() };
     if no_idle {
         // Grant whatever silence a heartbeat-less client asks for.
         core.max_idle_timeout = Duration::from_secs(7 * 24 * 3600);
     }
-    let server = Server::start(ServerOptions::new(core).listen(Kind::Tcp, listen))
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let stored = store.is_some();
+    let mut opts = ServerOptions::new(core).listen(Kind::Tcp, listen);
+    opts.store = store;
+    let server = Server::start(opts).await.with_context(|| format!("cannot listen on {listen}"))?;
     let (handle, mut events) = server.into_parts();
     emit(json!({"ev": "listening", "addr": listen.to_string()}));
     let ctl = Arc::new(Control { streaming: AtomicBool::new(true), finishing: AtomicBool::new(false) });
@@ -184,7 +208,16 @@ async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32
                 if let (true, Some(s)) = (ctl.streaming.load(Ordering::SeqCst), current) {
                     n += 1;
                     let key = format!("s{epoch}:{n}");
-                    emit_send(key.clone(), handle.send(s, Bytes::from(key)));
+                    if stored {
+                        // Stored first (numbered by Redis), then sent.
+                        let r = handle.publish(vec![(s, Bytes::from(key.clone()))]).await;
+                        let r = r.map_err(|e| e.to_string()).and_then(|mut v| {
+                            v.pop().unwrap_or(Err(tether_proto::SendError::NoSession)).map_err(|e| e.to_string())
+                        });
+                        emit_send(key, r);
+                    } else {
+                        emit_send(key.clone(), handle.send(s, Bytes::from(key)));
+                    }
                 }
             }
             e = events.recv() => {
@@ -194,13 +227,32 @@ async fn server(listen: SocketAddr, grace: Duration, every: Duration, epoch: u32
                         current = Some(session);
                         emit(json!({"ev": "opened", "session": short(session), "peer": peer.to_string()}));
                     }
-                    ServerEvent::Message { payload, .. } => {
+                    ServerEvent::Message { session, seq, payload } => {
+                        // With a store, a message counts once committed: a
+                        // node that dies before that never acknowledged it,
+                        // and the next node receives it again.
+                        // Commits go in order: one not made is retried (a
+                        // later one would cover it).
+                        let mut committed = !stored;
+                        while !committed {
+                            match handle.commit(session, seq, Vec::new()).await {
+                                Ok(_) => committed = true,
+                                Err(tether_runtime::store::StoreError::Unavailable(_)) => {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                                Err(_) => break, // carried on elsewhere: its client sends it there
+                            }
+                        }
+                        if !committed {
+                            continue;
+                        }
                         emit(json!({"ev": "msg", "k": String::from_utf8_lossy(&payload)}));
                     }
                     ServerEvent::Detached { session, reason } => {
                         emit(json!({"ev": "detached", "session": short(session), "why": reason.to_string()}));
                     }
                     ServerEvent::Resumed { session, replayed, peer, .. } => {
+                        current = Some(session); // a session carried on from another node
                         emit(json!({"ev": "resumed", "session": short(session), "replayed": replayed, "peer": peer.to_string()}));
                     }
                     ServerEvent::Ended { session, reason, unacked } => {

@@ -37,7 +37,14 @@ pub(crate) enum Fault {
     Roam,
     /// The server process is killed, and restarted after the outage.
     ServerRestart,
+    /// The server is a cluster node keeping its sessions in Redis (running
+    /// in the server's namespace): it is killed (`kill -9`), and another
+    /// node takes its address after the outage.
+    NodeDeath,
 }
+
+/// Where the lab's Redis listens, inside the server's namespace.
+const REDIS_PORT: u16 = 6390;
 
 /// Everything that shapes one run.
 #[derive(Debug, Clone)]
@@ -232,7 +239,50 @@ fn server_args(s: &Scenario, epoch: u32) -> Vec<String> {
     if s.no_heartbeat {
         a.push("--no-idle-enforce".into());
     }
+    if s.fault == Fault::NodeDeath {
+        let node = if epoch == 1 { "node-a" } else { "node-b" };
+        a.extend(["--redis".into(), format!("redis://127.0.0.1:{REDIS_PORT}"), "--node-id".into(), node.into()]);
+    }
     a
+}
+
+/// Starts Debian's redis-server in the server's namespace (no persistence:
+/// the nodes die, Redis does not); the lab's teardown kills it with the
+/// namespace's other processes.
+fn start_redis(lab: &Lab) -> Result<()> {
+    let port = REDIS_PORT.to_string();
+    let ns = lab.server_ns.as_str();
+    super::net::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "redis-server",
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "yes",
+        "--dir",
+        "/tmp",
+        "--logfile",
+        "",
+    ])
+    .context("cannot start redis-server in the lab (Debian's redis-server package; scripts/test.sh installs it)")?;
+    for _ in 0..100 {
+        if super::net::sh(&["ip", "netns", "exec", ns, "redis-cli", "-p", &port, "ping"])
+            .is_ok_and(|r| r.contains("PONG"))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("redis-server did not answer in the lab's server namespace within 5 s")
 }
 
 fn client_args(s: &Scenario) -> Vec<String> {
@@ -269,6 +319,9 @@ const START_WITHIN: Duration = Duration::from_secs(15);
 pub(crate) fn run(s: &Scenario) -> Result<Report> {
     let lab = Lab::create(RouterOpts { nat_timeout: s.nat_timeout })?;
     let log = Arc::new(Log::default());
+    if s.fault == Fault::NodeDeath {
+        start_redis(&lab)?;
+    }
     let origin = Instant::now();
     let mut server = Node::start(&lab, &lab.server_ns, Lane::Server, &server_args(s, 1), &log)?;
     log.wait(START_WITHIN, origin, |l| l.lane == Lane::Server && l.ev() == "listening")
@@ -289,7 +342,7 @@ pub(crate) fn run(s: &Scenario) -> Result<Report> {
             server.command("pause");
         }
         Fault::Roam => lab.client_roam()?,
-        Fault::ServerRestart => server.kill(),
+        Fault::ServerRestart | Fault::NodeDeath => server.kill(),
     }
     if s.fault != Fault::Roam {
         pause(s.outage)?;
@@ -303,7 +356,7 @@ pub(crate) fn run(s: &Scenario) -> Result<Report> {
             server.command("go");
         }
         Fault::Roam => {}
-        Fault::ServerRestart => {
+        Fault::ServerRestart | Fault::NodeDeath => {
             server = Node::start(&lab, &lab.server_ns, Lane::Server, &server_args(s, 2), &log)?;
         }
     }
@@ -450,7 +503,9 @@ fn analyse(s: &Scenario, lines: &[Line], during: &[Line], times: [Instant; 4]) -
     let detect_server = first_after(Lane::Server, &["detached", "ended"], fault_start).map(|t| secs(fault_start, t));
     // Back after restoration: 0 when the client already carried data again
     // when the network was restored (e.g. it resumed between losses).
-    let back = if client_down_at(during, fault_end) || matches!(s.fault, Fault::ServerRestart | Fault::Roam) {
+    let back = if client_down_at(during, fault_end)
+        || matches!(s.fault, Fault::ServerRestart | Fault::NodeDeath | Fault::Roam)
+    {
         first_after(Lane::Client, &["resumed", "connected"], fault_end).map(|t| secs(fault_end, t))
     } else if detect_client.is_some() {
         Some(0.0)

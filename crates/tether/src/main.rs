@@ -83,6 +83,8 @@ enum BenchCmd {
     Memory(bench::MemoryArgs),
     /// The gateway's room fan-out: N members join one room, one says M messages; delivery latency, CPU, memory.
     Rooms(bench::RoomsArgs),
+    /// A cluster on Redis: nodes sharing a port restarted in turn, then one killed; time until every session is back.
+    Cluster(bench::ClusterArgs),
 }
 
 fn main() -> Result<()> {
@@ -95,6 +97,7 @@ fn main() -> Result<()> {
         Command::Connect(a) => runtime()?.block_on(connect::run(a)),
         Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
         Command::Bench(BenchCmd::Rooms(a)) => runtime()?.block_on(bench::rooms(a)),
+        Command::Bench(BenchCmd::Cluster(a)) => runtime()?.block_on(bench::cluster(a)),
         Command::BenchNode(n) => runtime()?.block_on(bench::node(n)),
         Command::Lab(c) => tether_lab::run(c),
         Command::LabNode(n) => runtime()?.block_on(tether_lab::node::run(n)),

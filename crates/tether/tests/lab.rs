@@ -70,6 +70,7 @@ fn lab_suite_proves_every_claim() {
         "nat-adaptive",
         "roam",
         "heartbeat",
+        "node-death",
     ] {
         let r = report(&dir, name);
         assert_eq!(r["survived"], Value::Bool(true), "{name}: session did not survive");

@@ -84,6 +84,11 @@ pub struct ServerOptions {
     /// Where sessions are kept beyond this process (None: in its memory
     /// only). With a store, acks wait for [`ServerHandle::commit`].
     pub store: Option<SharedStore>,
+    /// Listen with SO_REUSEPORT: several processes may listen on the same
+    /// port, and the kernel spreads new connections over those alive (the
+    /// nodes of a cluster on one machine; with a store, a client resumes
+    /// on whichever it reaches).
+    pub reuse_port: bool,
 }
 
 /// Decides who may open a session, from the credential in its HELLO
@@ -127,6 +132,7 @@ impl ServerOptions {
             ping_events: false,
             log_heartbeats: false,
             store: None,
+            reuse_port: false,
         }
     }
 
@@ -325,6 +331,20 @@ pub enum StartError {
     NoCertificate(Kind),
 }
 
+/// A listening socket as tokio's `TcpListener::bind` makes one (SO_REUSEADDR,
+/// a backlog of 1024), with SO_REUSEPORT if asked.
+fn listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
 impl Server {
     /// Binds every listener and starts serving on the current tokio runtime.
     pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
@@ -341,7 +361,7 @@ impl Server {
             if matches!(l.kind, Kind::Tls | Kind::Wss) && opts.tls.is_none() {
                 return Err(StartError::NoCertificate(l.kind));
             }
-            let tl = TcpListener::bind(l.addr).await.map_err(|source| StartError::Listen {
+            let tl = listener(l.addr, opts.reuse_port).map_err(|source| StartError::Listen {
                 kind: l.kind,
                 addr: l.addr,
                 source,
