@@ -85,6 +85,8 @@ enum BenchCmd {
     Rooms(bench::RoomsArgs),
     /// A cluster on Redis: nodes sharing a port restarted in turn, then one killed; time until every session is back.
     Cluster(bench::ClusterArgs),
+    /// Load on any gateway: N heartbeating sessions (optionally talking in rooms); progress line and JSON report.
+    Load(bench::LoadArgs),
 }
 
 fn main() -> Result<()> {
@@ -98,6 +100,7 @@ fn main() -> Result<()> {
         Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
         Command::Bench(BenchCmd::Rooms(a)) => runtime()?.block_on(bench::rooms(a)),
         Command::Bench(BenchCmd::Cluster(a)) => runtime()?.block_on(bench::cluster(a)),
+        Command::Bench(BenchCmd::Load(a)) => bench::load(a),
         Command::BenchNode(n) => runtime()?.block_on(bench::node(n)),
         Command::Lab(c) => tether_lab::run(c),
         Command::LabNode(n) => runtime()?.block_on(tether_lab::node::run(n)),

@@ -243,3 +243,28 @@ fn serve_help_describes_the_gateway() {
     }
     assert!(!help.contains("relayed to every session"), "{help}");
 }
+
+/// `tether bench load` against a real `tether serve`: the sessions are held,
+/// said messages are delivered, and the JSON report says so (figures are for
+/// release builds and docs/PERFORMANCE.md; this checks the tool works).
+#[test]
+fn bench_load_holds_sessions_and_writes_its_report() {
+    let g = start_gateway("", Stdio::null());
+    let dir = TempDir::new("load");
+    let report = dir.0.join("load.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["bench", "load", &format!("tcp://{}", g.tcp), "--sessions", "40", "--members", "10", "--says", "2"])
+        .args(["--duration", "2s", "--json"])
+        .arg(&report)
+        .output()
+        .expect("run tether bench load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench load failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("held 40/40"), "the progress line shows the sessions held: {text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["held"], 40, "{v}");
+    assert_eq!(v["sessions_started_over"], 0, "{v}");
+    assert!(v["delivered_per_s"].as_f64().unwrap() > 0.0, "room messages were delivered: {v}");
+    assert!(v["latency_ms"]["p50"].as_f64().is_some(), "{v}");
+    assert_eq!(v["failures"], serde_json::json!({}), "{v}");
+}

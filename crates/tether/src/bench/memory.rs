@@ -49,6 +49,8 @@ pub(crate) enum Node {
     },
     /// A minimal tokio program holding raw TCP connections; prints its port.
     Raw,
+    /// One process of `tether bench load`: its share of the sessions.
+    LoadWorker(super::load::WorkerArgs),
     /// Opens N tether sessions (or raw connections) to a port.
     Clients {
         #[arg(long)]
@@ -205,6 +207,7 @@ pub(crate) async fn node(n: Node) -> Result<()> {
         Node::Server { redis } => server_node(redis).await,
         Node::Raw => raw_node().await,
         Node::Clients { port, n, raw } => clients_node(port, n, raw).await,
+        Node::LoadWorker(a) => super::load::worker(a).await,
     }
 }
 

@@ -1,0 +1,537 @@
+//! `tether bench load URL`: the load generator, for any tether gateway.
+//!
+//! N sessions (tether clients of this runtime) to a `tcp://`, `tls://`,
+//! `ws://` or `wss://` URL, spread over as many worker processes as the
+//! file-descriptor limit needs (15 000 sessions each; the workers are this
+//! binary, `tether bench-node load-worker`). Each session runs the chosen
+//! heartbeat; with `--members K` the sessions join rooms of K and each says
+//! `--says` messages per second, stamped with the send time so that every
+//! delivery measures its latency. A progress line every second; at the end
+//! a report (sessions held, connect rate, RTT samples, messages, latency
+//! percentiles, resumes, failures by reason, and the gateway's memory and
+//! CPU when its pids are given) on stdout and, with `--json FILE`, as JSON.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _, Result};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tether_args::{duration, ProfileArg};
+use tether_proto::{ClientConfig, ClientEvent};
+use tether_runtime::client::{Client, ClientOptions, Event};
+
+/// Sessions one worker process holds (the fd limit is 20 000 here).
+const PER_WORKER: usize = 15_000;
+/// Latency histogram: bucket i holds delays below 2^(i/4) µs.
+const BUCKETS: usize = 112;
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct LoadArgs {
+    /// The gateway: tcp://HOST:PORT, tls://…, ws://HOST:PORT/PATH or wss://….
+    url: String,
+    /// Sessions to open and hold.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// New sessions per second, over all workers (0: as fast as they come).
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Heartbeat profile of every session.
+    #[arg(long, value_enum, default_value = "default")]
+    profile: ProfileArg,
+    /// Heartbeat interval override (e.g. 25s).
+    #[arg(long, value_parser = duration)]
+    interval: Option<Duration>,
+    /// Members per room (0: sessions join no room and say nothing).
+    #[arg(long, default_value_t = 0)]
+    members: usize,
+    /// Messages each session says per second in its room.
+    #[arg(long, default_value_t = 0.0)]
+    says: f64,
+    /// How long to hold the sessions once they are connected.
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    duration: Duration,
+    /// CA certificate (PEM) trusted for tls:// and wss://.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// The gateway's process ids (comma-separated), when it runs on this
+    /// machine: its memory and CPU are reported.
+    #[arg(long, value_delimiter = ',')]
+    gateway_pid: Vec<u32>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// One worker's counters, cumulative (what it prints every second).
+#[derive(Default, Clone)]
+struct Counters {
+    connected: u64,
+    established: u64,
+    resumes: u64,
+    rtt: u64,
+    said: u64,
+    delivered: u64,
+    ended: u64,
+    failures: BTreeMap<String, u64>,
+    latency: Vec<u64>,
+}
+
+impl Counters {
+    fn from_json(v: &Value) -> Counters {
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Counters {
+            connected: n("connected"),
+            established: n("established"),
+            resumes: n("resumes"),
+            rtt: n("rtt"),
+            said: n("said"),
+            delivered: n("delivered"),
+            ended: n("ended"),
+            failures: v
+                .get("failures")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+                .unwrap_or_default(),
+            latency: v
+                .get("latency")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn add(&mut self, o: &Counters) {
+        self.connected += o.connected;
+        self.established += o.established;
+        self.resumes += o.resumes;
+        self.rtt += o.rtt;
+        self.said += o.said;
+        self.delivered += o.delivered;
+        self.ended += o.ended;
+        for (k, v) in &o.failures {
+            *self.failures.entry(k.clone()).or_default() += v;
+        }
+        if self.latency.len() < o.latency.len() {
+            self.latency.resize(o.latency.len(), 0);
+        }
+        for (a, b) in self.latency.iter_mut().zip(&o.latency) {
+            *a += b;
+        }
+    }
+
+    /// The delay below which a share `p` of the deliveries arrived, in ms.
+    fn percentile(&self, p: f64) -> Option<f64> {
+        let total: u64 = self.latency.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (total as f64 * p).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(2f64.powf(i as f64 / 4.0) / 1000.0);
+            }
+        }
+        None
+    }
+}
+
+struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    latest: Arc<Mutex<Counters>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (CPU seconds, VmRSS KiB, RssAnon KiB) of a process.
+fn usage(pid: u32) -> Result<(f64, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("--gateway-pid {pid}: no such process here"))?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| {
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Ok((ticks / 100.0, kib("VmRSS:").unwrap_or(0), kib("RssAnon:").unwrap_or(0)))
+}
+
+/// Fails if a worker exited (its error is on stderr, above).
+fn alive(workers: &mut [Worker]) -> Result<()> {
+    for (i, w) in workers.iter_mut().enumerate() {
+        if let Some(status) = w.child.try_wait()? {
+            bail!("load worker {i} exited ({status}); its error is above");
+        }
+    }
+    Ok(())
+}
+
+fn gateway_usage(pids: &[u32]) -> Result<(f64, u64, u64)> {
+    pids.iter().try_fold((0.0, 0, 0), |(c, r, a), pid| {
+        let (c2, r2, a2) = usage(*pid)?;
+        Ok((c + c2, r + r2, a + a2))
+    })
+}
+
+/// The sessions' settings, checked.
+fn client_options(
+    profile: ProfileArg,
+    interval: Option<Duration>,
+    ca: Option<&std::path::Path>,
+) -> Result<ClientOptions> {
+    let mut core = ClientConfig::profile(profile.into());
+    if let Some(i) = interval {
+        core.heartbeat.interval = i;
+    }
+    core.validate().context("--profile/--interval")?;
+    let mut opts = ClientOptions::new(core);
+    opts.watch_network = false;
+    if let Some(ca) = ca {
+        opts.dial.tls = Some(tether_runtime::tls::client_config(ca)?);
+    }
+    Ok(opts)
+}
+
+pub(crate) fn load(a: LoadArgs) -> Result<()> {
+    let _: tether_runtime::Endpoint = a.url.parse()?;
+    client_options(a.profile, a.interval, a.ca.as_deref())?;
+    if a.sessions == 0 {
+        bail!("--sessions must be at least 1");
+    }
+    if a.says > 0.0 && a.members == 0 {
+        bail!("--says needs rooms: give --members K (sessions per room)");
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("note: a debug build; figures are for release builds (cargo build --release -p tether)");
+    }
+    let workers_n = a.sessions.div_ceil(PER_WORKER);
+    let gw0 = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
+    println!(
+        "tether bench load: {} sessions to {} ({} profile{}), {} worker process(es){}",
+        a.sessions,
+        a.url,
+        a.profile.name(),
+        a.interval.map(|i| format!(", interval {}", humantime::format_duration(i))).unwrap_or_default(),
+        workers_n,
+        if a.members > 0 { format!(", rooms of {} saying {}/s each", a.members, a.says) } else { String::new() }
+    );
+    let mut workers = Vec::new();
+    for w in 0..workers_n {
+        let share = a.sessions / workers_n + usize::from(w < a.sessions % workers_n);
+        let offset = (0..w).map(|i| a.sessions / workers_n + usize::from(i < a.sessions % workers_n)).sum::<usize>();
+        let mut args = vec![
+            "bench-node".to_owned(),
+            "load-worker".into(),
+            a.url.clone(),
+            "--sessions".into(),
+            share.to_string(),
+            "--offset".into(),
+            offset.to_string(),
+            "--rate".into(),
+            (a.rate / workers_n as f64).to_string(),
+            "--profile".into(),
+            a.profile.name().into(),
+            "--members".into(),
+            a.members.to_string(),
+            "--says".into(),
+            a.says.to_string(),
+        ];
+        if let Some(i) = a.interval {
+            args.extend(["--interval".into(), format!("{}ms", i.as_millis())]);
+        }
+        if let Some(ca) = &a.ca {
+            args.extend(["--ca".into(), ca.display().to_string()]);
+        }
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start a load worker")?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let latest = Arc::new(Mutex::new(Counters::default()));
+        let l2 = latest.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    *l2.lock().unwrap_or_else(|p| p.into_inner()) = Counters::from_json(&v);
+                }
+            }
+        });
+        workers.push(Worker { child, stdin, latest });
+    }
+    let total = |workers: &[Worker]| {
+        let mut c = Counters::default();
+        for w in workers {
+            c.add(&w.latest.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        c
+    };
+    let line = |c: &Counters, prev: &Counters, t: f64| {
+        let fails: u64 = c.failures.values().sum();
+        println!(
+            "  [{t:6.1}s] held {}/{} · connects {}/s · RTT samples {}/s · delivered {}/s · resumes {} · failures {}",
+            c.established,
+            a.sessions,
+            c.connected.saturating_sub(prev.connected),
+            c.rtt.saturating_sub(prev.rtt),
+            c.delivered.saturating_sub(prev.delivered),
+            c.resumes,
+            fails
+        );
+    };
+    // Connect phase: until every session is held (or 10 min).
+    let start = Instant::now();
+    let mut prev = Counters::default();
+    let connect_time = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        alive(&mut workers)?;
+        let c = total(&workers);
+        line(&c, &prev, start.elapsed().as_secs_f64());
+        prev = c.clone();
+        if c.established as usize >= a.sessions {
+            break start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("only {} of {} sessions held after 10 min", c.established, a.sessions);
+        }
+    };
+    // Hold phase.
+    let hold0 = total(&workers);
+    let gw_hold0 = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
+    let hold_start = Instant::now();
+    while hold_start.elapsed() < a.duration {
+        std::thread::sleep(Duration::from_secs(1));
+        alive(&mut workers)?;
+        let c = total(&workers);
+        line(&c, &prev, start.elapsed().as_secs_f64());
+        prev = c;
+    }
+    let held_for = hold_start.elapsed().as_secs_f64();
+    let end = total(&workers);
+    let gw_end = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
+    for w in &mut workers {
+        drop(w.stdin.take()); // the workers stop when their stdin closes
+    }
+    let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / held_for;
+    let report = json!({
+        "url": a.url,
+        "sessions": a.sessions,
+        "workers": workers_n,
+        "profile": a.profile.name(),
+        "interval_s": a.interval.map(|i| i.as_secs_f64()),
+        "connect_s": connect_time.as_secs_f64(),
+        "connects_per_s": a.sessions as f64 / connect_time.as_secs_f64(),
+        "held": end.established,
+        "hold_s": held_for,
+        "rtt_samples_per_s": rate(end.rtt, hold0.rtt),
+        "said_per_s": rate(end.said, hold0.said),
+        "delivered_per_s": rate(end.delivered, hold0.delivered),
+        "latency_ms": {
+            "p50": end.percentile(0.5), "p90": end.percentile(0.9), "p99": end.percentile(0.99), "max": end.percentile(1.0)
+        },
+        "resumes": end.resumes,
+        "sessions_started_over": end.connected.saturating_sub(a.sessions as u64),
+        "sessions_ended": end.ended,
+        "failures": end.failures,
+        "gateway": gw_end.zip(gw_hold0).zip(gw0).map(|(((cpu, rss, anon), (cpu0, _, _)), (_, rss_start, anon_start))| json!({
+            "cpu_cores_while_held": (cpu - cpu0) / held_for,
+            "vm_rss_kib": rss,
+            "rss_anon_kib": anon,
+            "rss_anon_per_session_kib": anon.saturating_sub(anon_start) as f64 / a.sessions as f64,
+            "vm_rss_per_session_kib": rss.saturating_sub(rss_start) as f64 / a.sessions as f64,
+        })),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+        println!("report written to {}", p.display());
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub(crate) struct WorkerArgs {
+    url: String,
+    #[arg(long)]
+    sessions: usize,
+    #[arg(long)]
+    offset: usize,
+    #[arg(long)]
+    rate: f64,
+    #[arg(long, value_enum)]
+    profile: ProfileArg,
+    #[arg(long, value_parser = duration)]
+    interval: Option<Duration>,
+    #[arg(long)]
+    members: usize,
+    #[arg(long)]
+    says: f64,
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+}
+
+#[derive(Default)]
+struct Shared {
+    connected: AtomicU64,
+    resumes: AtomicU64,
+    rtt: AtomicU64,
+    said: AtomicU64,
+    delivered: AtomicU64,
+    ended: AtomicU64,
+    failures: Mutex<BTreeMap<String, u64>>,
+    latency: Mutex<Vec<u64>>,
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A failure's kind, for counting: the reason's text up to its first colon.
+fn kind_of(reason: &impl std::fmt::Display) -> String {
+    let s = reason.to_string();
+    s.split(':').next().unwrap_or(&s).chars().take(60).collect()
+}
+
+/// One worker process: opens its share of sessions, paced, and prints its
+/// counters as a JSON line every second until stdin closes.
+pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
+    let shared = Arc::new(Shared::default());
+    *shared.latency.lock().unwrap_or_else(|p| p.into_inner()) = vec![0; BUCKETS];
+    let opts = client_options(a.profile, a.interval, a.ca.as_deref())?;
+    let handles = Arc::new(Mutex::new(Vec::with_capacity(a.sessions)));
+    let (h2, s2, opts2, url) = (handles.clone(), shared.clone(), opts.clone(), a.url.clone());
+    let (members, says) = (a.members, a.says);
+    let pace = if a.rate > 0.0 { Duration::from_secs_f64(1.0 / a.rate) } else { Duration::ZERO };
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for i in 0..a.sessions {
+            if !pace.is_zero() {
+                tokio::time::sleep_until(start + pace * i as u32).await;
+            }
+            let started = url.parse().map_err(anyhow::Error::from).and_then(|ep| Ok(Client::start(ep, opts2.clone())?));
+            let mut client = match started {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("load worker: cannot start a session: {e:#}");
+                    std::process::exit(2);
+                }
+            };
+            let h = client.handle();
+            let g = a.offset + i;
+            if let Some(r) = g.checked_div(members) {
+                let room = format!("load-{r}");
+                let _ = h.send(Bytes::from(json!({"op": "join", "room": room}).to_string()));
+                if says > 0.0 {
+                    let (h, s, every) = (h.clone(), s2.clone(), Duration::from_secs_f64(1.0 / says));
+                    tokio::spawn(async move {
+                        // A random phase, so that sessions do not say in step.
+                        let phase = Duration::from_micros(unix_micros() % every.as_micros().max(1) as u64);
+                        tokio::time::sleep(phase).await;
+                        let mut tick = tokio::time::interval(every);
+                        loop {
+                            tick.tick().await;
+                            let body = json!({"op": "say", "room": room, "body": {"t": unix_micros()}});
+                            if h.send(Bytes::from(body.to_string())).is_ok() {
+                                s.said.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            }
+            h2.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+            let s = s2.clone();
+            tokio::spawn(async move {
+                while let Some(e) = client.next_event().await {
+                    match e {
+                        Event::Session(ClientEvent::Connected { .. }) => {
+                            s.connected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Event::Session(ClientEvent::Resumed { .. }) => {
+                            s.resumes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Event::Session(ClientEvent::Rtt(_)) => {
+                            s.rtt.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Event::Session(
+                            ClientEvent::AttemptFailed { reason } | ClientEvent::Disconnected { reason },
+                        ) => {
+                            *s.failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .entry(kind_of(&reason))
+                                .or_default() += 1;
+                        }
+                        Event::Session(ClientEvent::SessionEnded { reason, .. }) => {
+                            s.ended.fetch_add(1, Ordering::Relaxed);
+                            *s.failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .entry(format!("session ended: {}", kind_of(&reason)))
+                                .or_default() += 1;
+                        }
+                        Event::Session(ClientEvent::Message(m)) => {
+                            let Ok(v) = serde_json::from_slice::<Value>(&m) else { continue };
+                            if let Some(t) = v.get("body").and_then(|b| b.get("t")).and_then(Value::as_u64) {
+                                s.delivered.fetch_add(1, Ordering::Relaxed);
+                                let us = unix_micros().saturating_sub(t).max(1) as f64;
+                                let i = ((us.log2() * 4.0) as usize).min(BUCKETS - 1);
+                                s.latency.lock().unwrap_or_else(|p| p.into_inner())[i] += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    // Reports every second; stops when the coordinator closes stdin.
+    let stop = tokio::spawn(async {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = async { while !stop.is_finished() { tokio::time::sleep(Duration::from_millis(100)).await } } => {
+                return Ok(());
+            }
+        }
+        let established =
+            handles.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|h| h.is_established()).count();
+        let s = &shared;
+        let v = json!({
+            "connected": s.connected.load(Ordering::Relaxed),
+            "established": established,
+            "resumes": s.resumes.load(Ordering::Relaxed),
+            "rtt": s.rtt.load(Ordering::Relaxed),
+            "said": s.said.load(Ordering::Relaxed),
+            "delivered": s.delivered.load(Ordering::Relaxed),
+            "ended": s.ended.load(Ordering::Relaxed),
+            "failures": *s.failures.lock().unwrap_or_else(|p| p.into_inner()),
+            "latency": *s.latency.lock().unwrap_or_else(|p| p.into_inner()),
+        });
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{v}")?;
+        out.flush()?;
+    }
+}
