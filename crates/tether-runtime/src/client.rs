@@ -54,8 +54,12 @@ impl ClientOptions {
     /// Options for a protocol configuration, with socket tuning derived
     /// from its heartbeat.
     pub fn new(core: ClientConfig) -> Self {
-        let dial =
-            DialConfig { tuning: SocketTuning::from_heartbeat(&core.heartbeat), tls: None, max_frame: core.max_frame };
+        let dial = DialConfig {
+            tuning: SocketTuning::from_heartbeat(&core.heartbeat),
+            tls: None,
+            max_frame: core.max_frame,
+            source: None,
+        };
         ClientOptions { core, dial, watch_network: true, seed: None }
     }
 }

@@ -82,6 +82,12 @@ pub struct DialConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Largest frame accepted from the server.
     pub max_frame: u32,
+    /// Connect from this local address (a load generator spreading its
+    /// connections over many source addresses). On Linux the socket is
+    /// bound with IP_BIND_ADDRESS_NO_PORT, so the port is chosen at connect
+    /// time per destination: each source address has the whole port range
+    /// for every server address. None: the kernel chooses.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for DialConfig {
@@ -90,6 +96,7 @@ impl std::fmt::Debug for DialConfig {
             .field("tuning", &self.tuning)
             .field("tls", &self.tls.is_some())
             .field("max_frame", &self.max_frame)
+            .field("source", &self.source)
             .finish()
     }
 }
@@ -99,7 +106,7 @@ impl std::fmt::Debug for DialConfig {
 /// runs the TLS and WebSocket handshakes. Returns the transport and the
 /// address it reached.
 pub async fn dial(ep: &Endpoint, cfg: &DialConfig) -> io::Result<(Transport, SocketAddr)> {
-    let (tcp, addr) = connect_any(ep, cfg.tuning.connect_timeout).await?;
+    let (tcp, addr) = connect_any(ep, cfg.tuning.connect_timeout, cfg.source).await?;
     cfg.tuning.apply(&tcp)?;
     let io = match ep.kind {
         Kind::Tcp | Kind::Ws => Io::Plain(tcp),
@@ -127,14 +134,33 @@ pub async fn dial(ep: &Endpoint, cfg: &DialConfig) -> io::Result<(Transport, Soc
     Ok((t, addr))
 }
 
-async fn connect_any(ep: &Endpoint, per_address: Duration) -> io::Result<(TcpStream, SocketAddr)> {
+/// One TCP connection, from `source` if given.
+async fn connect_from(addr: SocketAddr, source: Option<std::net::IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source else { return TcpStream::connect(addr).await };
+    let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(target_os = "linux")]
+    if ip.is_ipv4() {
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)
+            .map_err(io::Error::from)?;
+    }
+    s.bind(SocketAddr::new(ip, 0)).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot connect from {ip}: {e}; is it an address of this host?"))
+    })?;
+    s.connect(addr).await
+}
+
+async fn connect_any(
+    ep: &Endpoint,
+    per_address: Duration,
+    source: Option<std::net::IpAddr>,
+) -> io::Result<(TcpStream, SocketAddr)> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((ep.host.as_str(), ep.port))
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", ep.host)))?
         .collect();
     let mut failures = Vec::new();
     for addr in &addrs {
-        match tokio::time::timeout(per_address, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(per_address, connect_from(*addr, source)).await {
             Ok(Ok(s)) => return Ok((s, *addr)),
             Ok(Err(e)) => failures.push((format!("{addr}: {e}"), e.kind())),
             Err(_) => failures

@@ -65,6 +65,37 @@ pub(crate) struct LoadArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Source addresses, spread over the sessions: a comma-separated list
+    /// of addresses and IPv4 ranges (`127.0.0.1-127.0.0.40`). Each one has
+    /// the whole port range for the gateway's address (Linux
+    /// IP_BIND_ADDRESS_NO_PORT), past the ~28 000 connections one source
+    /// address can open to one port.
+    #[arg(long)]
+    source: Option<String>,
+}
+
+/// The addresses `--source` names, in order.
+fn sources(spec: &str) -> Result<Vec<std::net::IpAddr>> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let mut out = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || anyhow::anyhow!("--source {item:?}: write addresses or IPv4 ranges, e.g. 127.0.0.1-127.0.0.40");
+        match item.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (Ipv4Addr, Ipv4Addr) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b) = (u32::from(a), u32::from(b));
+                if b < a || b - a > 1 << 20 {
+                    return Err(bad());
+                }
+                out.extend((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))));
+            }
+            None => out.push(item.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        bail!("--source {spec:?} names no address");
+    }
+    Ok(out)
 }
 
 /// One worker's counters, cumulative (what it prints every second).
@@ -209,6 +240,7 @@ fn client_options(
 pub(crate) fn load(a: LoadArgs) -> Result<()> {
     let _: tether_runtime::Endpoint = a.url.parse()?;
     client_options(a.profile, a.interval, a.ca.as_deref())?;
+    let from = a.source.as_deref().map(sources).transpose()?;
     if a.sessions == 0 {
         bail!("--sessions must be at least 1");
     }
@@ -229,6 +261,9 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         workers_n,
         if a.members > 0 { format!(", rooms of {} saying {}/s each", a.members, a.says) } else { String::new() }
     );
+    if let Some(f) = &from {
+        println!("  from {} source address(es)", f.len());
+    }
     let mut workers = Vec::new();
     for w in 0..workers_n {
         let share = a.sessions / workers_n + usize::from(w < a.sessions % workers_n);
@@ -255,6 +290,9 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         }
         if let Some(ca) = &a.ca {
             args.extend(["--ca".into(), ca.display().to_string()]);
+        }
+        if let Some(src) = &a.source {
+            args.extend(["--source".into(), src.clone()]);
         }
         let mut child = Command::new(std::env::current_exe()?)
             .args(&args)
@@ -385,6 +423,8 @@ pub(crate) struct WorkerArgs {
     says: f64,
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
+    #[arg(long)]
+    source: Option<String>,
 }
 
 #[derive(Default)]
@@ -415,6 +455,7 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
     let shared = Arc::new(Shared::default());
     *shared.latency.lock().unwrap_or_else(|p| p.into_inner()) = vec![0; BUCKETS];
     let opts = client_options(a.profile, a.interval, a.ca.as_deref())?;
+    let from = a.source.as_deref().map(sources).transpose()?.unwrap_or_default();
     let handles = Arc::new(Mutex::new(Vec::with_capacity(a.sessions)));
     let (h2, s2, opts2, url) = (handles.clone(), shared.clone(), opts.clone(), a.url.clone());
     let (members, says) = (a.members, a.says);
@@ -425,7 +466,10 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
             if !pace.is_zero() {
                 tokio::time::sleep_until(start + pace * i as u32).await;
             }
-            let started = url.parse().map_err(anyhow::Error::from).and_then(|ep| Ok(Client::start(ep, opts2.clone())?));
+            let g = a.offset + i;
+            let mut o = opts2.clone();
+            o.dial.source = from.get(g % from.len().max(1)).copied();
+            let started = url.parse().map_err(anyhow::Error::from).and_then(|ep| Ok(Client::start(ep, o)?));
             let mut client = match started {
                 Ok(c) => c,
                 Err(e) => {
@@ -434,7 +478,6 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
                 }
             };
             let h = client.handle();
-            let g = a.offset + i;
             if let Some(r) = g.checked_div(members) {
                 let room = format!("load-{r}");
                 let _ = h.send(Bytes::from(json!({"op": "join", "room": room}).to_string()));
