@@ -84,3 +84,61 @@ async fn redis_away_refuses_handshakes_for_now_keeps_links_and_loses_nothing() {
     assert_eq!(messages(&log1), ["e1", "e2"], "nothing doubled");
     n.handle.shutdown();
 }
+
+/// Redis stalls (`CLIENT PAUSE 6000 ALL`: it accepts connections but answers
+/// no command): a new client is refused for now within the handshake's bounded
+/// wait (REJECT 5, not left hanging), the live link keeps its heartbeat, and
+/// both go on once Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_refuses_handshakes_for_now_and_links_stay_up() {
+    let redis = Redis::private();
+    let p = prefix();
+    let opened = Arc::new(Mutex::new(None));
+    let n = node(redis.store("a", &p).await, opened.clone()).await;
+    let client = |log: Arc<Mutex<Vec<Event>>>| {
+        let mut opts = ClientOptions::new(client_core());
+        opts.watch_network = false;
+        let mut c = Client::start(format!("tcp://{}", n.addr).parse().unwrap(), opts).unwrap();
+        let h = c.handle();
+        tokio::spawn(async move {
+            while let Some(e) = c.next_event().await {
+                log.lock().unwrap().push(e);
+            }
+        });
+        h
+    };
+    let connected = |log: &Arc<Mutex<Vec<Event>>>| {
+        log.lock().unwrap().iter().any(|e| matches!(e, Event::Session(ClientEvent::Connected { .. })))
+    };
+    let log1: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let _c1 = client(log1.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !connected(&log1) {
+        assert!(tokio::time::Instant::now() < deadline, "no session before the stall");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stall Redis for 6 s (every other client's commands wait).
+    let paused_at = tokio::time::Instant::now();
+    {
+        let client = tether_cluster::redis::Client::open(redis.url.clone()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let () = tether_cluster::redis::cmd("CLIENT").arg("PAUSE").arg(6000).arg("ALL").query(&mut con).unwrap();
+    }
+    let log2: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let _c2 = client(log2.clone());
+    let h = n.handle.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !h.rejects().iter().any(|(r, c)| *r == RejectReason::Overloaded && *c > 0) {
+        assert!(tokio::time::Instant::now() < deadline, "no REJECT 5 within 5 s of a stalled Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(paused_at.elapsed() < Duration::from_secs(6), "refused while Redis was still stalled");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !connected(&log2) {
+        assert!(tokio::time::Instant::now() < deadline, "the refused client never got in after the stall");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost = log1.lock().unwrap().iter().any(|e| matches!(e, Event::Session(ClientEvent::Disconnected { .. })));
+    assert!(!lost, "the live link kept its heartbeat through the stall");
+    n.handle.shutdown();
+}
