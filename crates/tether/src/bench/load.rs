@@ -110,6 +110,8 @@ struct Counters {
     ended: u64,
     failures: BTreeMap<String, u64>,
     latency: Vec<u64>,
+    /// When every session of the worker was first held, from its start.
+    all_held_s: Option<f64>,
 }
 
 impl Counters {
@@ -133,6 +135,7 @@ impl Counters {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
                 .unwrap_or_default(),
+            all_held_s: v.get("all_held_s").and_then(Value::as_f64),
         }
     }
 
@@ -153,6 +156,10 @@ impl Counters {
         for (a, b) in self.latency.iter_mut().zip(&o.latency) {
             *a += b;
         }
+        self.all_held_s = match (self.all_held_s, o.all_held_s) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
     }
 
     /// The delay below which a share `p` of the deliveries arrived, in ms.
@@ -314,9 +321,10 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         workers.push(Worker { child, stdin, latest });
     }
     let total = |workers: &[Worker]| {
-        let mut c = Counters::default();
-        for w in workers {
-            c.add(&w.latest.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut all = workers.iter().map(|w| w.latest.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let mut c = all.next().unwrap_or_default();
+        for o in all {
+            c.add(&o);
         }
         c
     };
@@ -336,14 +344,14 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
     // Connect phase: until every session is held (or 10 min).
     let start = Instant::now();
     let mut prev = Counters::default();
-    let connect_time = loop {
+    let _ = loop {
         std::thread::sleep(Duration::from_secs(1));
         alive(&mut workers)?;
         let c = total(&workers);
         line(&c, &prev, start.elapsed().as_secs_f64());
         prev = c.clone();
-        if c.established as usize >= a.sessions {
-            break start.elapsed();
+        if c.established as usize >= a.sessions && c.all_held_s.is_some() {
+            break;
         }
         if start.elapsed() > Duration::from_secs(600) {
             bail!("only {} of {} sessions held after 10 min", c.established, a.sessions);
@@ -351,6 +359,8 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
     };
     // Hold phase.
     let hold0 = total(&workers);
+    // Every worker's own clock, from its start: 100 ms resolution.
+    let connect_time = Duration::from_secs_f64(hold0.all_held_s.unwrap_or(start.elapsed().as_secs_f64()));
     let gw_hold0 = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
     let hold_start = Instant::now();
     while hold_start.elapsed() < a.duration {
@@ -551,7 +561,10 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
         let mut stdin = tokio::io::stdin();
         while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
     });
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let began = Instant::now();
+    let mut all_held: Option<f64> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut n = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -561,6 +574,13 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
         }
         let established =
             handles.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|h| h.is_established()).count();
+        if all_held.is_none() && established >= a.sessions {
+            all_held = Some(began.elapsed().as_secs_f64());
+        }
+        n += 1;
+        if n % 10 != 0 && !(all_held.is_some() && n % 10 == 1) {
+            continue; // checked every 100 ms, reported every second
+        }
         let s = &shared;
         let v = json!({
             "connected": s.connected.load(Ordering::Relaxed),
@@ -572,6 +592,7 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
             "ended": s.ended.load(Ordering::Relaxed),
             "failures": *s.failures.lock().unwrap_or_else(|p| p.into_inner()),
             "latency": *s.latency.lock().unwrap_or_else(|p| p.into_inner()),
+            "all_held_s": all_held,
         });
         let mut out = std::io::stdout().lock();
         writeln!(out, "{v}")?;
