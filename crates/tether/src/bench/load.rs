@@ -344,7 +344,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
     // Connect phase: until every session is held (or 10 min).
     let start = Instant::now();
     let mut prev = Counters::default();
-    let _ = loop {
+    loop {
         std::thread::sleep(Duration::from_secs(1));
         alive(&mut workers)?;
         let c = total(&workers);
@@ -356,7 +356,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         if start.elapsed() > Duration::from_secs(600) {
             bail!("only {} of {} sessions held after 10 min", c.established, a.sessions);
         }
-    };
+    }
     // Hold phase.
     let hold0 = total(&workers);
     // Every worker's own clock, from its start: 100 ms resolution.
