@@ -578,7 +578,7 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
             all_held = Some(began.elapsed().as_secs_f64());
         }
         n += 1;
-        if n % 10 != 0 && !(all_held.is_some() && n % 10 == 1) {
+        if !n.is_multiple_of(10) {
             continue; // checked every 100 ms, reported every second
         }
         let s = &shared;
