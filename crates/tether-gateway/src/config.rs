@@ -279,6 +279,11 @@ pub struct Cluster {
     /// resume on any node (renewed every third of it).
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Option<Duration>,
+    /// How often this node looks for room members whose session is gone
+    /// from Redis (ended while every node that would have told their rooms
+    /// was down) and expires them.
+    #[serde(with = "humantime_serde")]
+    pub sweep: Option<Duration>,
 }
 
 /// A refused setting: where, what, and the fix.
@@ -582,6 +587,22 @@ impl Config {
         let name_ok = |s: &str| {
             !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
+        if let Some(t) = cl.sweep {
+            if t < Duration::from_millis(200) || t > Duration::from_secs(3600) {
+                bail!(refuse(
+                    "cluster.sweep",
+                    format!("{} is out of range", humantime::format_duration(t)),
+                    "use 200ms to 1h; 30s is typical",
+                ));
+            }
+            if redis.is_none() {
+                bail!(refuse(
+                    "cluster.sweep",
+                    "is set but cluster.redis is not",
+                    "set cluster.redis, or remove this key"
+                ));
+            }
+        }
         if let Some(t) = cl.lease_ttl {
             if t < Duration::from_millis(300) || t > Duration::from_secs(600) {
                 bail!(refuse(

@@ -247,6 +247,7 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     let admin = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let demo = demo_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let mut cluster = None;
+    let c_sweep = c.cluster.sweep.unwrap_or(Duration::from_secs(30));
     if let Some(url) = &r.redis {
         let node = c.cluster.node_id.clone().unwrap_or_else(|| format!("node-{}", &random_key()[..8]));
         let mut o = tether_cluster::RedisOptions::new(url.clone(), node);
@@ -288,6 +289,26 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
             metrics.upkeep();
         }
     }));
+    if let Some(c) = shared.cluster.clone() {
+        let (s, every) = (shared.clone(), c_sweep);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match c.sweep().await {
+                    Ok((n, rooms::redis::Done::Sent(sent))) => {
+                        if n > 0 {
+                            tracing::info!(members = n, "expired room members whose session was gone");
+                        }
+                        tally(&s.metrics, s.server.stored(sent));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(%e, "room sweep not done; next time"),
+                }
+            }
+        }));
+    }
     let mut serve_http = |l: Option<TcpListener>, app: axum::Router| {
         if let Some(l) = l {
             tasks.push(tokio::spawn(async move {

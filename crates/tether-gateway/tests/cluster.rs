@@ -346,3 +346,43 @@ async fn the_admin_api_of_any_node_acts_cluster_wide() {
     assert_eq!(status, 404, "gone once kicked");
     drop((a, b));
 }
+
+/// A member whose session is gone from Redis without its rooms being told
+/// (it ended while every node that would have told them was down — here its
+/// record is deleted by hand) is expired by a node's periodic sweep, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_session_is_gone_is_swept_out_once() {
+    let redis = Redis::start();
+    let p = prefix();
+    let text = format!(
+        "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"off\"\n[admin]\nlisten = \"off\"\n[demo]\nlisten = \"off\"\n\
+         [cluster]\nredis = \"{}\"\nnode_id = \"a\"\nkey_prefix = \"{p}\"\nsweep = \"300ms\"\n",
+        redis.url
+    );
+    let g = tether_gateway::run(Config::parse(&text, "test").unwrap().resolve().unwrap(), std::future::pending())
+        .await
+        .unwrap();
+    let addr = g.session_addr(Kind::Tcp).unwrap();
+    let (ghost, bob) = (member(addr), member(addr));
+    ghost.send(json!({"op": "join", "room": "hall", "name": "Ghost"}));
+    ghost.wait("ghost joined", |v| v["ev"] == "joined").await;
+    bob.send(json!({"op": "join", "room": "hall", "name": "Bob"}));
+    bob.wait("bob joined", |v| v["ev"] == "joined").await;
+    let id = ghost.handle.session_id().unwrap().to_string();
+    // The session's record vanishes from Redis with nobody told (as when it
+    // ended while every node was down); its client stays connected.
+    {
+        let client = tether_cluster::redis::Client::open(redis.url.clone()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let _: () = tether_cluster::redis::cmd("DEL").arg(format!("{p}:s:{id}")).query(&mut con).unwrap();
+    }
+    let gone = |v: &Value| v["ev"] == "presence" && v["member"]["name"] == "Ghost" && v["member"]["state"] == "expired";
+    let seen = bob.wait("the ghost swept out", gone).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // more sweeps: nothing twice
+    let n = bob.events.lock().unwrap().iter().filter(|v| gone(v)).count();
+    assert_eq!(n, 1, "announced once: {seen}");
+    bob.send(json!({"op": "members", "room": "hall"}));
+    let list = bob.wait("members", |v| v["ev"] == "members").await;
+    assert_eq!(list["count"], 1, "only Bob remains: {list}");
+    drop(g);
+}

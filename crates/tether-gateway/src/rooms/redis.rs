@@ -38,6 +38,7 @@ struct Scripts {
     rtt: Script,
     publish: Script,
     list: Script,
+    sweep: Script,
 }
 
 /// What a room script did.
@@ -82,6 +83,7 @@ impl RedisRooms {
             rtt: script(include_str!("lua/rtt.lua")),
             publish: script(include_str!("lua/publish.lua")),
             list: script(include_str!("lua/list.lua")),
+            sweep: script(include_str!("lua/sweep.lua")),
         };
         RedisRooms { store, scripts, limits, says: Mutex::default(), rtts: Mutex::default() }
     }
@@ -266,6 +268,24 @@ impl RedisRooms {
         inv.arg(if expired { "expired" } else { "left" }).arg(self.limits.presence_max_members);
         let v = self.run(&inv).await?;
         self.done(&v, "", "")
+    }
+
+    /// Expires, once, room members whose session is gone from the store
+    /// (it ended while every node that would have told its rooms was down):
+    /// how many, and what it stored.
+    pub(crate) async fn sweep(&self) -> Result<(usize, Done), StoreError> {
+        let (maxm, maxb) = self.replay();
+        let mut inv = self.scripts.sweep.prepare_invoke();
+        inv.arg(self.prefix()).arg(self.node()).arg(maxm).arg(maxb).arg(self.limits.presence_max_members);
+        let v = self.run(&inv).await?;
+        let n = match &v {
+            redis::Value::Array(parts) => match parts.get(3) {
+                Some(redis::Value::Int(n)) => usize::try_from(*n).unwrap_or(0),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok((n, self.done(&v, "", "")?))
     }
 
     /// This node no longer holds the session: forget its local state.

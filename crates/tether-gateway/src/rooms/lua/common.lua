@@ -80,3 +80,17 @@ local function remove_from(room, id)
     redis.call('SREM', P .. ':rooms', room)
   end
 end
+
+-- The session ended (`left` or `expired`): its rooms hear it once, through
+-- `o`, and it leaves them. Idempotent: a second call finds nothing.
+local function end_member(id, state, o, presence_max)
+  local rooms = redis.call('SMEMBERS', srooms(id))
+  if #rooms > 0 then
+    local mj = member(id, state)
+    for _, room in ipairs(rooms) do
+      o:room(room, o:payload(presence(room, mj)), id, presence_max)
+    end
+    for _, room in ipairs(rooms) do remove_from(room, id) end
+  end
+  redis.call('DEL', mkey(id), srooms(id))
+end
