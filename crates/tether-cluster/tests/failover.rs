@@ -7,55 +7,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{client_core, node, prefix, Redis};
+use common::{client_core, node, prefix, Balancer, Redis};
 use tether_proto::ClientEvent;
 use tether_runtime::client::{Client, ClientOptions, Event};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Forwards each new connection to the current target; `cut` drops every
-/// connection made so far (as a dead node's kernel does).
-struct Switch {
-    addr: SocketAddr,
-    target: Arc<Mutex<SocketAddr>>,
-    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Switch {
-    async fn start(target: SocketAddr) -> Switch {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let target = Arc::new(Mutex::new(target));
-        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (t2, c2) = (target.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = l.accept().await {
-                let to = *t2.lock().unwrap();
-                c2.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                }));
-            }
-        });
-        Switch { addr, target, conns }
-    }
-
-    fn point_to(&self, to: SocketAddr) {
-        *self.target.lock().unwrap() = to;
-    }
-
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-}
 
 fn exact(got: &[String], prefix: char, n: u64, what: &str) {
     let want: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
@@ -70,7 +29,7 @@ async fn a_session_outlives_the_node_that_held_it_exactly_once_both_ways() {
     let a_store = redis.store("a", &p).await;
     let a = node(a_store.clone(), opened.clone()).await;
     let b = node(redis.store("b", &p).await, opened.clone()).await;
-    let switch = Switch::start(a.addr).await;
+    let switch = Balancer::start(vec![a.addr]).await;
 
     let mut opts = ClientOptions::new(client_core());
     opts.watch_network = false;
@@ -130,7 +89,7 @@ async fn a_session_outlives_the_node_that_held_it_exactly_once_both_ways() {
     assert!(received.lock().unwrap().iter().any(|m| m.starts_with('s')), "B's messages reach the client via A");
 
     // Node A dies: its sessions stop, its connections drop, its lease lapses.
-    switch.point_to(b.addr);
+    switch.set(vec![b.addr]);
     a.handle.shutdown();
     a.app.abort();
     drop(a_store);

@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis_harness::{prefix, Redis};
+use redis_harness::{client_core, prefix, Balancer, Redis};
 use serde_json::{json, Value};
 use tether_gateway::{Config, Running};
-use tether_proto::{BackoffConfig, ClientConfig, ClientEvent, HeartbeatConfig, Profile};
+use tether_proto::ClientEvent;
 use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
 use tether_runtime::Kind;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,68 +32,12 @@ async fn gateway(redis: &str, node: &str, prefix: &str) -> Running {
     tether_gateway::run(cfg, std::future::pending()).await.expect("start a gateway node")
 }
 
-/// Forwards new connections to the current target; `cut` drops them all.
-struct Switch {
-    addr: SocketAddr,
-    target: Arc<Mutex<SocketAddr>>,
-    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Switch {
-    async fn start(target: SocketAddr) -> Switch {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let target = Arc::new(Mutex::new(target));
-        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (t2, c2) = (target.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = l.accept().await {
-                let to = *t2.lock().unwrap();
-                c2.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                }));
-            }
-        });
-        Switch { addr, target, conns }
-    }
-
-    fn point_to(&self, to: SocketAddr) {
-        *self.target.lock().unwrap() = to;
-    }
-
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-}
-
 /// A member: its client, the room events it received, and its session events.
 struct Member {
     handle: ClientHandle,
     events: Arc<Mutex<Vec<Value>>>,
     resumed: Arc<Mutex<u32>>,
     connected: Arc<Mutex<u32>>,
-}
-
-fn client_core() -> ClientConfig {
-    let mut c = ClientConfig::profile(Profile::Realtime);
-    c.heartbeat = HeartbeatConfig {
-        interval: Duration::from_millis(500),
-        probe_timeout: Duration::from_millis(500),
-        probes: 2,
-        ..HeartbeatConfig::profile(Profile::Realtime)
-    };
-    c.handshake_timeout = Duration::from_secs(2);
-    c.backoff = BackoffConfig {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(500),
-        resume_max: Duration::from_millis(200),
-        ..BackoffConfig::default()
-    };
-    c
 }
 
 fn member(addr: SocketAddr) -> Member {
@@ -157,7 +101,7 @@ async fn a_room_spans_nodes_and_a_member_outlives_its_node_exactly_once() {
     let a = gateway(&redis.url, "a", &p).await;
     let b = gateway(&redis.url, "b", &p).await;
     let (a_tcp, b_tcp) = (a.session_addr(Kind::Tcp).unwrap(), b.session_addr(Kind::Tcp).unwrap());
-    let switch = Switch::start(a_tcp).await;
+    let switch = Balancer::start(vec![a_tcp]).await;
     let alice = member(switch.addr);
     let bob = member(b_tcp);
 
@@ -179,7 +123,7 @@ async fn a_room_spans_nodes_and_a_member_outlives_its_node_exactly_once() {
         talk(&bob, n);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    switch.point_to(b_tcp);
+    switch.set(vec![b_tcp]);
     drop(a); // stops at once: no drain, no goodbye
     switch.cut();
     for _ in 0..40 {
@@ -232,8 +176,8 @@ async fn a_dead_nodes_members_are_reconnecting_then_resume_or_expire_once() {
     };
     let (a, b) = (start("a").await, start("b").await);
     let (a_tcp, b_tcp) = (a.session_addr(Kind::Tcp).unwrap(), b.session_addr(Kind::Tcp).unwrap());
-    let switch = Switch::start(a_tcp).await;
-    let carols = Switch::start(a_tcp).await;
+    let switch = Balancer::start(vec![a_tcp]).await;
+    let carols = Balancer::start(vec![a_tcp]).await;
     let alice = member(switch.addr);
     let carol = member(carols.addr);
     let bob = member(b_tcp);
@@ -247,8 +191,8 @@ async fn a_dead_nodes_members_are_reconnecting_then_resume_or_expire_once() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    switch.point_to(dead);
-    carols.point_to(dead);
+    switch.set(vec![dead]);
+    carols.set(vec![dead]);
     drop(a);
     switch.cut();
     carols.cut();
@@ -256,7 +200,7 @@ async fn a_dead_nodes_members_are_reconnecting_then_resume_or_expire_once() {
         move |v: &Value| v["ev"] == "presence" && v["member"]["name"] == name && v["member"]["state"] == state
     };
     bob.wait("Alice reconnecting (node a's lease lapsed)", state_of("Alice", "reconnecting")).await;
-    switch.point_to(b_tcp);
+    switch.set(vec![b_tcp]);
     bob.wait("Alice active again, on node b", state_of("Alice", "active")).await;
     let expired = bob.wait("Carol expired", state_of("Carol", "expired")).await;
     assert_eq!(expired["room"], "call");

@@ -18,11 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis_harness::{prefix, Redis};
+use redis_harness::{client_core, prefix, Balancer, Redis};
 use serde_json::{json, Value};
-use tether_proto::{BackoffConfig, ClientConfig, ClientEvent, HeartbeatConfig, Profile};
+use tether_proto::ClientEvent;
 use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
-use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -113,69 +112,6 @@ impl Drop for Node {
         self.kill();
         let _ = std::fs::remove_file(&self.cfg);
     }
-}
-
-/// A TCP balancer: each new connection goes to the next target that
-/// accepts it, round robin; `cut` drops every connection made so far.
-struct Balancer {
-    addr: SocketAddr,
-    targets: Arc<Mutex<Vec<SocketAddr>>>,
-    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Balancer {
-    async fn start(targets: Vec<SocketAddr>) -> Balancer {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let targets = Arc::new(Mutex::new(targets));
-        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (t2, c2) = (targets.clone(), conns.clone());
-        let next = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = l.accept().await {
-                let (t3, next) = (t2.clone(), next.clone());
-                c2.lock().unwrap().push(tokio::spawn(async move {
-                    let list = t3.lock().unwrap().clone();
-                    for _ in 0..list.len() {
-                        let to = list[next.fetch_add(1, Ordering::Relaxed) % list.len()];
-                        if let Ok(mut server) = TcpStream::connect(to).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                            return;
-                        }
-                    }
-                }));
-            }
-        });
-        Balancer { addr, targets, conns }
-    }
-
-    fn set(&self, targets: Vec<SocketAddr>) {
-        *self.targets.lock().unwrap() = targets;
-    }
-
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-}
-
-fn client_core() -> ClientConfig {
-    let mut c = ClientConfig::profile(Profile::Realtime);
-    c.heartbeat = HeartbeatConfig {
-        interval: Duration::from_millis(500),
-        probe_timeout: Duration::from_millis(500),
-        probes: 2,
-        ..HeartbeatConfig::profile(Profile::Realtime)
-    };
-    c.handshake_timeout = Duration::from_secs(2);
-    c.backoff = BackoffConfig {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(1),
-        resume_max: Duration::from_millis(300),
-        ..BackoffConfig::default()
-    };
-    c
 }
 
 /// A room member: what it received, and how its session went.

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -175,7 +176,7 @@ pub fn client_core() -> ClientConfig {
         probes: 2,
         ..HeartbeatConfig::profile(Profile::Realtime)
     };
-    c.handshake_timeout = Duration::from_secs(1);
+    c.handshake_timeout = Duration::from_secs(2);
     c.backoff = BackoffConfig {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(500),
@@ -183,4 +184,51 @@ pub fn client_core() -> ClientConfig {
         ..BackoffConfig::default()
     };
     c
+}
+
+/// A TCP balancer in front of nodes: each new connection goes to the next
+/// target that accepts it, round robin (one target: a switch); `cut` drops
+/// every connection made so far, as a dead node's kernel does.
+pub struct Balancer {
+    pub addr: SocketAddr,
+    targets: Arc<Mutex<Vec<SocketAddr>>>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Balancer {
+    pub async fn start(targets: Vec<SocketAddr>) -> Balancer {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let targets = Arc::new(Mutex::new(targets));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (t2, c2) = (targets.clone(), conns.clone());
+        let next = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = l.accept().await {
+                let (t3, next) = (t2.clone(), next.clone());
+                c2.lock().unwrap().push(tokio::spawn(async move {
+                    let list = t3.lock().unwrap().clone();
+                    for _ in 0..list.len() {
+                        let to = list[next.fetch_add(1, Ordering::Relaxed) % list.len()];
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                }));
+            }
+        });
+        Balancer { addr, targets, conns }
+    }
+
+    /// Where new connections go from now on.
+    pub fn set(&self, targets: Vec<SocketAddr>) {
+        *self.targets.lock().unwrap() = targets;
+    }
+
+    pub fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
 }
