@@ -68,12 +68,7 @@ pub(crate) async fn on_event(s: &Shared, c: &RedisRooms, e: ServerEvent) {
         ServerEvent::Resumed { session, replayed, peer, kind, user } => {
             m.resumed(replayed);
             tracing::info!(%session, replayed, %peer, %kind, "session resumed");
-            {
-                let mut rooms = lock();
-                if rooms.participant(session).is_none() {
-                    rooms.opened(session, participant_user(session, user));
-                }
-            }
+            lock().adopt(session, participant_user(session, user));
             presence(s, c, session, "active").await;
         }
         ServerEvent::Orphaned { session } => {

@@ -587,36 +587,26 @@ impl Config {
         let name_ok = |s: &str| {
             !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
-        if let Some(t) = cl.sweep {
-            if t < Duration::from_millis(200) || t > Duration::from_secs(3600) {
-                bail!(refuse(
-                    "cluster.sweep",
-                    format!("{} is out of range", humantime::format_duration(t)),
-                    "use 200ms to 1h; 30s is typical",
-                ));
+        for (field, value, (lo, hi), fix) in [
+            (
+                "cluster.sweep",
+                cl.sweep,
+                (Duration::from_millis(200), Duration::from_secs(3600)),
+                "use 200ms to 1h; 30s is typical",
+            ),
+            (
+                "cluster.lease_ttl",
+                cl.lease_ttl,
+                (Duration::from_millis(300), Duration::from_secs(600)),
+                "use 300ms to 10m; 6s is typical (a dead node's sessions are found within it)",
+            ),
+        ] {
+            let Some(t) = value else { continue };
+            if t < lo || t > hi {
+                bail!(refuse(field, format!("{} is out of range", humantime::format_duration(t)), fix));
             }
             if redis.is_none() {
-                bail!(refuse(
-                    "cluster.sweep",
-                    "is set but cluster.redis is not",
-                    "set cluster.redis, or remove this key"
-                ));
-            }
-        }
-        if let Some(t) = cl.lease_ttl {
-            if t < Duration::from_millis(300) || t > Duration::from_secs(600) {
-                bail!(refuse(
-                    "cluster.lease_ttl",
-                    format!("{} is out of range", humantime::format_duration(t)),
-                    "use 300ms to 10m; 6s is typical (a dead node's sessions are found within it)",
-                ));
-            }
-            if redis.is_none() {
-                bail!(refuse(
-                    "cluster.lease_ttl",
-                    "is set but cluster.redis is not",
-                    "set cluster.redis, or remove this key"
-                ));
+                bail!(refuse(field, "is set but cluster.redis is not", "set cluster.redis, or remove this key"));
             }
         }
         for (field, v) in [("cluster.node_id", &cl.node_id), ("cluster.key_prefix", &cl.key_prefix)] {

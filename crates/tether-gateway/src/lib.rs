@@ -447,11 +447,7 @@ async fn on_event(s: &Shared, e: ServerEvent) {
             m.resumed(replayed);
             tracing::info!(%session, replayed, %peer, %kind, "session resumed");
             let mut rooms = lock();
-            if rooms.participant(session).is_none() {
-                // Carried on from the store: opened on another node (or
-                // before this one restarted).
-                rooms.opened(session, participant_user(session, user));
-            }
+            rooms.adopt(session, participant_user(session, user));
             rooms.resumed(session)
         }
         ServerEvent::Moved { session } => {

@@ -28,3 +28,23 @@ local function append(id, payload, me, maxm, maxb)
   if f[3] ~= '' and f[3] ~= me then redis.call('PUBLISH', P .. ':w:' .. f[3], 'w' .. id) end
   return seq
 end
+
+-- Every session `node` still owns becomes an orphan: its fence raised (the
+-- node cannot write for it any more), no owner, expiring at `from` + its
+-- grace. The node's set is emptied. Returns the orphans' ids.
+local function orphan_all(node, from)
+  local set = P .. ':n:' .. node
+  local out = {}
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    local r = rk(id)
+    local f = redis.call('HMGET', r, 'owner', 'grace')
+    if f[1] == node then
+      redis.call('HSET', r, 'owner', '')
+      redis.call('HINCRBY', r, 'fence', 1)
+      redis.call('ZADD', P .. ':orphans', from + tonumber(f[2]), id)
+      out[#out + 1] = id
+    end
+  end
+  redis.call('DEL', set)
+  return out
+end

@@ -8,18 +8,7 @@ local orphaned = {}
 local dead = redis.call('ZRANGEBYSCORE', P .. ':nodes', '-inf', now - tonumber(ARGV[2]), 'WITHSCORES')
 for i = 1, #dead, 2 do
   local node, last = dead[i], tonumber(dead[i + 1])
-  local set = P .. ':n:' .. node
-  for _, id in ipairs(redis.call('SMEMBERS', set)) do
-    local r = rk(id)
-    local f = redis.call('HMGET', r, 'owner', 'grace')
-    if f[1] == node then
-      redis.call('HSET', r, 'owner', '')
-      redis.call('HINCRBY', r, 'fence', 1)
-      redis.call('ZADD', P .. ':orphans', last + tonumber(ARGV[3]) + tonumber(f[2]), id)
-      orphaned[#orphaned + 1] = id
-    end
-  end
-  redis.call('DEL', set)
+  for _, id in ipairs(orphan_all(node, last + tonumber(ARGV[3]))) do orphaned[#orphaned + 1] = id end
   redis.call('ZREM', P .. ':nodes', node)
 end
 local out = {}

@@ -98,6 +98,14 @@ impl Rooms {
             .insert(id, Participant { user, name, state: State::Active, rtt_ms: None, rooms: BTreeSet::new(), says });
     }
 
+    /// A session resumed here that this node has not seen open (opened on
+    /// another node, or before a restart): known from now on.
+    pub(crate) fn adopt(&mut self, id: SessionId, user: String) {
+        if !self.members.contains_key(&id) {
+            self.opened(id, user);
+        }
+    }
+
     /// The member's client reported its RTT (on a PING).
     pub(crate) fn rtt(&mut self, id: SessionId, ms: f64) {
         if let Some(m) = self.members.get_mut(&id) {
