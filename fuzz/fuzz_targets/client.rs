@@ -44,12 +44,15 @@ struct Setup {
     auth: u8,
     ack_delay_ms: u8,
     ack_every: u8,
+    race: u8,
 }
 
 #[derive(Arbitrary, Debug)]
 enum Op {
     /// The runtime finished opening transport `t` (0: the newest asked for).
     Connected { t: u8 },
+    /// Transport `t` reached the server (TCP open, handshakes to follow).
+    Reachable { t: u8 },
     /// Transport `t` closed or failed (or never opened).
     TransportClosed { t: u8 },
     /// Whatever it takes to have an open transport (time passes until the
@@ -246,6 +249,9 @@ fn config(s: &Setup) -> ClientConfig {
     cfg.ack = AckConfig { delay: Duration::from_millis(s.ack_delay_ms.into()), every: u32::from(s.ack_every % 40) };
     cfg.handshake_timeout = Duration::from_millis(100 + 100 * u64::from(s.handshake % 100));
     cfg.auth = Bytes::from(vec![0xA7; usize::from(s.auth) * 16]);
+    cfg.race.max_in_flight = 1 + s.race % 4;
+    cfg.race.min_delay = Duration::from_millis(1 + u64::from(s.race / 4));
+    cfg.race.delay = cfg.race.min_delay * 3;
     cfg
 }
 
@@ -298,6 +304,16 @@ impl World {
                 self.client.handle_connected(self.now, tid);
                 let n = self.drain();
                 assert!(fresh || n == 0, "a second handle_connected for {tid:?} made the client transmit");
+                self.only_open(ti, "connected");
+            }
+            Op::Reachable { t } => {
+                let Some(ti) = self.pick(*t) else { return };
+                if self.tports[ti].connected {
+                    return; // the runtime reports reaching before connecting
+                }
+                self.client.handle_reachable(self.now, self.tports[ti].tid);
+                self.drain();
+                self.only_open(ti, "reachable");
             }
             Op::TransportClosed { t } => {
                 let Some(ti) = self.pick(*t) else { return };
@@ -399,6 +415,17 @@ impl World {
     }
 
     /// Transport `t`, counted from the newest the client asked for.
+    /// After transport `ti` (still open) connected or reached the server,
+    /// the racers beside it must all have been dropped (§9.7).
+    fn only_open(&self, ti: usize, what: &str) {
+        if self.tports[ti].closed {
+            return;
+        }
+        for (i, t) in self.tports.iter().enumerate() {
+            assert!(i == ti || t.closed, "{:?} {what} but {:?} is still open", self.tports[ti].tid, t.tid);
+        }
+    }
+
     fn pick(&self, t: u8) -> Option<usize> {
         (!self.tports.is_empty()).then(|| self.tports.len() - 1 - usize::from(t) % self.tports.len())
     }
@@ -659,7 +686,18 @@ impl World {
     fn on_connect(&mut self, tid: TransportId) {
         stats::hit("connect");
         assert!(self.tports.iter().all(|t| t.tid < tid), "Connect reuses or goes back to {tid:?}");
-        assert!(self.tports.iter().all(|t| t.closed), "Connect {tid:?} while another transport is open");
+        // Racing (§9.7): transports still opening may stay beside a new one,
+        // a bounded number, and never beside one that is open.
+        assert!(
+            self.tports.iter().all(|t| t.closed || !t.connected),
+            "Connect {tid:?} while a connected transport is open"
+        );
+        let opening = self.tports.iter().filter(|t| !t.closed).count() + 1;
+        let max = usize::from(self.cfg.race.max_in_flight);
+        assert!(opening <= max, "Connect {tid:?} makes {opening} transports opening, over {max}");
+        if opening > 1 {
+            stats::hit("race");
+        }
         if let Some(nb) = self.not_before {
             assert!(self.now >= nb, "Connect {:?} before the server's retry-after", nb - self.now);
         }

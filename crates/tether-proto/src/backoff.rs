@@ -20,10 +20,9 @@ pub struct BackoffConfig {
     /// Ceiling of any delay when no session is waiting to be resumed.
     pub max: Duration,
     /// Ceiling of any delay while a session is resumable: small, so the
-    /// session comes back quickly once the network does. Without a link
-    /// signal the worst case is the tail of a hung attempt (a SYN retransmit
-    /// schedule of 0, 1, 3 s inside a 5 s handshake timeout leaves at most
-    /// 2 s) plus this: 2 s keeps a resume within 5 s of the path's return.
+    /// session comes back quickly once the network does. (A silent outage
+    /// does not wait on it: a resumable session's attempt keeps racing new
+    /// transports instead of failing into a backoff, §9.7.)
     pub resume_max: Duration,
     /// A connection that lasted this long resets the backoff.
     pub stable_after: Duration,

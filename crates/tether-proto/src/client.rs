@@ -2,8 +2,8 @@
 //! transports it asks the caller to open.
 //!
 //! States of the current transport, named by what they wait for:
-//! `Waiting` (backoff until an instant) → `Connecting` (the caller opens the
-//! transport) → `Handshaking` (HELLO sent, WELCOME awaited) → `Established`
+//! `Waiting` (backoff until an instant) → `Connecting` (the caller opens
+//! transports, racing a new one beside a slow one, §9.7) → `Handshaking` (HELLO sent, WELCOME awaited) → `Established`
 //! → back to `Waiting` when the transport is lost. `Closed` is terminal and
 //! sticky. The session (id, token, both streams) lives beside this and
 //! survives transport losses until it expires.
@@ -18,6 +18,7 @@ use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SequenceErro
 use crate::frame::{self, Close, Frame, Hello, Resume, Welcome};
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig, ProbeCause, Profile};
 use crate::outputs::Outputs;
+use crate::race::{RaceConfig, Racers};
 use crate::rng::Rng;
 use crate::stream::{self, AckConfig, DataVerdict, Inbound, Outbound, ReceiveWindow, ReplayLimits};
 use crate::token::{ResumeToken, SessionId};
@@ -30,6 +31,8 @@ pub struct ClientConfig {
     pub heartbeat: HeartbeatConfig,
     /// Reconnection delays.
     pub backoff: BackoffConfig,
+    /// Connection attempts raced beside a slow one (§9.7).
+    pub race: RaceConfig,
     /// Bounds on unacknowledged outgoing messages (also bounds `send` while
     /// disconnected).
     pub replay: ReplayLimits,
@@ -53,6 +56,7 @@ impl ClientConfig {
         ClientConfig {
             heartbeat: HeartbeatConfig::profile(p),
             backoff: BackoffConfig::default(),
+            race: RaceConfig::default(),
             replay: ReplayLimits::client_default(),
             ack: AckConfig::default(),
             receive_window: ReceiveWindow::default(),
@@ -69,6 +73,7 @@ impl ClientConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.heartbeat.validate()?;
         self.backoff.validate()?;
+        self.race.validate()?;
         self.replay.validate()?;
         self.receive_window.validate()?;
         if self.handshake_timeout.is_zero() {
@@ -160,9 +165,11 @@ enum Link {
     Waiting {
         until: Instant,
     },
+    /// The transports being opened are in `Client::racers`.
     Connecting {
-        tid: TransportId,
         started: Instant,
+        /// The attempt budget's end (`handshake_timeout` after `started`),
+        /// or the end of the one transport that reached the server.
         deadline: Instant,
     },
     Handshaking {
@@ -171,6 +178,8 @@ enum Link {
         deadline: Instant,
         /// The ack the HELLO carried (`last_received`).
         carried: u64,
+        /// When the HELLO went out (a round-trip sample at WELCOME).
+        hello_at: Instant,
     },
     Established {
         tid: TransportId,
@@ -204,6 +213,10 @@ pub struct Client {
     cfg: ClientConfig,
     rng: Rng,
     link: Link,
+    /// The transports being opened while `Connecting`.
+    racers: Racers,
+    /// The last round trip measured (paces racing).
+    last_rtt: Option<Duration>,
     session: Option<SessionCtx>,
     /// Set while a session has no transport: after this the server has
     /// certainly expired it (last heard + server idle timeout + grace).
@@ -246,6 +259,8 @@ impl Client {
             now,
             io: Outputs::default(),
             link: Link::Waiting { until: now },
+            racers: Racers::default(),
+            last_rtt: None,
             session: None,
             resumable_until: None,
             resumes: 0,
@@ -323,14 +338,33 @@ impl Client {
 
     // ----- inputs --------------------------------------------------------
 
+    /// Transport `tid` reached the server (its TCP connection is open; TLS
+    /// or WebSocket handshakes may follow). Optional: the path works, so the
+    /// other transports of the attempt are dropped and no more are raced
+    /// (§9.7). A runtime that cannot tell (a browser's WebSocket) only calls
+    /// [`Client::handle_connected`].
+    pub fn handle_reachable(&mut self, now: Instant, tid: TransportId) {
+        self.now = now;
+        let Link::Connecting { .. } = self.link else { return };
+        let Some(started) = self.racers.started(tid) else { return };
+        for other in self.racers.keep_only(tid) {
+            self.io.abandon(other);
+        }
+        self.link = Link::Connecting { started, deadline: started + self.cfg.handshake_timeout };
+    }
+
     /// The caller finished opening transport `tid` (TCP connected, TLS and
-    /// WebSocket handshakes done).
+    /// WebSocket handshakes done). The first of the attempt's transports to
+    /// open wins; the others are dropped.
     pub fn handle_connected(&mut self, now: Instant, tid: TransportId) {
         self.now = now;
-        let Link::Connecting { tid: want, started, deadline } = self.link else { return };
-        if want != tid {
-            return;
+        let Link::Connecting { .. } = self.link else { return };
+        let Some(started) = self.racers.started(tid) else { return };
+        for other in self.racers.keep_only(tid) {
+            self.io.abandon(other);
         }
+        self.racers.take_all();
+        let deadline = started + self.cfg.handshake_timeout;
         let carried = self.inb.last_taken();
         let resume =
             self.session.as_ref().map(|s| Resume { session_id: s.id, token: s.token.clone(), last_received: carried });
@@ -344,13 +378,15 @@ impl Client {
             auth: self.cfg.auth.clone(),
         };
         self.io.send(tid, Frame::Hello(hello));
-        self.link = Link::Handshaking { tid, started, deadline, carried };
+        self.link = Link::Handshaking { tid, started, deadline, carried, hello_at: now };
     }
 
     /// Transport `tid` closed or failed (including a failed connect).
     pub fn handle_transport_closed(&mut self, now: Instant, tid: TransportId) {
         self.now = now;
-        if self.current_tid() == Some(tid) {
+        // One of the attempt's transports refused or failed at once: the
+        // path answers, so racing is pointless; the attempt fails (backoff).
+        if self.current_tid() == Some(tid) || self.racers.started(tid).is_some() {
             self.lose(now, TransportLoss::Closed, false);
         }
     }
@@ -359,7 +395,7 @@ impl Client {
     pub fn handle_decode_error(&mut self, now: Instant, tid: TransportId, err: frame::DecodeError) {
         self.now = now;
         // A transport still connecting has carried nothing (as in handle_frame).
-        if self.current_tid() == Some(tid) && !matches!(self.link, Link::Connecting { .. }) {
+        if self.current_tid() == Some(tid) {
             self.protocol_error(now, err.close_code(), &err.to_string(), TransportLoss::Malformed(err));
         }
     }
@@ -367,8 +403,8 @@ impl Client {
     /// One whole frame arrived on transport `tid`.
     pub fn handle_frame(&mut self, now: Instant, tid: TransportId, bytes: &[u8]) {
         self.now = now;
-        if self.current_tid() != Some(tid) || matches!(self.link, Link::Connecting { .. }) {
-            return; // an old transport: it can deliver nothing
+        if self.current_tid() != Some(tid) {
+            return; // an old transport, or one still opening: it can deliver nothing
         }
         let frame = match Frame::decode(bytes, self.cfg.max_frame) {
             Ok(f) => f,
@@ -402,11 +438,11 @@ impl Client {
                 let until = self.retry_not_before.map_or(now, |r| r.max(now));
                 self.link = Link::Waiting { until };
             }
-            Link::Connecting { tid, started, .. } | Link::Handshaking { tid, started, .. } => {
+            Link::Connecting { started, .. } | Link::Handshaking { started, .. } => {
                 // An attempt in flight for longer than a probe timeout is
                 // likely stuck on the old network: start over at once.
                 if now.saturating_duration_since(started) >= self.cfg.heartbeat.probe_timeout {
-                    self.io.abandon(tid);
+                    self.abandon_transports();
                     self.backoff.reset();
                     self.link = Link::Waiting { until: self.retry_not_before.map_or(now, |r| r.max(now)) };
                 }
@@ -420,15 +456,14 @@ impl Client {
         self.now = now;
         if let (Some(until), false) = (self.resumable_until, self.is_established()) {
             if now >= until {
-                if let Some(tid) = self.current_tid() {
-                    self.io.abandon(tid);
-                }
+                self.abandon_transports();
                 self.end_session(now, SessionEnd::Expired, Goodbye::Done, true);
             }
         }
         match self.link {
             Link::Waiting { until } if now >= until => self.start_attempt(now),
-            Link::Connecting { deadline, .. } | Link::Handshaking { deadline, .. } if now >= deadline => {
+            Link::Connecting { deadline, .. } => self.race(now, deadline),
+            Link::Handshaking { deadline, .. } if now >= deadline => {
                 self.lose(now, TransportLoss::HandshakeTimeout, false);
             }
             Link::Established { tid, .. } if self.inb.resync_due() => {
@@ -497,7 +532,11 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let link = match self.link {
             Link::Waiting { until } => Some(until),
-            Link::Connecting { deadline, .. } | Link::Handshaking { deadline, .. } => Some(deadline),
+            Link::Connecting { deadline, .. } => {
+                let racers = self.racers.deadline(self.cfg.handshake_timeout);
+                Some(racers.map_or(deadline, |r| r.min(deadline)))
+            }
+            Link::Handshaking { deadline, .. } => Some(deadline),
             Link::Established { .. } => {
                 let resync = self.inb.resync_due().then_some(self.now);
                 [Some(self.hb.deadline()), self.inb.ack_due(), resync].into_iter().flatten().min()
@@ -512,18 +551,62 @@ impl Client {
 
     // ----- internals -----------------------------------------------------
 
+    /// The open transport carrying (or handshaking for) the session.
     fn current_tid(&self) -> Option<TransportId> {
         match self.link {
-            Link::Connecting { tid, .. } | Link::Handshaking { tid, .. } | Link::Established { tid, .. } => Some(tid),
+            Link::Handshaking { tid, .. } | Link::Established { tid, .. } => Some(tid),
             _ => None,
         }
     }
 
+    /// Drops every transport: the current one and any being opened.
+    fn abandon_transports(&mut self) {
+        if let Some(tid) = self.current_tid() {
+            self.io.abandon(tid);
+        }
+        for tid in self.racers.take_all() {
+            self.io.abandon(tid);
+        }
+    }
+
     fn start_attempt(&mut self, now: Instant) {
+        self.link = Link::Connecting { started: now, deadline: now + self.cfg.handshake_timeout };
+        self.open_racer(now);
+    }
+
+    /// Asks for one more transport for the current attempt.
+    fn open_racer(&mut self, now: Instant) {
         self.next_tid += 1;
         let tid = TransportId(self.next_tid);
-        self.link = Link::Connecting { tid, started: now, deadline: now + self.cfg.handshake_timeout };
+        let wait = (self.cfg.race.max_in_flight > 1).then(|| self.cfg.race.wait(self.last_rtt));
+        self.racers.start(tid, now, wait);
         self.io.connect(tid);
+    }
+
+    /// Time passed while `Connecting` (§9.7): transports older than the
+    /// handshake timeout are dropped, another is raced when one is due, and
+    /// the attempt fails at its deadline — except that a resumable session
+    /// keeps racing (a silent outage must not leave it waiting on SYN
+    /// retransmissions or backoff when the path returns), reporting each
+    /// budget that passed without an answer.
+    fn race(&mut self, now: Instant, deadline: Instant) {
+        let hto = self.cfg.handshake_timeout;
+        for tid in self.racers.expired(now, hto) {
+            self.io.abandon(tid);
+        }
+        if now >= deadline {
+            if !(self.racers.racing() && self.resumable_until.is_some()) {
+                return self.lose(now, TransportLoss::HandshakeTimeout, false);
+            }
+            self.io.event(ClientEvent::AttemptFailed { reason: TransportLoss::HandshakeTimeout });
+            self.link = Link::Connecting { started: now, deadline: now + hto };
+        }
+        if self.racers.due(now) || self.racers.is_empty() {
+            if let Some(oldest) = self.racers.make_room(usize::from(self.cfg.race.max_in_flight)) {
+                self.io.abandon(oldest);
+            }
+            self.open_racer(now);
+        }
     }
 
     fn send_ping(&mut self, now: Instant, tid: TransportId, nonce: u32) {
@@ -608,7 +691,10 @@ impl Client {
         self.peer_max_frame = w.max_frame.min(frame::MAX_MAX_FRAME);
         let resuming = self.session.as_ref().map(|s| s.id);
         let carried = match self.link {
-            Link::Handshaking { carried, .. } => carried,
+            Link::Handshaking { carried, hello_at, .. } => {
+                self.last_rtt = Some(now.saturating_duration_since(hello_at));
+                carried
+            }
             _ => 0,
         };
         if w.resumed {
@@ -702,6 +788,7 @@ impl Client {
             // An unsolicited PONG (no PING with its nonce outstanding) is
             // heard like any frame but measures nothing.
             if let Some(rtt) = self.hb.rtt_for(now, *nonce) {
+                self.last_rtt = Some(rtt);
                 self.io.event(ClientEvent::Rtt(rtt));
             }
         }
@@ -814,9 +901,7 @@ impl Client {
 
     /// The current transport is gone: close it and schedule the next attempt.
     fn lose(&mut self, now: Instant, reason: TransportLoss, immediate: bool) {
-        if let Some(tid) = self.current_tid() {
-            self.io.abandon(tid);
-        }
+        self.abandon_transports();
         self.lose_no_close(now, reason, immediate);
     }
 
@@ -866,10 +951,12 @@ impl Client {
                 Link::Handshaking { tid, .. } | Link::Established { tid, .. } => {
                     self.io.close(tid, code, Duration::ZERO, &text);
                 }
-                // Not open yet: nothing can be said on it.
-                Link::Connecting { tid, .. } => self.io.abandon(tid),
-                Link::Waiting { .. } | Link::Closed { .. } => {}
+                Link::Connecting { .. } | Link::Waiting { .. } | Link::Closed { .. } => {}
             }
+        }
+        // Transports still opening: nothing can be said on them.
+        for tid in self.racers.take_all() {
+            self.io.abandon(tid);
         }
         let session = self.session.take().map(|s| s.id);
         let unacked = self.out.take_unacked();

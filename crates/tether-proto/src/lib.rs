@@ -79,6 +79,7 @@ pub mod error;
 pub mod frame;
 pub mod heartbeat;
 mod outputs;
+pub mod race;
 pub mod rng;
 pub mod server;
 pub mod stream;
@@ -90,6 +91,7 @@ pub use client::{Client, ClientConfig, ClientEvent};
 pub use error::{CloseCode, ConfigError, RejectReason, SendError, SequenceError, SessionEnd, TransportLoss};
 pub use frame::{DecodeError, Frame};
 pub use heartbeat::{HeartbeatConfig, Profile};
+pub use race::RaceConfig;
 pub use rng::Rng;
 pub use server::{
     admit, Admission, Admitted, RecordError, Refusal, Server, ServerConfig, ServerSession, SessionEvent, SessionRecord,

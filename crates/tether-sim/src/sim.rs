@@ -230,6 +230,8 @@ pub struct Sim {
     pub ping_times: Vec<Duration>,
     /// Times the client asked for a connection.
     pub connect_times: Vec<Duration>,
+    /// Most transports the client had opening (not yet connected) at once.
+    pub max_opening: usize,
     epoch: u32,
     client_session: Option<SessionId>,
     server_session: Option<SessionId>,
@@ -286,6 +288,7 @@ impl Sim {
             stats: Stats::default(),
             ping_times: Vec::new(),
             connect_times: Vec::new(),
+            max_opening: 0,
             epoch: 0,
             client_session: None,
             server_session: None,
@@ -601,6 +604,8 @@ impl Sim {
             Transmit::Connect { transport } => {
                 self.stats.connects += 1;
                 self.connect_times.push(self.t());
+                let opening = self.links.values().filter(|l| l.client_open && l.stid.is_none()).count();
+                self.max_opening = self.max_opening.max(opening + 1);
                 let c = transport.0;
                 self.links.insert(
                     c,
