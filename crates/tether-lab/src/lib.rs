@@ -103,7 +103,7 @@ fn catalogue() -> Vec<Scenario> {
     vec![
         base("cable-pull", "client cable pulled for 50 s (default profile)", Fault::CablePull, D, 50, survive(1)),
         base("cable-pull-expire", "client cable pulled for 70 s, 60 s grace", Fault::CablePull, D, 70, Expect::Expire),
-        base("blackhole", "upstream blackhole for 50 s (default profile)", Fault::Blackhole, D, 50, survive(5)),
+        base("blackhole", "upstream blackhole for 50 s (default profile)", Fault::Blackhole, D, 50, survive(1)),
         base("realtime-cable", "client cable pulled for 20 s (realtime profile)", Fault::CablePull, R, 20, survive(1)),
         base(
             "realtime-blackhole",
@@ -111,7 +111,7 @@ fn catalogue() -> Vec<Scenario> {
             Fault::Blackhole,
             R,
             20,
-            survive(5),
+            survive(1),
         ),
         base(
             "loss",
@@ -193,7 +193,7 @@ fn catalogue() -> Vec<Scenario> {
             Fault::Blackhole,
             D,
             45,
-            survive(5),
+            survive(1),
         ),
     ]
 }

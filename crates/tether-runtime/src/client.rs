@@ -9,7 +9,8 @@
 //!    waiting for it: events left in the core are not yet delivered (their
 //!    acks are withheld), and the heartbeat goes on meanwhile;
 //! 3. wait for the first of: a frame or error on the transport (queued
-//!    frames are written meanwhile), a dial finishing, a command, or the
+//!    frames are written meanwhile), a dial reaching the server or
+//!    finishing (several race while connecting, PROTOCOL §9.7), a command, or the
 //!    core's next deadline — the timer is re-armed only when the deadline
 //!    moves earlier, so frames that push it later cost nothing.
 //!
@@ -31,7 +32,7 @@ use tether_proto::{
 use tokio::sync::{mpsc, Notify};
 
 use crate::driver::{idle_sleep, now, rearm, recv};
-use crate::endpoint::{dial, DialConfig, Endpoint};
+use crate::endpoint::{self, DialConfig, Endpoint};
 use crate::outbox::{Outbox, Room};
 use crate::transport::{self, Kind, RecvError, Transport};
 use crate::tune::{SocketReport, SocketTuning};
@@ -221,11 +222,64 @@ pub fn entropy() -> [u8; 32] {
     seed
 }
 
-type DialFuture = Pin<Box<dyn Future<Output = io::Result<(Transport, SocketAddr)>> + Send>>;
+/// How far a dial got.
+enum Dialed {
+    /// TCP is open (the path works); the TLS and WebSocket handshakes follow.
+    Reached(tokio::net::TcpStream, SocketAddr),
+    /// The transport is open.
+    Open(Transport, SocketAddr),
+}
+
+type DialFuture = Pin<Box<dyn Future<Output = io::Result<Dialed>> + Send>>;
+
+/// The transports being opened, raced by the core (PROTOCOL §9.7).
+#[derive(Default)]
+struct Dials {
+    open: Vec<(TransportId, DialFuture)>,
+    /// How many were asked for since none was in flight: the next one
+    /// starts with that address of the host's.
+    nth: usize,
+}
+
+impl Dials {
+    fn start(&mut self, tid: TransportId, ep: &Endpoint, cfg: &DialConfig) {
+        self.nth = if self.open.is_empty() { 0 } else { self.nth + 1 };
+        let (ep, cfg, nth) = (ep.clone(), cfg.clone(), self.nth);
+        let f = async move { endpoint::connect(&ep, &cfg, nth).await.map(|(tcp, addr)| Dialed::Reached(tcp, addr)) };
+        self.open.push((tid, Box::pin(f)));
+    }
+
+    /// Goes on from TCP to the handshakes for dial `i`.
+    fn handshake(&mut self, i: usize, ep: &Endpoint, cfg: &DialConfig, tcp: tokio::net::TcpStream, addr: SocketAddr) {
+        let (ep, cfg) = (ep.clone(), cfg.clone());
+        let f = async move { endpoint::handshake(&ep, &cfg, tcp).await.map(|t| Dialed::Open(t, addr)) };
+        self.open[i].1 = Box::pin(f);
+    }
+
+    fn forget(&mut self, tid: TransportId) {
+        self.open.retain(|(t, _)| *t != tid);
+    }
+
+    /// The next dial to make progress: its index, id and result.
+    async fn next(&mut self) -> (usize, TransportId, io::Result<Dialed>) {
+        if self.open.is_empty() {
+            return std::future::pending().await;
+        }
+        std::future::poll_fn(|cx| {
+            for (i, (tid, f)) in self.open.iter_mut().enumerate() {
+                if let std::task::Poll::Ready(r) = f.as_mut().poll(cx) {
+                    return std::task::Poll::Ready((i, *tid, r));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
 
 async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx: mpsc::Sender<Event>) {
     let mut current: Option<(TransportId, Transport)> = None;
-    let mut dialing: Option<(TransportId, DialFuture)> = None;
+    let mut dials = Dials::default();
     let sleep = idle_sleep();
     tokio::pin!(sleep);
     // The runtime's own events (dials, network changes), ahead of the core's.
@@ -236,10 +290,7 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
             let mut core = shared.lock();
             while let Some(t) = core.poll_transmit() {
                 match t {
-                    Transmit::Connect { transport } => {
-                        let (ep, cfg) = (endpoint.clone(), dial_cfg.clone());
-                        dialing = Some((transport, Box::pin(async move { dial(&ep, &cfg).await })));
-                    }
+                    Transmit::Connect { transport } => dials.start(transport, &endpoint, &dial_cfg),
                     Transmit::Send { transport, frame } => {
                         if let Some((tid, t)) = &mut current {
                             if *tid == transport {
@@ -255,9 +306,7 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
                                 }
                             }
                         }
-                        if dialing.as_ref().is_some_and(|(tid, _)| *tid == transport) {
-                            dialing = None;
-                        }
+                        dials.forget(transport);
                     }
                 }
             }
@@ -320,16 +369,21 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
                     }
                 }
             }
-            r = finish_dial(&mut dialing) => {
-                let Some((tid, _)) = dialing.take() else { continue };
+            (i, tid, r) = dials.next() => {
                 match r {
-                    Ok((t, addr)) => {
+                    Ok(Dialed::Reached(tcp, addr)) => {
+                        dials.handshake(i, &endpoint, &dial_cfg, tcp, addr);
+                        shared.lock().handle_reachable(now(), tid);
+                    }
+                    Ok(Dialed::Open(t, addr)) => {
+                        dials.forget(tid);
                         let socket = t.tcp().and_then(|s| SocketReport::read(s).ok());
                         events.push_back(Event::Dialed { addr, kind: t.kind(), socket });
                         current = Some((tid, t));
                         shared.lock().handle_connected(now(), tid);
                     }
                     Err(e) => {
+                        dials.forget(tid);
                         events.push_back(Event::DialFailed { error: e.to_string() });
                         shared.lock().handle_transport_closed(now(), tid);
                     }
@@ -346,13 +400,6 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
 
 /// Dial reports kept while the application does not read events.
 const MAX_LOCAL_EVENTS: usize = 64;
-
-async fn finish_dial(dialing: &mut Option<(TransportId, DialFuture)>) -> io::Result<(Transport, SocketAddr)> {
-    match dialing {
-        Some((_, f)) => f.await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Lets the network watcher reach a client without keeping it alive.
 pub(crate) struct Watched(std::sync::Weak<Shared>);

@@ -106,8 +106,22 @@ impl std::fmt::Debug for DialConfig {
 /// runs the TLS and WebSocket handshakes. Returns the transport and the
 /// address it reached.
 pub async fn dial(ep: &Endpoint, cfg: &DialConfig) -> io::Result<(Transport, SocketAddr)> {
-    let (tcp, addr) = connect_any(ep, cfg.tuning.connect_timeout, cfg.source).await?;
+    let (tcp, addr) = connect(ep, cfg, 0).await?;
+    Ok((handshake(ep, cfg, tcp).await?, addr))
+}
+
+/// The first half of [`dial`]: a tuned TCP connection. The `nth`
+/// transport raced within one attempt starts with the `nth` address the
+/// host resolves to (wrapping around), then tries the others in order, so
+/// racing also covers several addresses (`docs/PROTOCOL.md` §9.7).
+pub async fn connect(ep: &Endpoint, cfg: &DialConfig, nth: usize) -> io::Result<(TcpStream, SocketAddr)> {
+    let (tcp, addr) = connect_any(ep, cfg.tuning.connect_timeout, cfg.source, nth).await?;
     cfg.tuning.apply(&tcp)?;
+    Ok((tcp, addr))
+}
+
+/// The second half of [`dial`]: TLS and WebSocket handshakes on `tcp`.
+pub async fn handshake(ep: &Endpoint, cfg: &DialConfig, tcp: TcpStream) -> io::Result<Transport> {
     let io = match ep.kind {
         Kind::Tcp | Kind::Ws => Io::Plain(tcp),
         Kind::Tls | Kind::Wss => {
@@ -131,7 +145,7 @@ pub async fn dial(ep: &Endpoint, cfg: &DialConfig) -> io::Result<(Transport, Soc
             Transport::ws(ws, ep.kind == Kind::Wss, cfg.max_frame)
         }
     };
-    Ok((t, addr))
+    Ok(t)
 }
 
 /// One TCP connection, from `source` if given.
@@ -153,11 +167,16 @@ async fn connect_any(
     ep: &Endpoint,
     per_address: Duration,
     source: Option<std::net::IpAddr>,
+    nth: usize,
 ) -> io::Result<(TcpStream, SocketAddr)> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((ep.host.as_str(), ep.port))
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", ep.host)))?
         .collect();
+    if !addrs.is_empty() {
+        let first = nth % addrs.len();
+        addrs.rotate_left(first);
+    }
     let mut failures = Vec::new();
     for addr in &addrs {
         match tokio::time::timeout(per_address, connect_from(*addr, source)).await {
