@@ -170,10 +170,21 @@ export interface Clock {
     setTimeout(fn: () => void, ms: number): unknown;
     clearTimeout(handle: unknown): void;
 }
+/** Racing a slow connect (§9.7), times in ms. */
+export interface RaceOptions {
+    /** Longest wait, while no WebSocket of the attempt has opened, before another starts beside them (750). */
+    delay?: number;
+    /** Shortest such wait (250): the wait is 4 × the last round trip, kept within [minDelay, delay]. */
+    minDelay?: number;
+    /** WebSockets opening at once, 1 to 8 (3); the oldest is closed to make room. 1 turns racing off. */
+    maxInFlight?: number;
+}
 export interface TetherOptions {
     /** Credential sent as HELLO auth (a JWT for the gateway); empty for anonymous. */
     token?: string;
     profile?: Profile;
+    /** Racing a slow connect (§9.7): default 750 / 250 ms, 3 at once; `{ maxInFlight: 1 }` turns it off. */
+    race?: RaceOptions;
     /** Where the session survives a page reload; default window.sessionStorage, null for none. */
     storage?: StorageLike | null;
     storageKey?: string;
@@ -190,6 +201,7 @@ export declare class SendError extends Error {
 export declare class TetherClient extends Emitter<TetherEventMap> {
     readonly url: string;
     private readonly t;
+    private readonly raceCfg;
     private readonly auth;
     private readonly storage;
     private readonly key;
@@ -207,10 +219,15 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private retryNotBefore;
     private offlineUntil;
     private nextTid;
+    /** The WebSocket carrying (or handshaking for) the session. */
     private ws;
+    /** The WebSockets being opened while `connecting`. */
+    private racers;
     private pingPayload;
     private peerMaxFrame;
     private lastRtt;
+    /** The last round trip measured, by PING → PONG or HELLO → WELCOME: it paces racing (§9.7). */
+    private pacingRtt;
     private lastEnd;
     private reported;
     private queue;
@@ -246,7 +263,20 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private computeState;
     private onTimeout;
     private startAttempt;
+    /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
+    private openRacer;
+    /**
+     * Time passed while connecting (§9.7): WebSockets opening for longer than the handshake timeout are
+     * closed, another is raced when one is due, and the attempt fails at its deadline — except that a
+     * resumable session keeps racing (a silent outage must not leave it waiting on SYN retransmissions
+     * or backoff when the path returns), reporting each budget that passed without an answer.
+     * A browser cannot tell when a WebSocket's TCP connection is up (Rust's `handle_reachable`), so
+     * racing goes on until one opens.
+     */
+    private race;
+    /** The open WebSocket carrying (or handshaking for) the session. */
     private currentTid;
+    /** A WebSocket of the attempt opened: the first wins, the others are closed, HELLO goes out on it. */
     private connected;
     private transportClosed;
     private received;
@@ -269,7 +299,7 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     /** Ends the session: tells the server (if connected and `sendClose`), hands back the unacked, restarts or stops. */
     private endSession;
     private sendFrame;
-    /** Abandons the current WebSocket at once: nothing it still carries is read again (§2.3, §7.6). */
+    /** Abandons the current WebSocket and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
     private dropTransport;
     private listenToPage;
     /**

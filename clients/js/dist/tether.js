@@ -4,8 +4,9 @@
 // The session machine mirrors crates/tether-proto/src/client.rs: one session
 // (id, resume token, both reliable streams) carried by a succession of
 // WebSockets. Link states are named by what they wait for:
-//   waiting (backoff) → connecting (WebSocket opening) → handshaking (HELLO
-//   sent) → established → back to waiting when the transport is lost.
+//   waiting (backoff) → connecting (WebSockets opening: another is raced
+//   beside a slow one, §9.7) → handshaking (HELLO sent) → established → back
+//   to waiting when the transport is lost.
 // `closed` is terminal. Everything runs on one timer armed for the next
 // deadline after each input, like the Rust runtime's drive loop (§1.1).
 // ───────────────────────────── frames (§3, §4) ─────────────────────────────
@@ -307,6 +308,7 @@ const PROFILES = {
     realtime: { interval: 3000, probeTimeout: 1500, probes: 3, handshakeTimeout: 3000 },
 };
 const BACKOFF = { initial: 500, max: 30000, resumeMax: 2000, stableAfter: 10000 };
+const RACE = { delay: 750, minDelay: 250, maxInFlight: 3 };
 const ACK_DELAY = 50;
 const ACK_EVERY = 32n;
 const REPLAY_MAX_BYTES = 1 << 20;
@@ -465,6 +467,51 @@ class Backoff {
         return delay;
     }
 }
+/**
+ * The WebSockets being opened for the current attempt, oldest first (§9.7). A connect that does not
+ * complete quickly is most often waiting on a lost SYN, retransmitted 1, 3, 7 s later: rather than
+ * wait, another starts beside it, and the first to open wins. The client decides when.
+ */
+class Racers {
+    constructor() {
+        this.list = [];
+        /** When another may start; null once one opened (or with racing off). */
+        this.next = null;
+    }
+    /** A WebSocket starts; another may start `wait` ms later (null: no racing). */
+    start(r, wait) {
+        this.list.push(r);
+        this.next = wait === null ? null : r.started + wait;
+    }
+    get(tid) { return this.list.find((r) => r.tid === tid); }
+    /** Every racer, removed (to close, or one to keep); racing stops. */
+    takeAll() {
+        this.next = null;
+        return this.list.splice(0);
+    }
+    /** Racers started `limit` ms ago or earlier, removed (to close). */
+    expired(now, limit) {
+        const gone = this.list.filter((r) => now >= r.started + limit);
+        this.list = this.list.filter((r) => now < r.started + limit);
+        return gone;
+    }
+    /** True when racing is on and another is due. */
+    due(now) { return this.next !== null && now >= this.next; }
+    /** True while racing is on (none has opened yet). */
+    racing() { return this.next !== null; }
+    /** Makes room for one more under `max` opening at once: the oldest, removed (to close). */
+    makeRoom(max) { return this.list.length >= max ? this.list.shift() ?? null : null; }
+    /** The next instant something is due: another start, or the oldest reaching `limit`. */
+    deadline(limit) {
+        const oldest = this.list.length ? this.list[0].started + limit : Infinity;
+        const at = Math.min(this.next ?? Infinity, oldest);
+        return at === Infinity ? null : at;
+    }
+}
+/** The wait before another WebSocket starts: 4 × the last round trip, within [minDelay, delay] (§9.7). */
+function raceWait(c, rtt) {
+    return rtt === null ? c.delay : Math.min(c.delay, Math.max(c.minDelay, 4 * rtt));
+}
 /** An Event carrying `detail`, without relying on CustomEvent. */
 export class TetherEvent extends Event {
     constructor(type, detail) {
@@ -480,6 +527,18 @@ export class Emitter extends EventTarget {
         this.addEventListener(type, h);
         return () => this.removeEventListener(type, h);
     }
+}
+/** The race settings with defaults filled in; throws on settings that cannot work (as the Rust RaceConfig::validate). */
+function raceSettings(o = {}) {
+    const c = { delay: o.delay ?? RACE.delay, minDelay: o.minDelay ?? RACE.minDelay, maxInFlight: o.maxInFlight ?? RACE.maxInFlight };
+    const ms = (x) => typeof x === 'number' && Number.isFinite(x);
+    if (!ms(c.minDelay) || !ms(c.delay) || !(c.minDelay > 0 && c.delay >= c.minDelay)) {
+        throw new Error(`race.delay: delay ${c.delay} ms with minDelay ${c.minDelay} ms cannot work; use 0 < minDelay <= delay, e.g. 250 and 750`);
+    }
+    if (!Number.isInteger(c.maxInFlight) || c.maxInFlight < 1 || c.maxInFlight > 8) {
+        throw new Error(`race.maxInFlight: ${c.maxInFlight} is not a whole number from 1 to 8; use 3 (or 1 to turn racing off)`);
+    }
+    return c;
 }
 /** Thrown by `send` when a message cannot be queued (nothing else throws at the app). */
 export class SendError extends Error {
@@ -515,10 +574,15 @@ export class TetherClient extends Emitter {
         this.retryNotBefore = null;
         this.offlineUntil = 0;
         this.nextTid = 0;
+        /** The WebSocket carrying (or handshaking for) the session. */
         this.ws = null;
+        /** The WebSockets being opened while `connecting`. */
+        this.racers = new Racers();
         this.pingPayload = new Uint8Array(0);
         this.peerMaxFrame = MIN_MAX_FRAME; // every server accepts this; the real limit comes in WELCOME
         this.lastRtt = null;
+        /** The last round trip measured, by PING → PONG or HELLO → WELCOME: it paces racing (§9.7). */
+        this.pacingRtt = null;
         this.lastEnd = null;
         this.queue = [];
         this.timer = null;
@@ -528,6 +592,7 @@ export class TetherClient extends Emitter {
         this.unlisten = null;
         this.url = url;
         this.t = PROFILES[opts.profile ?? 'default'];
+        this.raceCfg = raceSettings(opts.race ?? {});
         this.auth = utf8Encoder.encode(opts.token ?? '');
         if (this.auth.length > MAX_AUTH_LEN)
             throw new Error('token is longer than 4096 bytes');
@@ -638,9 +703,10 @@ export class TetherClient extends Emitter {
     pollTimeout() {
         const l = this.link;
         let at = l.k === 'waiting' ? l.until
-            : l.k === 'connecting' || l.k === 'handshaking' ? l.deadline
-                : l.k === 'established' ? Math.min(this.hb.deadline(), this.inb.ackDue ?? Infinity)
-                    : null;
+            : l.k === 'connecting' ? Math.min(l.deadline, this.racers.deadline(this.t.handshakeTimeout) ?? Infinity)
+                : l.k === 'handshaking' ? l.deadline
+                    : l.k === 'established' ? Math.min(this.hb.deadline(), this.inb.ackDue ?? Infinity)
+                        : null;
         if (this.resumableUntil !== null && l.k !== 'established')
             at = at === null ? this.resumableUntil : Math.min(at, this.resumableUntil);
         return at;
@@ -665,7 +731,9 @@ export class TetherClient extends Emitter {
         const l = this.link;
         if (l.k === 'waiting' && now >= l.until)
             this.startAttempt(now);
-        else if ((l.k === 'connecting' || l.k === 'handshaking') && now >= l.deadline) {
+        else if (l.k === 'connecting')
+            this.race(now, l.deadline);
+        else if (l.k === 'handshaking' && now >= l.deadline) {
             this.lose(now, 'handshake-timeout', 'no WELCOME within the handshake timeout', false);
         }
         else if (l.k === 'established') {
@@ -681,8 +749,15 @@ export class TetherClient extends Emitter {
         }
     }
     startAttempt(now) {
+        this.link = { k: 'connecting', started: now, deadline: now + this.t.handshakeTimeout };
+        this.openRacer(now);
+    }
+    /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
+    openRacer(now) {
         const tid = ++this.nextTid;
-        this.link = { k: 'connecting', tid, started: now, deadline: now + this.t.handshakeTimeout };
+        const c = this.raceCfg;
+        const racer = { tid, started: now, ws: null };
+        this.racers.start(racer, c.maxInFlight > 1 ? raceWait(c, this.pacingRtt) : null);
         const fail = () => this.clock.setTimeout(() => this.input((n) => this.transportClosed(n, tid)), 0);
         if (now < this.offlineUntil) {
             fail();
@@ -702,16 +777,48 @@ export class TetherClient extends Emitter {
         const gone = () => this.input((n) => this.transportClosed(n, tid));
         ws.onclose = gone;
         ws.onerror = gone;
-        this.ws = ws;
+        racer.ws = ws;
     }
+    /**
+     * Time passed while connecting (§9.7): WebSockets opening for longer than the handshake timeout are
+     * closed, another is raced when one is due, and the attempt fails at its deadline — except that a
+     * resumable session keeps racing (a silent outage must not leave it waiting on SYN retransmissions
+     * or backoff when the path returns), reporting each budget that passed without an answer.
+     * A browser cannot tell when a WebSocket's TCP connection is up (Rust's `handle_reachable`), so
+     * racing goes on until one opens.
+     */
+    race(now, deadline) {
+        const hto = this.t.handshakeTimeout;
+        for (const r of this.racers.expired(now, hto))
+            dropSocket(r.ws);
+        if (now >= deadline) {
+            const message = 'no WebSocket opened within the handshake timeout';
+            if (!(this.racers.racing() && this.resumableUntil !== null))
+                return this.lose(now, 'handshake-timeout', message, false);
+            this.emit('attemptfailed', { reason: 'handshake-timeout', message });
+            this.link = { k: 'connecting', started: now, deadline: now + hto };
+        }
+        if (this.racers.due(now) || this.racers.list.length === 0) {
+            const oldest = this.racers.makeRoom(this.raceCfg.maxInFlight);
+            if (oldest)
+                dropSocket(oldest.ws);
+            this.openRacer(now);
+        }
+    }
+    /** The open WebSocket carrying (or handshaking for) the session. */
     currentTid() { return 'tid' in this.link ? this.link.tid : null; }
-    connected(_now, tid) {
-        const l = this.link;
-        if (l.k !== 'connecting' || l.tid !== tid)
+    /** A WebSocket of the attempt opened: the first wins, the others are closed, HELLO goes out on it. */
+    connected(now, tid) {
+        const won = this.racers.get(tid); // racers exist only while connecting
+        if (this.link.k !== 'connecting' || !won)
             return;
+        for (const r of this.racers.takeAll())
+            if (r !== won)
+                dropSocket(r.ws);
+        this.ws = won.ws;
         if (this.ws && this.ws.protocol !== SUBPROTOCOL) {
             // §2.2: refuse a WebSocket on which tether.v1 was not agreed (browsers already fail those).
-            this.lose(_now, 'protocol-error', `the server did not agree to ${SUBPROTOCOL} (got "${this.ws.protocol}")`, false);
+            this.lose(now, 'protocol-error', `the server did not agree to ${SUBPROTOCOL} (got "${this.ws.protocol}")`, false);
             return;
         }
         const s = this.session;
@@ -721,15 +828,18 @@ export class TetherClient extends Emitter {
             resume: s ? { sessionId: s.id, token: s.token, lastReceived: this.inb.delivered } : null,
             auth: this.auth,
         });
-        this.link = { k: 'handshaking', tid, started: l.started, deadline: l.deadline };
+        // The winner's own handshake deadline: its creation + the handshake timeout (§5.5).
+        this.link = { k: 'handshaking', tid, started: won.started, deadline: won.started + this.t.handshakeTimeout, helloAt: now };
     }
     transportClosed(now, tid) {
-        if (this.currentTid() === tid)
+        // A WebSocket of the attempt that fails before opening means the path answers: racing is
+        // pointless, the attempt fails (backoff) and every racer is closed (§9.7).
+        if (this.currentTid() === tid || this.racers.get(tid))
             this.lose(now, 'closed', 'the connection closed or failed', false);
     }
     received(now, tid, data) {
-        // Input from a replaced transport can deliver nothing (§7.6).
-        if (this.currentTid() !== tid || this.link.k === 'connecting')
+        // Input from a replaced transport, or one still opening, can deliver nothing (§7.6).
+        if (this.currentTid() !== tid)
             return;
         const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : data instanceof Uint8Array ? data : null;
         if (!bytes)
@@ -793,6 +903,8 @@ export class TetherClient extends Emitter {
         }
     }
     onWelcome(now, tid, w) {
+        if (this.link.k === 'handshaking')
+            this.pacingRtt = now - this.link.helloAt;
         if (w.version !== VERSION)
             return this.protocolError(now, CloseCode.ProtocolError, `WELCOME chose version ${w.version}`);
         const needed = this.t.interval + (this.t.probes + 1) * this.t.probeTimeout;
@@ -904,6 +1016,7 @@ export class TetherClient extends Emitter {
             this.dirtyOut = true;
     }
     onRtt(ms) {
+        this.pacingRtt = ms;
         this.lastRtt = Math.round(ms * 10) / 10;
         // The gateway keeps the last RTT each client measured, carried on its PINGs (GATEWAY.md §1.3).
         this.pingPayload = utf8Encoder.encode(JSON.stringify({ rtt_ms: this.lastRtt }));
@@ -1007,17 +1120,12 @@ export class TetherClient extends Emitter {
         }
         catch { /* the close event that follows reports the loss */ }
     }
-    /** Abandons the current WebSocket at once: nothing it still carries is read again (§2.3, §7.6). */
+    /** Abandons the current WebSocket and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
     dropTransport() {
-        const ws = this.ws;
-        if (!ws)
-            return;
+        dropSocket(this.ws);
         this.ws = null;
-        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-        try {
-            ws.close();
-        }
-        catch { /* already closing */ }
+        for (const r of this.racers.takeAll())
+            dropSocket(r.ws);
     }
     // ───── page life cycle and persistence ─────
     listenToPage() {
@@ -1112,6 +1220,16 @@ export class TetherClient extends Emitter {
             this.storage.removeItem(`${this.key}:out`);
         }
     }
+}
+/** Closes a WebSocket without a word, its handlers detached first so its late events never arrive. */
+function dropSocket(ws) {
+    if (!ws)
+        return;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+        ws.close();
+    }
+    catch { /* already closing */ }
 }
 /** The optional fields of an `error` the client passes on, with their types. */
 const ERROR_FIELDS = { room: 'string', undelivered: 'number', size: 'number', limit: 'number' };

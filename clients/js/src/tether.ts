@@ -4,8 +4,9 @@
 // The session machine mirrors crates/tether-proto/src/client.rs: one session
 // (id, resume token, both reliable streams) carried by a succession of
 // WebSockets. Link states are named by what they wait for:
-//   waiting (backoff) → connecting (WebSocket opening) → handshaking (HELLO
-//   sent) → established → back to waiting when the transport is lost.
+//   waiting (backoff) → connecting (WebSockets opening: another is raced
+//   beside a slow one, §9.7) → handshaking (HELLO sent) → established → back
+//   to waiting when the transport is lost.
 // `closed` is terminal. Everything runs on one timer armed for the next
 // deadline after each input, like the Rust runtime's drive loop (§1.1).
 
@@ -279,6 +280,7 @@ const PROFILES: Record<Profile, Timing> = {
   realtime: { interval: 3_000, probeTimeout: 1_500, probes: 3, handshakeTimeout: 3_000 },
 };
 const BACKOFF = { initial: 500, max: 30_000, resumeMax: 2_000, stableAfter: 10_000 };
+const RACE: Race = { delay: 750, minDelay: 250, maxInFlight: 3 };
 const ACK_DELAY = 50;
 const ACK_EVERY = 32n;
 const REPLAY_MAX_BYTES = 1 << 20;
@@ -423,6 +425,55 @@ class Backoff {
   }
 }
 
+/** One WebSocket being opened for the current attempt; `ws` is null when it failed before it existed. */
+interface Racer { tid: number; started: number; ws: WebSocket | null }
+
+/**
+ * The WebSockets being opened for the current attempt, oldest first (§9.7). A connect that does not
+ * complete quickly is most often waiting on a lost SYN, retransmitted 1, 3, 7 s later: rather than
+ * wait, another starts beside it, and the first to open wins. The client decides when.
+ */
+class Racers {
+  list: Racer[] = [];
+  /** When another may start; null once one opened (or with racing off). */
+  private next: number | null = null;
+
+  /** A WebSocket starts; another may start `wait` ms later (null: no racing). */
+  start(r: Racer, wait: number | null): void {
+    this.list.push(r);
+    this.next = wait === null ? null : r.started + wait;
+  }
+  get(tid: number): Racer | undefined { return this.list.find((r) => r.tid === tid); }
+  /** Every racer, removed (to close, or one to keep); racing stops. */
+  takeAll(): Racer[] {
+    this.next = null;
+    return this.list.splice(0);
+  }
+  /** Racers started `limit` ms ago or earlier, removed (to close). */
+  expired(now: number, limit: number): Racer[] {
+    const gone = this.list.filter((r) => now >= r.started + limit);
+    this.list = this.list.filter((r) => now < r.started + limit);
+    return gone;
+  }
+  /** True when racing is on and another is due. */
+  due(now: number): boolean { return this.next !== null && now >= this.next; }
+  /** True while racing is on (none has opened yet). */
+  racing(): boolean { return this.next !== null; }
+  /** Makes room for one more under `max` opening at once: the oldest, removed (to close). */
+  makeRoom(max: number): Racer | null { return this.list.length >= max ? this.list.shift() ?? null : null; }
+  /** The next instant something is due: another start, or the oldest reaching `limit`. */
+  deadline(limit: number): number | null {
+    const oldest = this.list.length ? this.list[0].started + limit : Infinity;
+    const at = Math.min(this.next ?? Infinity, oldest);
+    return at === Infinity ? null : at;
+  }
+}
+
+/** The wait before another WebSocket starts: 4 × the last round trip, within [minDelay, delay] (§9.7). */
+function raceWait(c: Race, rtt: number | null): number {
+  return rtt === null ? c.delay : Math.min(c.delay, Math.max(c.minDelay, 4 * rtt));
+}
+
 // ───────────────────────────── the client ─────────────────────────────
 
 export type LinkState = 'connecting' | 'connected' | 'reconnecting' | 'expired' | 'closed';
@@ -467,10 +518,36 @@ export interface Clock {
   clearTimeout(handle: unknown): void;
 }
 
+/** Racing a slow connect (§9.7), times in ms. */
+export interface RaceOptions {
+  /** Longest wait, while no WebSocket of the attempt has opened, before another starts beside them (750). */
+  delay?: number;
+  /** Shortest such wait (250): the wait is 4 × the last round trip, kept within [minDelay, delay]. */
+  minDelay?: number;
+  /** WebSockets opening at once, 1 to 8 (3); the oldest is closed to make room. 1 turns racing off. */
+  maxInFlight?: number;
+}
+type Race = Required<RaceOptions>;
+
+/** The race settings with defaults filled in; throws on settings that cannot work (as the Rust RaceConfig::validate). */
+function raceSettings(o: RaceOptions = {}): Race {
+  const c = { delay: o.delay ?? RACE.delay, minDelay: o.minDelay ?? RACE.minDelay, maxInFlight: o.maxInFlight ?? RACE.maxInFlight };
+  const ms = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
+  if (!ms(c.minDelay) || !ms(c.delay) || !(c.minDelay > 0 && c.delay >= c.minDelay)) {
+    throw new Error(`race.delay: delay ${c.delay} ms with minDelay ${c.minDelay} ms cannot work; use 0 < minDelay <= delay, e.g. 250 and 750`);
+  }
+  if (!Number.isInteger(c.maxInFlight) || c.maxInFlight < 1 || c.maxInFlight > 8) {
+    throw new Error(`race.maxInFlight: ${c.maxInFlight} is not a whole number from 1 to 8; use 3 (or 1 to turn racing off)`);
+  }
+  return c;
+}
+
 export interface TetherOptions {
   /** Credential sent as HELLO auth (a JWT for the gateway); empty for anonymous. */
   token?: string;
   profile?: Profile;
+  /** Racing a slow connect (§9.7): default 750 / 250 ms, 3 at once; `{ maxInFlight: 1 }` turns it off. */
+  race?: RaceOptions;
   /** Where the session survives a page reload; default window.sessionStorage, null for none. */
   storage?: StorageLike | null;
   storageKey?: string;
@@ -487,7 +564,10 @@ export class SendError extends Error {
 
 type Link =
   | { k: 'waiting'; until: number }
-  | { k: 'connecting' | 'handshaking'; tid: number; started: number; deadline: number }
+  // The WebSockets being opened are in `racers`; `deadline` ends the attempt budget.
+  | { k: 'connecting'; started: number; deadline: number }
+  // `helloAt`: when HELLO went out (a round-trip sample at WELCOME).
+  | { k: 'handshaking'; tid: number; started: number; deadline: number; helloAt: number }
   | { k: 'established'; tid: number; since: number }
   | { k: 'closed' };
 
@@ -507,6 +587,7 @@ function defaultStorage(): StorageLike | null {
 export class TetherClient extends Emitter<TetherEventMap> {
   readonly url: string;
   private readonly t: Timing;
+  private readonly raceCfg: Race;
   private readonly auth: Uint8Array;
   private readonly storage: StorageLike | null;
   private readonly key: string;
@@ -525,10 +606,15 @@ export class TetherClient extends Emitter<TetherEventMap> {
   private retryNotBefore: number | null = null;
   private offlineUntil = 0;
   private nextTid = 0;
+  /** The WebSocket carrying (or handshaking for) the session. */
   private ws: WebSocket | null = null;
+  /** The WebSockets being opened while `connecting`. */
+  private racers = new Racers();
   private pingPayload = new Uint8Array(0);
   private peerMaxFrame = MIN_MAX_FRAME; // every server accepts this; the real limit comes in WELCOME
   private lastRtt: number | null = null;
+  /** The last round trip measured, by PING → PONG or HELLO → WELCOME: it paces racing (§9.7). */
+  private pacingRtt: number | null = null;
   private lastEnd: EndReason | null = null;
   private reported: LinkState;
   private queue: Event[] = [];
@@ -542,6 +628,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     super();
     this.url = url;
     this.t = PROFILES[opts.profile ?? 'default'];
+    this.raceCfg = raceSettings(opts.race ?? {});
     this.auth = utf8Encoder.encode(opts.token ?? '');
     if (this.auth.length > MAX_AUTH_LEN) throw new Error('token is longer than 4096 bytes');
     this.storage = opts.storage === undefined ? defaultStorage() : opts.storage;
@@ -649,9 +736,10 @@ export class TetherClient extends Emitter<TetherEventMap> {
     const l = this.link;
     let at: number | null =
       l.k === 'waiting' ? l.until
-        : l.k === 'connecting' || l.k === 'handshaking' ? l.deadline
-          : l.k === 'established' ? Math.min(this.hb.deadline(), this.inb.ackDue ?? Infinity)
-            : null;
+        : l.k === 'connecting' ? Math.min(l.deadline, this.racers.deadline(this.t.handshakeTimeout) ?? Infinity)
+          : l.k === 'handshaking' ? l.deadline
+            : l.k === 'established' ? Math.min(this.hb.deadline(), this.inb.ackDue ?? Infinity)
+              : null;
     if (this.resumableUntil !== null && l.k !== 'established') at = at === null ? this.resumableUntil : Math.min(at, this.resumableUntil);
     return at;
   }
@@ -674,7 +762,8 @@ export class TetherClient extends Emitter<TetherEventMap> {
     }
     const l = this.link;
     if (l.k === 'waiting' && now >= l.until) this.startAttempt(now);
-    else if ((l.k === 'connecting' || l.k === 'handshaking') && now >= l.deadline) {
+    else if (l.k === 'connecting') this.race(now, l.deadline);
+    else if (l.k === 'handshaking' && now >= l.deadline) {
       this.lose(now, 'handshake-timeout', 'no WELCOME within the handshake timeout', false);
     } else if (l.k === 'established') {
       const a = this.hb.poll(now);
@@ -690,8 +779,16 @@ export class TetherClient extends Emitter<TetherEventMap> {
   }
 
   private startAttempt(now: number): void {
+    this.link = { k: 'connecting', started: now, deadline: now + this.t.handshakeTimeout };
+    this.openRacer(now);
+  }
+
+  /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
+  private openRacer(now: number): void {
     const tid = ++this.nextTid;
-    this.link = { k: 'connecting', tid, started: now, deadline: now + this.t.handshakeTimeout };
+    const c = this.raceCfg;
+    const racer: Racer = { tid, started: now, ws: null };
+    this.racers.start(racer, c.maxInFlight > 1 ? raceWait(c, this.pacingRtt) : null);
     const fail = () => this.clock.setTimeout(() => this.input((n) => this.transportClosed(n, tid)), 0);
     if (now < this.offlineUntil) { fail(); return; } // simulated offline: new WebSockets fail at once
     let ws: WebSocket;
@@ -702,17 +799,45 @@ export class TetherClient extends Emitter<TetherEventMap> {
     const gone = () => this.input((n) => this.transportClosed(n, tid));
     ws.onclose = gone;
     ws.onerror = gone;
-    this.ws = ws;
+    racer.ws = ws;
   }
 
+  /**
+   * Time passed while connecting (§9.7): WebSockets opening for longer than the handshake timeout are
+   * closed, another is raced when one is due, and the attempt fails at its deadline — except that a
+   * resumable session keeps racing (a silent outage must not leave it waiting on SYN retransmissions
+   * or backoff when the path returns), reporting each budget that passed without an answer.
+   * A browser cannot tell when a WebSocket's TCP connection is up (Rust's `handle_reachable`), so
+   * racing goes on until one opens.
+   */
+  private race(now: number, deadline: number): void {
+    const hto = this.t.handshakeTimeout;
+    for (const r of this.racers.expired(now, hto)) dropSocket(r.ws);
+    if (now >= deadline) {
+      const message = 'no WebSocket opened within the handshake timeout';
+      if (!(this.racers.racing() && this.resumableUntil !== null)) return this.lose(now, 'handshake-timeout', message, false);
+      this.emit('attemptfailed', { reason: 'handshake-timeout', message });
+      this.link = { k: 'connecting', started: now, deadline: now + hto };
+    }
+    if (this.racers.due(now) || this.racers.list.length === 0) {
+      const oldest = this.racers.makeRoom(this.raceCfg.maxInFlight);
+      if (oldest) dropSocket(oldest.ws);
+      this.openRacer(now);
+    }
+  }
+
+  /** The open WebSocket carrying (or handshaking for) the session. */
   private currentTid(): number | null { return 'tid' in this.link ? this.link.tid : null; }
 
-  private connected(_now: number, tid: number): void {
-    const l = this.link;
-    if (l.k !== 'connecting' || l.tid !== tid) return;
+  /** A WebSocket of the attempt opened: the first wins, the others are closed, HELLO goes out on it. */
+  private connected(now: number, tid: number): void {
+    const won = this.racers.get(tid); // racers exist only while connecting
+    if (this.link.k !== 'connecting' || !won) return;
+    for (const r of this.racers.takeAll()) if (r !== won) dropSocket(r.ws);
+    this.ws = won.ws;
     if (this.ws && this.ws.protocol !== SUBPROTOCOL) {
       // §2.2: refuse a WebSocket on which tether.v1 was not agreed (browsers already fail those).
-      this.lose(_now, 'protocol-error', `the server did not agree to ${SUBPROTOCOL} (got "${this.ws.protocol}")`, false);
+      this.lose(now, 'protocol-error', `the server did not agree to ${SUBPROTOCOL} (got "${this.ws.protocol}")`, false);
       return;
     }
     const s = this.session;
@@ -722,16 +847,19 @@ export class TetherClient extends Emitter<TetherEventMap> {
       resume: s ? { sessionId: s.id, token: s.token, lastReceived: this.inb.delivered } : null,
       auth: this.auth,
     });
-    this.link = { k: 'handshaking', tid, started: l.started, deadline: l.deadline };
+    // The winner's own handshake deadline: its creation + the handshake timeout (§5.5).
+    this.link = { k: 'handshaking', tid, started: won.started, deadline: won.started + this.t.handshakeTimeout, helloAt: now };
   }
 
   private transportClosed(now: number, tid: number): void {
-    if (this.currentTid() === tid) this.lose(now, 'closed', 'the connection closed or failed', false);
+    // A WebSocket of the attempt that fails before opening means the path answers: racing is
+    // pointless, the attempt fails (backoff) and every racer is closed (§9.7).
+    if (this.currentTid() === tid || this.racers.get(tid)) this.lose(now, 'closed', 'the connection closed or failed', false);
   }
 
   private received(now: number, tid: number, data: unknown): void {
-    // Input from a replaced transport can deliver nothing (§7.6).
-    if (this.currentTid() !== tid || this.link.k === 'connecting') return;
+    // Input from a replaced transport, or one still opening, can deliver nothing (§7.6).
+    if (this.currentTid() !== tid) return;
     const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : data instanceof Uint8Array ? data : null;
     if (!bytes) return this.protocolError(now, CloseCode.ProtocolError, 'a text WebSocket message'); // §2.2
     let f: Frame;
@@ -784,6 +912,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
   }
 
   private onWelcome(now: number, tid: number, w: Extract<Frame, { type: 'welcome' }>): void {
+    if (this.link.k === 'handshaking') this.pacingRtt = now - this.link.helloAt;
     if (w.version !== VERSION) return this.protocolError(now, CloseCode.ProtocolError, `WELCOME chose version ${w.version}`);
     const needed = this.t.interval + (this.t.probes + 1) * this.t.probeTimeout;
     if (w.idleTimeoutMs < needed) {
@@ -883,6 +1012,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
   }
 
   private onRtt(ms: number): void {
+    this.pacingRtt = ms;
     this.lastRtt = Math.round(ms * 10) / 10;
     // The gateway keeps the last RTT each client measured, carried on its PINGs (GATEWAY.md §1.3).
     this.pingPayload = utf8Encoder.encode(JSON.stringify({ rtt_ms: this.lastRtt }));
@@ -985,13 +1115,11 @@ export class TetherClient extends Emitter<TetherEventMap> {
     try { ws.send(encodeFrame(f)); } catch { /* the close event that follows reports the loss */ }
   }
 
-  /** Abandons the current WebSocket at once: nothing it still carries is read again (§2.3, §7.6). */
+  /** Abandons the current WebSocket and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
   private dropTransport(): void {
-    const ws = this.ws;
-    if (!ws) return;
+    dropSocket(this.ws);
     this.ws = null;
-    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-    try { ws.close(); } catch { /* already closing */ }
+    for (const r of this.racers.takeAll()) dropSocket(r.ws);
   }
 
   // ───── page life cycle and persistence ─────
@@ -1080,6 +1208,13 @@ export class TetherClient extends Emitter<TetherEventMap> {
       this.storage.removeItem(`${this.key}:out`);
     }
   }
+}
+
+/** Closes a WebSocket without a word, its handlers detached first so its late events never arrive. */
+function dropSocket(ws: WebSocket | null): void {
+  if (!ws) return;
+  ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+  try { ws.close(); } catch { /* already closing */ }
 }
 
 // ───────────────────────────── rooms (GATEWAY.md §1) ─────────────────────────────

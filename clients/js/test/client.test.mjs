@@ -300,7 +300,9 @@ test('handshake timeout: an attempt that never opens is abandoned after 5 s', ()
 });
 
 test('local expiry: no resume within dead_after + grace of the last frame heard → ended "expired", fresh session', () => {
-  const h = setup();
+  // Racing off: each hung attempt ends in a backoff, as §9.3 describes. (With racing on, a
+  // resumable session races on through the stall instead: see the §9.7 tests.)
+  const h = setup({ client: { race: { maxInFlight: 1 } } });
   const { ws } = h.connect();
   h.client.send('pending');
   h.clock.advance(10_000);
@@ -603,4 +605,257 @@ test('a message the server already has (WELCOME last_received) does not trip the
   h.ws().deliver(welcome({ resumed: true, maxFrame: 16384, lastReceived: 1n }));
   assert.equal(h.ws().take('close').length, 0);
   assert.equal(h.client.state, 'connected');
+});
+
+// ───── §9.7 racing a slow connect ─────
+
+/** Steps the clock `ms` in 10 ms steps, checking after each that at most `max` sockets are live. */
+function stepChecking(h, ms, max = 3) {
+  for (let left = ms; left > 0; left -= 10) {
+    h.clock.advance(Math.min(10, left));
+    assert.ok(h.live().length <= max, `${h.live().length} WebSockets live at t=${h.clock.t}`);
+  }
+}
+
+test('§9.7 racing: a second WebSocket 750 ms beside a hung first, a third 750 ms later; never more than 3 opening, the oldest closed for a 4th', () => {
+  const h = setup();
+  h.clock.advance(0);
+  const start = h.clock.t;
+  h.clock.advance(749);
+  assert.equal(h.sockets().length, 1, 'no RTT measured yet: the wait is race.delay, 750 ms');
+  h.clock.advance(1);
+  assert.equal(h.sockets().length, 2);
+  assert.equal(h.live().length, 2, 'the first keeps opening beside the second');
+  h.clock.advance(750);
+  assert.equal(h.sockets().length, 3);
+  assert.equal(h.live().length, 3);
+  h.clock.advance(749);
+  assert.equal(h.sockets().length, 3);
+  h.clock.advance(1);
+  const [w1, w2, w3, w4] = h.sockets();
+  assert.ok(w4, 'a fourth starts 750 ms after the third');
+  assert.ok(w1.closed, 'the oldest is closed to make room');
+  assert.deepEqual([w2, w3, w4].map((w) => w.closed), [false, false, false]);
+  assert.equal(w1.sent.length, 0, 'nothing is said on a socket that never opened');
+  // No session to resume: the attempt budget (5 s) ends the attempt, and every racer with it.
+  stepChecking(h, start + 4_990 - h.clock.t);
+  assert.equal(h.of('attemptfailed').length, 0);
+  assert.deepEqual(h.sockets().map((w) => w.createdAt - start), [0, 750, 1500, 2250, 3000, 3750, 4500]);
+  h.clock.advance(10);
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['handshake-timeout']);
+  assert.equal(h.live().length, 0, 'every racer is closed when the attempt fails');
+  assert.equal(h.of('reconnecting').length, 1, 'then a backoff');
+});
+
+test('§9.7 racing: the first to open wins; the others are closed, HELLO only on the winner, the losers\' late events ignored', async () => {
+  const { encodeFrame } = await import('../dist/tether.js');
+  const h = setup();
+  h.clock.advance(0);
+  const start = h.clock.t;
+  h.clock.advance(1_500);
+  const [w1, w2, w3] = h.sockets();
+  assert.equal(h.sockets().length, 3);
+  // What late events of the losers would run (their handlers as the client set them).
+  const stale = [w1, w3].map((w) => ({ open: w.onopen, message: w.onmessage, close: w.onclose, error: w.onerror }));
+  h.clock.advance(100);
+  w2.open();
+  assert.deepEqual([w1.closed, w2.closed, w3.closed], [true, false, true], 'the losers are closed');
+  assert.equal(w2.take('hello').length, 1);
+  assert.equal(w2.sent.length, 0);
+  assert.deepEqual([w1.sent, w3.sent], [[], []], 'HELLO goes out on the winner only');
+  assert.equal(w1.onopen, null, 'the losers\' handlers are detached');
+
+  const b = encodeFrame(welcome());
+  for (const s of stale) {
+    s.open({});
+    s.message({ data: b.buffer });
+    s.error({});
+    s.close({});
+  }
+  assert.equal(h.client.state, 'connecting', 'no loser\'s WELCOME was taken');
+  assert.equal(h.of('attemptfailed').length, 0, 'no loser\'s close failed the attempt');
+  assert.equal(w2.closed, false);
+  assert.equal(h.sockets().length, 3, 'no more racing once one opened');
+
+  // The winner's handshake deadline is its own creation + 5 s, not the attempt's start + 5 s.
+  h.clock.advance(start + 750 + 4_999 - h.clock.t);
+  assert.equal(h.sockets().length, 3);
+  assert.equal(h.of('attemptfailed').length, 0);
+  h.clock.advance(1);
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['handshake-timeout']);
+  assert.ok(w2.closed);
+});
+
+test('§9.7 racing: a resumable session races on through a silent outage past the handshake timeout, and resumes within 1 s of the path returning', () => {
+  const h = setup();
+  // The harness plays the network. Path up: a new WebSocket opens 100 ms after it is created and
+  // the server answers HELLO 100 ms later. Path down: it hangs (its SYNs are lost) — even after
+  // the path returns, as a lost SYN is only retransmitted seconds later.
+  let pathUp = true;
+  h.onSocket((ws) => {
+    if (!pathUp) return;
+    h.clock.setTimeout(() => {
+      if (ws.closed) return;
+      ws.open();
+      const [hello] = ws.take('hello');
+      if (!hello) return;
+      h.clock.setTimeout(() => { if (!ws.closed) ws.deliver(welcome({ resumed: hello.resume !== null })); }, 100);
+    }, 100);
+  });
+  h.clock.advance(200);
+  assert.equal(h.client.state, 'connected');
+  assert.equal(h.sockets().length, 1);
+
+  // A silent outage: the link dies by heartbeat (35 s), then attempts hang for 30 s.
+  pathUp = false;
+  h.clear();
+  h.clock.advance(35_000);
+  assert.deepEqual(h.of('disconnected').map((d) => d.reason), ['heartbeat-timeout']);
+  const lostAt = h.clock.t;
+  stepChecking(h, 30_000);
+  assert.equal(h.client.state, 'reconnecting');
+  assert.equal(h.of('reconnecting').length, 1, 'one backoff after the loss, then racing without backoff');
+  const failed = h.of('attemptfailed');
+  assert.ok(failed.length >= 5, `${failed.length} attempt budgets reported`);
+  assert.ok(failed.every((a) => a.reason === 'handshake-timeout'));
+  const created = h.sockets().slice(1).map((w) => w.createdAt);
+  assert.ok(created[0] - lostAt <= 500, 'the first attempt after the first backoff step');
+  const gaps = created.slice(1).map((t, i) => t - created[i]);
+  // HELLO → WELCOME took 100 ms: the wait is clamp(4 × 100, 250, 750) = 400 ms.
+  assert.ok(gaps.every((g) => g === 400), `a new WebSocket every 400 ms (gaps ${[...new Set(gaps)]})`);
+  assert.ok(h.clock.t - created.at(-1) <= 400, 'still racing at the end of the outage');
+
+  // The path returns: the sockets in flight stay hung, the next one gets through.
+  pathUp = true;
+  const back = h.clock.t;
+  stepChecking(h, 1_000);
+  const [resumed] = h.of('resumed');
+  assert.ok(resumed, 'resumed within 1 s of the path returning');
+  const at = h.events.find((e) => e.type === 'resumed').t;
+  assert.ok(at - back <= 1_000, `resumed ${at - back} ms after the path returned`);
+  assert.equal(h.client.state, 'connected');
+  assert.equal(h.live().length, 1, 'only the winner is left');
+});
+
+test('§9.7 racing: { maxInFlight: 1 } is the old one-at-a-time behaviour: a hung attempt fails at the handshake timeout, then backoff', () => {
+  const h = setup({ client: { race: { maxInFlight: 1 } } });
+  const { ws } = h.connect();
+  ws.drop(); // a session to resume: with racing on, it would race on past the deadline
+  const [rec] = h.of('reconnecting');
+  h.clock.advance(rec.delay);
+  const start = h.clock.t;
+  assert.equal(h.sockets().length, 2);
+  stepChecking(h, 4_990, 1);
+  h.clock.advance(9);
+  assert.equal(h.sockets().length, 2, 'no WebSocket beside the hung one');
+  assert.equal(h.of('attemptfailed').length, 0);
+  h.clock.advance(1);
+  assert.equal(h.clock.t, start + 5_000);
+  assert.ok(h.sockets()[1].closed);
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['handshake-timeout']);
+  const next = h.of('reconnecting')[1];
+  assert.ok(next && next.delay > 0, 'the attempt ends in a backoff');
+  h.clock.advance(next.delay - 1);
+  assert.equal(h.sockets().length, 2);
+  h.clock.advance(1);
+  assert.equal(h.sockets().length, 3);
+});
+
+test('§9.7 racing: a racer that fails (error, then close) means the path answers: every racer closed, the attempt fails once, backoff', () => {
+  const h = setup();
+  const { ws } = h.connect(); // HELLO → WELCOME in 0 ms: the wait is min_delay, 250 ms
+  ws.drop();
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  h.clock.advance(250);
+  h.clock.advance(250);
+  const [, w2, w3, w4] = h.sockets();
+  assert.ok(w4 && h.live().length === 3);
+  h.clear();
+  w3.fail(); // neither the oldest nor the newest
+  assert.deepEqual([w2.closed, w4.closed], [true, true]);
+  assert.equal(h.live().length, 0);
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['closed'], 'error and close count as one failure');
+  const [rec] = h.of('reconnecting');
+  assert.ok(rec.delay > 0, 'a backoff, not an immediate retry');
+  h.clock.advance(rec.delay - 1);
+  assert.equal(h.sockets().length, 4, 'no racing while backing off');
+  h.clock.advance(1);
+  assert.equal(h.sockets().length, 5);
+});
+
+test('§9.7 racing: the wait is 4 × the last round trip (HELLO → WELCOME, PING → PONG) within [minDelay, delay]', () => {
+  const h = setup();
+  h.clock.advance(0);
+  h.ws().open();
+  h.clock.advance(100);
+  h.ws().deliver(welcome()); // HELLO → WELCOME: 100 ms
+  h.ws().drop();
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  h.clock.advance(399);
+  assert.equal(h.sockets().length, 2);
+  h.clock.advance(1);
+  assert.equal(h.sockets().length, 3, '4 × 100 ms');
+  h.ws().open();
+  h.ws().deliver(welcome({ resumed: true }));
+  h.clock.advance(20_000);
+  const [p] = h.ws().take('ping');
+  h.clock.advance(30);
+  h.ws().deliver({ type: 'pong', nonce: p.nonce, ack: 0n, payload: new Uint8Array(0) }); // PING → PONG: 30 ms
+  h.ws().drop();
+  h.clock.advance(h.of('reconnecting')[1].delay);
+  const n = h.sockets().length;
+  h.clock.advance(249);
+  assert.equal(h.sockets().length, n);
+  h.clock.advance(1);
+  assert.equal(h.sockets().length, n + 1, '4 × 30 ms is below minDelay: 250 ms');
+});
+
+test('§9.7 racing: close(), local expiry and a network change abandon every racer', () => {
+  // close()
+  let h = setup();
+  h.clock.advance(1_500);
+  assert.equal(h.live().length, 3);
+  h.client.close();
+  assert.equal(h.live().length, 0);
+  h.clock.advance(60_000);
+  assert.equal(h.sockets().length, 3, 'closed for good');
+
+  // local expiry of a session that never gets its path back
+  h = setup();
+  const { ws } = h.connect();
+  ws.drop(); // last heard now: expiry 35 s + 60 s later
+  const expiry = h.clock.t + 95_000;
+  stepChecking(h, 95_000 - 10);
+  assert.equal(h.of('ended').length, 0);
+  assert.ok(h.live().length >= 2, 'racing until the end');
+  h.clock.advance(10);
+  assert.equal(h.clock.t, expiry);
+  assert.equal(h.of('ended')[0]?.reason, 'expired');
+  assert.equal(h.live().length, 0, 'every racer is closed at expiry');
+
+  // a network change while an attempt has been racing for the probe timeout (realtime: 1.5 s)
+  h = setup({ client: { profile: 'realtime' } });
+  h.clock.advance(1_499);
+  h.client.probe();
+  assert.equal(h.live().length, 2, 'a younger attempt is left alone');
+  h.clock.advance(1);
+  const before = h.sockets().length;
+  assert.equal(h.live().length, 3);
+  h.client.probe();
+  assert.equal(h.live().length, 0);
+  h.clock.advance(0);
+  assert.equal(h.sockets().length, before + 1, 'a new attempt at once');
+  assert.equal(h.live().length, 1);
+});
+
+test('§9.7 racing: settings that cannot work are refused, naming the option', () => {
+  const make = (race) => () => setup({ client: { race } });
+  assert.throws(make({ maxInFlight: 0 }), /race\.maxInFlight: 0 .* 1 to 8/);
+  assert.throws(make({ maxInFlight: 9 }), /race\.maxInFlight/);
+  assert.throws(make({ maxInFlight: 2.5 }), /race\.maxInFlight/);
+  assert.throws(make({ delay: 100 }), /race\.delay: delay 100 ms with minDelay 250 ms/);
+  assert.throws(make({ minDelay: 0 }), /race\.delay/);
+  assert.throws(make({ delay: NaN }), /race\.delay/);
+  make({ delay: 250, minDelay: 250, maxInFlight: 8 })();
+  make({ maxInFlight: 1 })();
 });

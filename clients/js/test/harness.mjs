@@ -35,6 +35,8 @@ export class MemoryStorage {
 
 export class FakeWebSocket {
   static all = [];
+  /** Called with each new socket (before the client sets its handlers): the test's network decides its fate. */
+  static onCreate = null;
   readyState = 0;
   binaryType = 'blob';
   protocol = '';
@@ -45,6 +47,7 @@ export class FakeWebSocket {
     this.url = url;
     this.protocols = protocols;
     FakeWebSocket.all.push(this);
+    FakeWebSocket.onCreate?.(this);
   }
   send(bytes) {
     if (this.readyState !== 1) throw new Error('send on a socket that is not open');
@@ -56,6 +59,8 @@ export class FakeWebSocket {
   deliver(frame) { const b = encodeFrame(frame); this.onmessage?.({ data: b.buffer.slice(b.byteOffset, b.byteOffset + b.length) }); }
   raw(data) { this.onmessage?.({ data }); }
   drop() { this.readyState = 3; this.onclose?.({}); }
+  /** A failed connect as browsers report it: error, then close. */
+  fail() { this.readyState = 3; this.onerror?.({}); this.onclose?.({}); }
   take(type) { const out = this.sent.filter((f) => !type || f.type === type); this.sent = this.sent.filter((f) => type && f.type !== type); return out; }
 }
 
@@ -75,6 +80,8 @@ export function welcome(over = {}) {
 export function setup(opts = {}) {
   FakeWebSocket.all = [];
   const clock = opts.clock ?? new FakeClock();
+  let onSocket = null;
+  FakeWebSocket.onCreate = (ws) => { ws.createdAt = clock.t; onSocket?.(ws); };
   const storage = opts.storage ?? new MemoryStorage();
   let r = 0.5;
   const client = new TetherClient('ws://test/', {
@@ -89,6 +96,10 @@ export function setup(opts = {}) {
     setRandom(v) { r = v; },
     ws: () => FakeWebSocket.all.at(-1),
     sockets: () => FakeWebSocket.all,
+    /** Sockets neither closed by the client nor failed: still opening, or open. */
+    live: () => FakeWebSocket.all.filter((w) => !w.closed && w.readyState !== 3),
+    /** Runs `fn(ws)` for every socket created from now on (it plays the network). */
+    onSocket(fn) { onSocket = fn; },
     of: (type) => events.filter((e) => e.type === type).map((e) => e.detail),
     clear: () => { events.length = 0; },
     /** Runs the first attempt, opens it and answers with WELCOME. */
