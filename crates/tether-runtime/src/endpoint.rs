@@ -178,8 +178,14 @@ async fn connect_any(
         addrs.rotate_left(first);
     }
     let mut failures = Vec::new();
-    for addr in &addrs {
-        match tokio::time::timeout(per_address, connect_from(*addr, source)).await {
+    for (i, addr) in addrs.iter().enumerate() {
+        // Every address but the last gets `per_address`; the last waits
+        // until the client gives the transport up (its handshake timeout,
+        // PROTOCOL §9.7): a connect timing out would count as the path
+        // answering, and end an attempt that racing should carry on.
+        let attempt = connect_from(*addr, source);
+        let r = if i + 1 < addrs.len() { tokio::time::timeout(per_address, attempt).await } else { Ok(attempt.await) };
+        match r {
             Ok(Ok(s)) => return Ok((s, *addr)),
             Ok(Err(e)) => failures.push((format!("{addr}: {e}"), e.kind())),
             Err(_) => failures

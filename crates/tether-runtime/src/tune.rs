@@ -40,7 +40,9 @@ pub struct SocketTuning {
     pub user_timeout: Option<Duration>,
     /// TCP_NODELAY.
     pub nodelay: bool,
-    /// Longest one TCP connect may take, per resolved address.
+    /// Longest one TCP connect may take, per resolved address, when another
+    /// address remains to be tried (the last waits until the client gives
+    /// the transport up at its handshake timeout).
     pub connect_timeout: Duration,
 }
 

@@ -10,6 +10,12 @@
 //! a report (sessions held, connect rate, RTT samples, messages, latency
 //! percentiles, resumes, failures by reason, and the gateway's memory and
 //! CPU when its pids are given) on stdout and, with `--json FILE`, as JSON.
+//!
+//! With `--outage 10s` (root, a gateway on loopback) every session is cut
+//! off at once once they are all held: an nft rule drops every packet to
+//! and from the gateway's port, with no signal to either side, then is
+//! removed. The report then says when the sessions noticed, when the first
+//! and the last resumed after the path returned, and what was refused.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -72,6 +78,71 @@ pub(crate) struct LoadArgs {
     /// address can open to one port.
     #[arg(long)]
     source: Option<String>,
+    /// Once every session is held, drop every packet to and from the
+    /// gateway's port for this long (nft, needs root; a gateway on a
+    /// loopback address only), then measure the storm of resumes.
+    #[arg(long, value_parser = duration)]
+    outage: Option<Duration>,
+}
+
+/// An nft table dropping every packet to and from one loopback port, removed
+/// when dropped: a silent outage for every session at once.
+struct Cut {
+    table: String,
+}
+
+impl Cut {
+    fn start(port: u16) -> Result<Cut> {
+        let table = format!("tether_bench_{}", std::process::id());
+        let script = format!(
+            "table inet {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    \
+             oifname \"lo\" tcp dport {port} drop\n    oifname \"lo\" tcp sport {port} drop\n  }}\n}}\n"
+        );
+        nft(&script).context("--outage needs root and nftables (Debian: apt-get install nftables)")?;
+        Ok(Cut { table })
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        if let Err(e) = nft(&format!("delete table inet {}\n", self.table)) {
+            eprintln!(
+                "could not remove the outage's nft table {}: {e:#}; remove it by hand: nft delete table inet {}",
+                self.table, self.table
+            );
+        }
+    }
+}
+
+fn nft(script: &str) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run nft")?;
+    child.stdin.take().context("no stdin")?.write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft refused the rules: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// The gateway's port, if the URL names a loopback address (an outage is
+/// only ever made on this machine's loopback).
+fn loopback_port(url: &str) -> Result<u16> {
+    let ep: tether_runtime::Endpoint = url.parse()?;
+    let ip: std::net::IpAddr = ep.host().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--outage: give the gateway as a loopback address (e.g. ws://127.0.0.1:7400/tether), not {:?}",
+            ep.host()
+        )
+    })?;
+    if !ip.is_loopback() {
+        bail!("--outage only cuts a gateway on this machine's loopback; {ip} is not a loopback address");
+    }
+    Ok(ep.port())
 }
 
 /// The addresses `--source` names, in order.
@@ -98,6 +169,20 @@ fn sources(spec: &str) -> Result<Vec<std::net::IpAddr>> {
     Ok(out)
 }
 
+/// A `[first, last]` pair of unix µs from a worker's report.
+fn span(v: Option<&Value>) -> Option<(u64, u64)> {
+    let a = v?.as_array()?;
+    Some((a.first()?.as_u64()?, a.get(1)?.as_u64()?))
+}
+
+/// The widest span covering both.
+fn widen(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some((x.0.min(y.0), x.1.max(y.1))),
+        (x, y) => x.or(y),
+    }
+}
+
 /// One worker's counters, cumulative (what it prints every second).
 #[derive(Default, Clone)]
 struct Counters {
@@ -112,6 +197,9 @@ struct Counters {
     latency: Vec<u64>,
     /// When every session of the worker was first held, from its start.
     all_held_s: Option<f64>,
+    /// Earliest and latest transport loss and resume (unix µs).
+    lost: Option<(u64, u64)>,
+    resumed: Option<(u64, u64)>,
 }
 
 impl Counters {
@@ -136,6 +224,8 @@ impl Counters {
                 .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
                 .unwrap_or_default(),
             all_held_s: v.get("all_held_s").and_then(Value::as_f64),
+            lost: span(v.get("lost")),
+            resumed: span(v.get("resumed")),
         }
     }
 
@@ -160,6 +250,8 @@ impl Counters {
             (Some(a), Some(b)) => Some(a.max(b)),
             _ => None,
         };
+        self.lost = widen(self.lost, o.lost);
+        self.resumed = widen(self.resumed, o.resumed);
     }
 
     /// The delay below which a share `p` of the deliveries arrived, in ms.
@@ -248,6 +340,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
     let _: tether_runtime::Endpoint = a.url.parse()?;
     client_options(a.profile, a.interval, a.ca.as_deref())?;
     let from = a.source.as_deref().map(sources).transpose()?;
+    let outage_port = a.outage.map(|_| loopback_port(&a.url)).transpose()?;
     if a.sessions == 0 {
         bail!("--sessions must be at least 1");
     }
@@ -357,10 +450,14 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
             bail!("only {} of {} sessions held after 10 min", c.established, a.sessions);
         }
     }
+    // Every worker's own clock, from its start: 100 ms resolution.
+    let connect_time = Duration::from_secs_f64(total(&workers).all_held_s.unwrap_or(start.elapsed().as_secs_f64()));
+    let outage = match (a.outage, outage_port) {
+        (Some(len), Some(port)) => Some(storm(&mut workers, &total, &line, &mut prev, start, len, port, a.sessions)?),
+        _ => None,
+    };
     // Hold phase.
     let hold0 = total(&workers);
-    // Every worker's own clock, from its start: 100 ms resolution.
-    let connect_time = Duration::from_secs_f64(hold0.all_held_s.unwrap_or(start.elapsed().as_secs_f64()));
     let gw_hold0 = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
     let hold_start = Instant::now();
     while hold_start.elapsed() < a.duration {
@@ -397,6 +494,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         "sessions_started_over": end.connected.saturating_sub(a.sessions as u64),
         "sessions_ended": end.ended,
         "failures": end.failures,
+        "outage": outage,
         "gateway": gw_end.zip(gw_hold0).zip(gw0).map(|(((cpu, rss, anon), (cpu0, _, _)), (_, rss_start, anon_start))| json!({
             "cpu_cores_while_held": (cpu - cpu0) / held_for,
             "vm_rss_kib": rss,
@@ -412,6 +510,80 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         println!("report written to {}", p.display());
     }
     Ok(())
+}
+
+/// `--outage`: cuts every session off at once for `len`, restores the path,
+/// and waits (up to 2 min) until every session is held again. Returns the
+/// report's `outage` section.
+#[allow(clippy::too_many_arguments)]
+fn storm(
+    workers: &mut [Worker],
+    total: &impl Fn(&[Worker]) -> Counters,
+    line: &impl Fn(&Counters, &Counters, f64),
+    prev: &mut Counters,
+    start: Instant,
+    len: Duration,
+    port: u16,
+    sessions: usize,
+) -> Result<Value> {
+    let before = total(workers);
+    println!("  outage: every packet to and from port {port} dropped for {}", humantime::format_duration(len));
+    let cut_at = unix_micros();
+    let cut = Cut::start(port)?;
+    let until = Instant::now() + len;
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_secs(1).min(until.saturating_duration_since(Instant::now())));
+        alive(workers)?;
+        let c = total(workers);
+        line(&c, prev, start.elapsed().as_secs_f64());
+        *prev = c;
+    }
+    // Counted from just before the rule goes: no resume can precede it.
+    let back_at = unix_micros();
+    drop(cut);
+    println!("  outage over: path restored");
+    let wait = Instant::now();
+    let c = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        alive(workers)?;
+        let c = total(workers);
+        line(&c, prev, start.elapsed().as_secs_f64());
+        *prev = c.clone();
+        // Held again, and every loss was answered by a resume or a new session.
+        let lost = c.failures.iter().filter(|(k, _)| !k.starts_with("session ended")).count() > 0;
+        if c.established as usize >= sessions && (!lost || c.resumes > before.resumes) {
+            break c;
+        }
+        if wait.elapsed() > Duration::from_secs(120) {
+            println!("  only {} of {sessions} sessions held 2 min after the outage", c.established);
+            break c;
+        }
+    };
+    // Seconds from `from` to the first (at or after `from`) and the last
+    // instant of a span, if it reaches past `from`.
+    let after = |t: Option<(u64, u64)>, from: u64| {
+        t.filter(|x| x.1 >= from).map(|x| ((x.0.max(from) - from) as f64 / 1e6, (x.1 - from) as f64 / 1e6))
+    };
+    let (lost, resumed) = (after(c.lost, cut_at), after(c.resumed, back_at));
+    let mut failures = c.failures.clone();
+    for (k, v) in &before.failures {
+        if let Some(n) = failures.get_mut(k) {
+            *n = n.saturating_sub(*v);
+        }
+    }
+    failures.retain(|_, v| *v > 0);
+    Ok(json!({
+        "length_s": len.as_secs_f64(),
+        "first_loss_after_cut_s": lost.map(|x| x.0),
+        "last_loss_after_cut_s": lost.map(|x| x.1),
+        "resumed": c.resumes.saturating_sub(before.resumes),
+        "first_resume_after_restore_s": resumed.map(|x| x.0),
+        "last_resume_after_restore_s": resumed.map(|x| x.1),
+        "held_again": c.established,
+        "sessions_started_over": c.connected.saturating_sub(before.connected),
+        "sessions_ended": c.ended.saturating_sub(before.ended),
+        "failures_during": failures,
+    }))
 }
 
 #[derive(clap::Args)]
@@ -447,6 +619,16 @@ struct Shared {
     ended: AtomicU64,
     failures: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<Vec<u64>>,
+    /// Earliest and latest transport loss and resume (unix µs).
+    lost: Mutex<Option<(u64, u64)>>,
+    resumed: Mutex<Option<(u64, u64)>>,
+}
+
+/// Widens a `[first, last]` span to cover now.
+fn mark(span: &Mutex<Option<(u64, u64)>>) {
+    let now = unix_micros();
+    let mut s = span.lock().unwrap_or_else(|p| p.into_inner());
+    *s = Some(s.map_or((now, now), |(a, _)| (a, now)));
 }
 
 fn unix_micros() -> u64 {
@@ -512,12 +694,14 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
             let s = s2.clone();
             tokio::spawn(async move {
                 while let Some(e) = client.next_event().await {
+                    let lost = matches!(e, Event::Session(ClientEvent::Disconnected { .. }));
                     match e {
                         Event::Session(ClientEvent::Connected { .. }) => {
                             s.connected.fetch_add(1, Ordering::Relaxed);
                         }
                         Event::Session(ClientEvent::Resumed { .. }) => {
                             s.resumes.fetch_add(1, Ordering::Relaxed);
+                            mark(&s.resumed);
                         }
                         Event::Session(ClientEvent::Rtt(_)) => {
                             s.rtt.fetch_add(1, Ordering::Relaxed);
@@ -525,6 +709,9 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
                         Event::Session(
                             ClientEvent::AttemptFailed { reason } | ClientEvent::Disconnected { reason },
                         ) => {
+                            if lost {
+                                mark(&s.lost);
+                            }
                             *s.failures
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -537,6 +724,15 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .entry(format!("session ended: {}", kind_of(&reason)))
+                                .or_default() += 1;
+                        }
+                        Event::DialFailed { error } => {
+                            // The OS's words, after the address.
+                            let why = error.rsplit(": ").next().unwrap_or(&error).chars().take(60).collect::<String>();
+                            *s.failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .entry(format!("dial: {why}"))
                                 .or_default() += 1;
                         }
                         Event::Session(ClientEvent::Message(m)) => {
@@ -593,6 +789,8 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
             "failures": *s.failures.lock().unwrap_or_else(|p| p.into_inner()),
             "latency": *s.latency.lock().unwrap_or_else(|p| p.into_inner()),
             "all_held_s": all_held,
+            "lost": *s.lost.lock().unwrap_or_else(|p| p.into_inner()),
+            "resumed": *s.resumed.lock().unwrap_or_else(|p| p.into_inner()),
         });
         let mut out = std::io::stdout().lock();
         writeln!(out, "{v}")?;
