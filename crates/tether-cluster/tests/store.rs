@@ -59,6 +59,33 @@ async fn a_claim_checks_the_token_raises_the_fence_and_fences_the_old_owner_out(
     assert_eq!(bn.commit(id, c.fence, 1, vec![]).await, Ok(vec![]));
 }
 
+/// A storm of handshakes that time out after the claim: the client keeps
+/// presenting the token it holds (an issued one it never confirmed), every
+/// WELCOME lost. It must keep working however many there are (a token
+/// presented is a token held: it becomes current), and the one before it
+/// is retired (PROTOCOL §5.4).
+#[tokio::test]
+async fn a_token_presented_is_held_however_many_welcomes_are_lost_after_it() {
+    let redis = Redis::start();
+    let p = prefix();
+    let a = redis.store("a", &p).await;
+    let mut rng = Rng::from_seed(11);
+    let (rec, t0) = record(&mut rng);
+    let id = rec.id;
+    a.open(&rec, None, Duration::from_secs(60)).await.unwrap();
+    let t1 = ResumeToken::random(&mut rng);
+    a.claim(id, t0.hash(), t1.hash()).await.unwrap().unwrap();
+    // The client got t1's WELCOME, then nothing more goes through.
+    for _ in 0..10 {
+        let lost = ResumeToken::random(&mut rng);
+        let c = a.claim(id, t1.hash(), lost.hash()).await.unwrap().unwrap();
+        assert_eq!(c.record.tokens.check(&t1), tether_proto::token::TokenCheck::Valid);
+    }
+    let fresh = ResumeToken::random(&mut rng);
+    let refused = a.claim(id, t0.hash(), fresh.hash()).await.unwrap().unwrap_err();
+    assert!(matches!(refused, ClaimRefused::TokenReused | ClaimRefused::InvalidToken), "{refused:?}");
+}
+
 #[tokio::test]
 async fn two_resumes_racing_for_one_session_leave_exactly_one_owner() {
     let redis = Redis::start();

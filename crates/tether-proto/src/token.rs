@@ -178,6 +178,25 @@ impl TokenState {
         }
     }
 
+    /// A resume presented `token`, found valid: whoever presents a token
+    /// holds it, so an issued one becomes the current token. The current
+    /// token and those issued before it are retired; those issued after it
+    /// stay valid (the resume may be a stale handshake, overtaken by one
+    /// whose WELCOME the client did receive). Without this, a client that
+    /// never got to confirm the token it holds would lose it once
+    /// `MAX_PENDING` later resumes were processed but their WELCOMEs lost
+    /// (a storm of handshake timeouts), and its session with it.
+    pub fn presented(&mut self, token: &ResumeToken) {
+        let h = token.hash();
+        let Some(i) = self.pending.iter().position(|p| p.matches(&h)) else { return };
+        let older: Vec<TokenHash> = self.pending.drain(..=i).collect();
+        let old = std::mem::replace(&mut self.current, h);
+        self.retire(old);
+        for p in older.into_iter().filter(|p| !p.matches(&h)) {
+            self.retire(p);
+        }
+    }
+
     /// A WELCOME carries `fresh`: it is valid from now on, beside the others,
     /// until some transport confirms its own token.
     pub fn issue(&mut self, fresh: &ResumeToken) -> TokenHash {
@@ -257,5 +276,35 @@ mod tests {
             assert_eq!(s.check(old), TokenCheck::Reused);
         }
         assert!(!s.has_pending());
+    }
+
+    #[test]
+    fn presenting_an_issued_token_makes_it_current_and_survives_any_number_of_lost_welcomes() {
+        let mut rng = Rng::from_seed(9);
+        let t0 = ResumeToken::random(&mut rng);
+        let mut s = TokenState::new(&t0);
+        let t1 = ResumeToken::random(&mut rng);
+        s.issue(&t1);
+        let t2 = ResumeToken::random(&mut rng);
+        s.issue(&t2);
+        // The client got t1's WELCOME but never sent a frame after it; now
+        // it resumes with t1, again and again, each WELCOME lost.
+        for _ in 0..10 {
+            assert_eq!(s.check(&t1), TokenCheck::Valid, "the token the client holds");
+            s.presented(&t1);
+            s.issue(&ResumeToken::random(&mut rng));
+        }
+        assert_ne!(s.check(&t0), TokenCheck::Valid, "the token before it is retired");
+        // t2, issued after t1, stays valid: a stale HELLO with t1 may have
+        // overtaken the one whose WELCOME (t2) the client did get.
+        let mut s = TokenState::new(&t0);
+        s.issue(&t1);
+        s.issue(&t2);
+        s.presented(&t1);
+        assert_eq!(s.check(&t2), TokenCheck::Valid);
+        assert_eq!(s.check(&t0), TokenCheck::Reused);
+        // Presenting the current token changes nothing.
+        s.presented(&t1);
+        assert_eq!((s.check(&t1), s.check(&t2)), (TokenCheck::Valid, TokenCheck::Valid));
     }
 }

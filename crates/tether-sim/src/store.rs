@@ -206,6 +206,7 @@ impl Store {
             TokenCheck::Invalid => return Ok(Err(ClaimRefused::InvalidToken)),
             TokenCheck::Reused => return Ok(Err(ClaimRefused::TokenReused)),
         }
+        s.tokens.presented(token);
         s.fence += 1;
         s.owner = Some(node);
         s.orphan_until = None;

@@ -325,6 +325,8 @@ impl ServerSession {
         if let State::Attached { tid: old, .. } = self.state {
             self.io.close(old, CloseCode::TransportReplaced, Duration::ZERO, "resumed on another transport");
         }
+        // The client holds the token it presented (PROTOCOL §5.4).
+        self.tokens.presented(&r.token);
         let fresh = fresh.unwrap_or_else(|| ResumeToken::random(rng));
         let issued = self.tokens.issue(&fresh);
         self.idle_timeout = self.cfg.grant_idle_timeout(hello.idle_timeout_ms);
