@@ -20,7 +20,9 @@ pub struct RaceConfig {
     /// silent outage ends the first resume comes (§9.7).
     pub delay: Duration,
     /// Shortest such wait. The wait is four times the last round trip
-    /// measured, kept between `min_delay` and `delay`.
+    /// measured, kept between `min_delay` and `delay`. (Not the 250 ms of
+    /// Happy Eyeballs: racing here goes on through a whole outage, and
+    /// every client of a server does it at once.)
     pub min_delay: Duration,
     /// Transports being opened at once; the oldest gives way to a new one.
     /// 1 turns racing off.
@@ -29,7 +31,7 @@ pub struct RaceConfig {
 
 impl Default for RaceConfig {
     fn default() -> Self {
-        RaceConfig { delay: Duration::from_millis(750), min_delay: Duration::from_millis(250), max_in_flight: 3 }
+        RaceConfig { delay: Duration::from_millis(750), min_delay: Duration::from_millis(500), max_in_flight: 3 }
     }
 }
 
@@ -144,7 +146,7 @@ mod tests {
         let c = RaceConfig::default();
         assert_eq!(c.wait(None), c.delay);
         assert_eq!(c.wait(Some(Duration::from_millis(1))), c.min_delay);
-        assert_eq!(c.wait(Some(Duration::from_millis(100))), Duration::from_millis(400));
+        assert_eq!(c.wait(Some(Duration::from_millis(150))), Duration::from_millis(600));
         assert_eq!(c.wait(Some(Duration::from_secs(2))), c.delay);
     }
 
@@ -152,7 +154,7 @@ mod tests {
     fn bad_settings_are_refused_with_the_field() {
         let c = RaceConfig { max_in_flight: 0, ..RaceConfig::default() };
         assert_eq!(c.validate().expect_err("0 in flight").field, "race.max_in_flight");
-        let c = RaceConfig { delay: Duration::from_millis(100), ..RaceConfig::default() };
+        let c = RaceConfig { delay: Duration::from_millis(400), ..RaceConfig::default() };
         assert_eq!(c.validate().expect_err("delay below min").field, "race.delay");
         assert!(RaceConfig::default().validate().is_ok());
     }

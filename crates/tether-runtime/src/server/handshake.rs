@@ -104,9 +104,13 @@ async fn handshake(
         Err(_) => return refuse(inner, t, peer, Refusal::handshake_timeout()).await,
     };
     let refusal = inner.refusal().or_else(|| {
-        permit
-            .is_none()
-            .then(|| (RejectReason::Overloaded, inner.spread(inner.overload_retry, inner.overload_retry * 2)))
+        permit.is_none().then(|| {
+            // Spread over a window that grows with the storm (pace.rs),
+            // within a third of the grace: the refused resume must still
+            // come back in time.
+            let window = inner.pace.refused(std::time::Instant::now(), inner.overload_retry, inner.cfg.grace / 3);
+            (RejectReason::Overloaded, inner.spread(inner.overload_retry, window))
+        })
     });
     let tid = TransportId(inner.next_tid.fetch_add(1, Ordering::Relaxed) + 1);
     // A fork: the shared generator is not held through the authenticator.
@@ -139,8 +143,9 @@ async fn handshake(
                 }
             }
             open(inner, kind, *session, user, incoming, fence);
+            inner.pace.admitted();
         }
-        Admitted::Resumed { .. } => {} // the claim handed the transport over
+        Admitted::Resumed { .. } => inner.pace.admitted(), // the claim handed the transport over
         Admitted::Refused(r) => {
             if let Some(inc) = claim.incoming.take() {
                 refuse(inner, inc.transport, peer, r).await;

@@ -17,6 +17,7 @@
 //! registry → nothing (the registry lock is only held to look up or insert).
 
 mod handshake;
+mod pace;
 mod session;
 mod stored;
 
@@ -68,7 +69,8 @@ pub struct ServerOptions {
     /// (a flood must not cost a TLS handshake each).
     pub max_pending: usize,
     /// The retry-after given with Overloaded is spread over
-    /// `[overload_retry, 3 × overload_retry]`.
+    /// `[overload_retry, 3 × overload_retry]` when calm, wider in a storm
+    /// (up to 20 s, within a third of the grace; `pace.rs`).
     pub overload_retry: Duration,
     /// Seed for the server's randomness (tests); None draws from the OS.
     pub seed: Option<u64>,
@@ -262,6 +264,8 @@ pub(crate) struct Inner {
     pings: AtomicU64,
     /// Handshakes refused, by reason number (index 0 unused).
     rejects: [AtomicU64; 9],
+    /// Spreads the retry-after of overload refusals over a storm.
+    pace: pace::Pace,
     auth: Option<Arc<dyn Authenticate>>,
     ping_events: bool,
     log_heartbeats: bool,
@@ -341,7 +345,11 @@ fn listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    s.listen(1024)?;
+    // As deep an accept queue as the kernel allows (net.core.somaxconn,
+    // 4096 by default): in a reconnect storm a SYN the full queue drops
+    // is retransmitted seconds later, while a connection the kernel
+    // completes is one the client stops racing beside (PROTOCOL §9.7).
+    s.listen(65_535)?;
     TcpListener::from_std(s.into())
 }
 
@@ -386,6 +394,7 @@ impl Server {
             next_tid: AtomicU64::new(0),
             pings: AtomicU64::new(0),
             rejects: Default::default(),
+            pace: pace::Pace::new(std::time::Instant::now(), opts.overload_retry),
             auth: opts.auth.clone(),
             ping_events: opts.ping_events,
             log_heartbeats: opts.log_heartbeats,

@@ -2,7 +2,8 @@
 //!
 //! N sessions (tether clients of this runtime) to a `tcp://`, `tls://`,
 //! `ws://` or `wss://` URL, spread over as many worker processes as the
-//! file-descriptor limit needs (15 000 sessions each; the workers are this
+//! file-descriptor limit needs (6 000 sessions each: a session may hold three
+//! sockets while it races a reconnect, PROTOCOL §9.7; the workers are this
 //! binary, `tether bench-node load-worker`). Each session runs the chosen
 //! heartbeat; with `--members K` the sessions join rooms of K and each says
 //! `--says` messages per second, stamped with the send time so that every
@@ -31,8 +32,9 @@ use tether_args::{duration, ProfileArg};
 use tether_proto::{ClientConfig, ClientEvent};
 use tether_runtime::client::{Client, ClientOptions, Event};
 
-/// Sessions one worker process holds (the fd limit is 20 000 here).
-const PER_WORKER: usize = 15_000;
+/// Sessions one worker process holds: the fd limit is 20 000 here, and each
+/// session may hold three sockets while it races a reconnect (§9.7).
+const PER_WORKER: usize = 6_000;
 /// Latency histogram: bucket i holds delays below 2^(i/4) µs.
 const BUCKETS: usize = 112;
 

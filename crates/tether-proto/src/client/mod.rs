@@ -13,152 +13,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::adaptive::Adaptive;
-use crate::backoff::{Backoff, BackoffConfig, DelayContext};
+use crate::backoff::{Backoff, DelayContext};
 use crate::error::{CloseCode, ConfigError, RejectReason, SendError, SequenceError, SessionEnd, TransportLoss};
 use crate::frame::{self, Close, Frame, Hello, Resume, Welcome};
-use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig, ProbeCause, Profile};
+use crate::heartbeat::{Heartbeat, HeartbeatAction, ProbeCause};
 use crate::outputs::Outputs;
-use crate::race::{RaceConfig, Racers};
+use crate::race::Racers;
 use crate::rng::Rng;
-use crate::stream::{self, AckConfig, DataVerdict, Inbound, Outbound, ReceiveWindow, ReplayLimits};
+use crate::stream::{self, DataVerdict, Inbound, Outbound};
 use crate::token::{ResumeToken, SessionId};
 use crate::{Transmit, TransportId};
 
-/// Client settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientConfig {
-    /// Liveness probing.
-    pub heartbeat: HeartbeatConfig,
-    /// Reconnection delays.
-    pub backoff: BackoffConfig,
-    /// Connection attempts raced beside a slow one (§9.7).
-    pub race: RaceConfig,
-    /// Bounds on unacknowledged outgoing messages (also bounds `send` while
-    /// disconnected).
-    pub replay: ReplayLimits,
-    /// Ack pacing.
-    pub ack: AckConfig,
-    /// Server messages held for a busy application before further ones are
-    /// deferred (`docs/PROTOCOL.md` §7.8).
-    pub receive_window: ReceiveWindow,
-    /// Longest a connection attempt may take, from asking the caller to
-    /// connect to receiving WELCOME.
-    pub handshake_timeout: Duration,
-    /// Largest frame this client accepts.
-    pub max_frame: u32,
-    /// Credential sent in every HELLO.
-    pub auth: Bytes,
-}
+mod config;
+mod event;
 
-impl ClientConfig {
-    /// Settings built around a heartbeat profile.
-    pub fn profile(p: Profile) -> Self {
-        ClientConfig {
-            heartbeat: HeartbeatConfig::profile(p),
-            backoff: BackoffConfig::default(),
-            race: RaceConfig::default(),
-            replay: ReplayLimits::client_default(),
-            ack: AckConfig::default(),
-            receive_window: ReceiveWindow::default(),
-            handshake_timeout: match p {
-                Profile::Realtime => Duration::from_secs(3),
-                _ => Duration::from_secs(5),
-            },
-            max_frame: frame::DEFAULT_MAX_FRAME,
-            auth: Bytes::new(),
-        }
-    }
-
-    /// Checks every setting; the error names the field and the fix.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.heartbeat.validate()?;
-        self.backoff.validate()?;
-        self.race.validate()?;
-        self.replay.validate()?;
-        self.receive_window.validate()?;
-        if self.handshake_timeout.is_zero() {
-            return Err(ConfigError::new("handshake_timeout", "is 0", "use a few seconds, e.g. 5s"));
-        }
-        if !(frame::MIN_MAX_FRAME..=frame::MAX_MAX_FRAME).contains(&self.max_frame) {
-            return Err(ConfigError::new(
-                "max_frame",
-                format!("{} is outside 16384..=16777216", self.max_frame),
-                "pick a frame limit within the protocol's range",
-            ));
-        }
-        if self.auth.len() > frame::MAX_AUTH_LEN {
-            return Err(ConfigError::new("auth", "longer than 4096 bytes", "use a shorter credential"));
-        }
-        Ok(())
-    }
-}
-
-/// What the client tells its application.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum ClientEvent {
-    /// A new session is established.
-    Connected {
-        /// Its id.
-        session: SessionId,
-    },
-    /// The session continues on a new transport.
-    Resumed {
-        /// Its id.
-        session: SessionId,
-        /// Messages written again because the server had not received them.
-        replayed: u64,
-    },
-    /// The transport carrying the session was lost; the session is kept.
-    Disconnected {
-        /// Why.
-        reason: TransportLoss,
-    },
-    /// A connection attempt failed before the session was (re)established:
-    /// refused (e.g. Overloaded with a retry-after), timed out, or closed.
-    AttemptFailed {
-        /// Why.
-        reason: TransportLoss,
-    },
-    /// A connection attempt is scheduled.
-    Reconnecting {
-        /// Attempts that failed in a row before this one.
-        attempt: u32,
-        /// Wait before it.
-        delay: Duration,
-    },
-    /// An application message, delivered exactly once and in order.
-    Message(Bytes),
-    /// A round-trip time measured by PING/PONG.
-    Rtt(Duration),
-    /// Application data carried on a PONG.
-    PongPayload(Bytes),
-    /// Application data carried on a PING from the server.
-    PingPayload(Bytes),
-    /// A probe cycle failed but the heartbeat is not enforced (debug mode).
-    HeartbeatMissed,
-    /// The adaptive profile changed the heartbeat interval on a network
-    /// (it learned the path tolerates longer silences, or that it does not).
-    /// Persist [`Adaptive::export`] to start from what was learned next time.
-    IntervalLearned {
-        /// The network key the interval applies to.
-        network: String,
-        /// The idle interval now in use there.
-        interval: Duration,
-    },
-    /// The session ended; its unacknowledged outgoing messages are handed back.
-    SessionEnded {
-        /// The session (None if none had been established yet).
-        session: Option<SessionId>,
-        /// Why.
-        reason: SessionEnd,
-        /// Messages the server never acknowledged, oldest first. Some may have
-        /// arrived (their ack was lost); none will be delivered from now on.
-        unacked: Vec<Bytes>,
-        /// True when the client goes on to open a fresh session by itself.
-        restarting: bool,
-    },
-}
+pub use config::ClientConfig;
+pub use event::ClientEvent;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Link {
@@ -217,6 +87,9 @@ pub struct Client {
     racers: Racers,
     /// The last round trip measured (paces racing).
     last_rtt: Option<Duration>,
+    /// The server was reached but did not answer in time, or refused for
+    /// load, since the last WELCOME: attempts do not race (§9.7).
+    server_slow: bool,
     session: Option<SessionCtx>,
     /// Set while a session has no transport: after this the server has
     /// certainly expired it (last heard + server idle timeout + grace).
@@ -261,6 +134,7 @@ impl Client {
             link: Link::Waiting { until: now },
             racers: Racers::default(),
             last_rtt: None,
+            server_slow: false,
             session: None,
             resumable_until: None,
             resumes: 0,
@@ -387,6 +261,8 @@ impl Client {
         // One of the attempt's transports refused or failed at once: the
         // path answers, so racing is pointless; the attempt fails (backoff).
         if self.current_tid() == Some(tid) || self.racers.started(tid).is_some() {
+            // Closed once it had reached the server: a server shedding load.
+            self.server_slow |= matches!(self.link, Link::Handshaking { .. }) || self.reached();
             self.lose(now, TransportLoss::Closed, false);
         }
     }
@@ -464,6 +340,7 @@ impl Client {
             Link::Waiting { until } if now >= until => self.start_attempt(now),
             Link::Connecting { deadline, .. } => self.race(now, deadline),
             Link::Handshaking { deadline, .. } if now >= deadline => {
+                self.server_slow = true;
                 self.lose(now, TransportLoss::HandshakeTimeout, false);
             }
             Link::Established { tid, .. } if self.inb.resync_due() => {
@@ -559,6 +436,15 @@ impl Client {
         }
     }
 
+    /// True while `Connecting` once a transport reached the server (racing
+    /// stopped with transports left; with racing on).
+    fn reached(&self) -> bool {
+        matches!(self.link, Link::Connecting { .. })
+            && self.cfg.race.max_in_flight > 1
+            && !self.racers.racing()
+            && !self.racers.is_empty()
+    }
+
     /// Drops every transport: the current one and any being opened.
     fn abandon_transports(&mut self) {
         if let Some(tid) = self.current_tid() {
@@ -578,7 +464,8 @@ impl Client {
     fn open_racer(&mut self, now: Instant) {
         self.next_tid += 1;
         let tid = TransportId(self.next_tid);
-        let wait = (self.cfg.race.max_in_flight > 1).then(|| self.cfg.race.wait(self.last_rtt));
+        let racing = self.cfg.race.max_in_flight > 1 && !self.server_slow;
+        let wait = racing.then(|| self.cfg.race.wait(self.last_rtt));
         self.racers.start(tid, now, wait);
         self.io.connect(tid);
     }
@@ -596,6 +483,8 @@ impl Client {
         }
         if now >= deadline {
             if !(self.racers.racing() && self.resumable_until.is_some()) {
+                // A transport reached the server, which did not answer in time.
+                self.server_slow |= self.reached();
                 return self.lose(now, TransportLoss::HandshakeTimeout, false);
             }
             self.io.event(ClientEvent::AttemptFailed { reason: TransportLoss::HandshakeTimeout });
@@ -638,6 +527,9 @@ impl Client {
             Frame::Welcome(w) => self.on_welcome(now, tid, w),
             Frame::Reject(r) => {
                 self.io.abandon(tid);
+                if matches!(r.reason, RejectReason::Overloaded | RejectReason::ShuttingDown) {
+                    self.server_slow = true;
+                }
                 if r.retry_after_ms > 0 {
                     self.retry_not_before = Some(now + Duration::from_millis(u64::from(r.retry_after_ms)));
                 }
@@ -750,6 +642,7 @@ impl Client {
         self.hb.reset(now);
         self.resumable_until = None;
         self.retry_not_before = None;
+        self.server_slow = false;
     }
 
     /// True (and the session ended with CLOSE 3005) when a message still
@@ -1020,6 +913,7 @@ fn duration_ms(d: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heartbeat::Profile;
 
     #[test]
     fn asks_to_connect_at_once_then_sends_hello() {
