@@ -174,7 +174,10 @@ export interface Clock {
 export interface RaceOptions {
     /** Longest wait, while no WebSocket of the attempt has opened, before another starts beside them (750). */
     delay?: number;
-    /** Shortest such wait (250): the wait is 4 × the last round trip, kept within [minDelay, delay]. */
+    /**
+     * Shortest such wait (500): the wait is 4 × the last round trip, kept within [minDelay, delay]. (Not the
+     * 250 ms of Happy Eyeballs: this racing can last a whole outage, and every client of a server races at once.)
+     */
     minDelay?: number;
     /** WebSockets opening at once, 1 to 8 (3); the oldest is closed to make room. 1 turns racing off. */
     maxInFlight?: number;
@@ -183,7 +186,7 @@ export interface TetherOptions {
     /** Credential sent as HELLO auth (a JWT for the gateway); empty for anonymous. */
     token?: string;
     profile?: Profile;
-    /** Racing a slow connect (§9.7): default 750 / 250 ms, 3 at once; `{ maxInFlight: 1 }` turns it off. */
+    /** Racing a slow connect (§9.7): default 750 / 500 ms, 3 at once; `{ maxInFlight: 1 }` turns it off. */
     race?: RaceOptions;
     /** Where the session survives a page reload; default window.sessionStorage, null for none. */
     storage?: StorageLike | null;

@@ -308,7 +308,7 @@ const PROFILES = {
     realtime: { interval: 3000, probeTimeout: 1500, probes: 3, handshakeTimeout: 3000 },
 };
 const BACKOFF = { initial: 500, max: 30000, resumeMax: 2000, stableAfter: 10000 };
-const RACE = { delay: 750, minDelay: 250, maxInFlight: 3 };
+const RACE = { delay: 750, minDelay: 500, maxInFlight: 3 };
 const ACK_DELAY = 50;
 const ACK_EVERY = 32n;
 const REPLAY_MAX_BYTES = 1 << 20;
@@ -533,7 +533,7 @@ function raceSettings(o = {}) {
     const c = { delay: o.delay ?? RACE.delay, minDelay: o.minDelay ?? RACE.minDelay, maxInFlight: o.maxInFlight ?? RACE.maxInFlight };
     const ms = (x) => typeof x === 'number' && Number.isFinite(x);
     if (!ms(c.minDelay) || !ms(c.delay) || !(c.minDelay > 0 && c.delay >= c.minDelay)) {
-        throw new Error(`race.delay: delay ${c.delay} ms with minDelay ${c.minDelay} ms cannot work; use 0 < minDelay <= delay, e.g. 250 and 750`);
+        throw new Error(`race.delay: delay ${c.delay} ms with minDelay ${c.minDelay} ms cannot work; use 0 < minDelay <= delay, e.g. 500 and 750`);
     }
     if (!Number.isInteger(c.maxInFlight) || c.maxInFlight < 1 || c.maxInFlight > 8) {
         throw new Error(`race.maxInFlight: ${c.maxInFlight} is not a whole number from 1 to 8; use 3 (or 1 to turn racing off)`);

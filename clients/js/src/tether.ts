@@ -280,7 +280,7 @@ const PROFILES: Record<Profile, Timing> = {
   realtime: { interval: 3_000, probeTimeout: 1_500, probes: 3, handshakeTimeout: 3_000 },
 };
 const BACKOFF = { initial: 500, max: 30_000, resumeMax: 2_000, stableAfter: 10_000 };
-const RACE: Race = { delay: 750, minDelay: 250, maxInFlight: 3 };
+const RACE: Race = { delay: 750, minDelay: 500, maxInFlight: 3 };
 const ACK_DELAY = 50;
 const ACK_EVERY = 32n;
 const REPLAY_MAX_BYTES = 1 << 20;
@@ -522,7 +522,10 @@ export interface Clock {
 export interface RaceOptions {
   /** Longest wait, while no WebSocket of the attempt has opened, before another starts beside them (750). */
   delay?: number;
-  /** Shortest such wait (250): the wait is 4 × the last round trip, kept within [minDelay, delay]. */
+  /**
+   * Shortest such wait (500): the wait is 4 × the last round trip, kept within [minDelay, delay]. (Not the
+   * 250 ms of Happy Eyeballs: this racing can last a whole outage, and every client of a server races at once.)
+   */
   minDelay?: number;
   /** WebSockets opening at once, 1 to 8 (3); the oldest is closed to make room. 1 turns racing off. */
   maxInFlight?: number;
@@ -534,7 +537,7 @@ function raceSettings(o: RaceOptions = {}): Race {
   const c = { delay: o.delay ?? RACE.delay, minDelay: o.minDelay ?? RACE.minDelay, maxInFlight: o.maxInFlight ?? RACE.maxInFlight };
   const ms = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
   if (!ms(c.minDelay) || !ms(c.delay) || !(c.minDelay > 0 && c.delay >= c.minDelay)) {
-    throw new Error(`race.delay: delay ${c.delay} ms with minDelay ${c.minDelay} ms cannot work; use 0 < minDelay <= delay, e.g. 250 and 750`);
+    throw new Error(`race.delay: delay ${c.delay} ms with minDelay ${c.minDelay} ms cannot work; use 0 < minDelay <= delay, e.g. 500 and 750`);
   }
   if (!Number.isInteger(c.maxInFlight) || c.maxInFlight < 1 || c.maxInFlight > 8) {
     throw new Error(`race.maxInFlight: ${c.maxInFlight} is not a whole number from 1 to 8; use 3 (or 1 to turn racing off)`);
@@ -546,7 +549,7 @@ export interface TetherOptions {
   /** Credential sent as HELLO auth (a JWT for the gateway); empty for anonymous. */
   token?: string;
   profile?: Profile;
-  /** Racing a slow connect (§9.7): default 750 / 250 ms, 3 at once; `{ maxInFlight: 1 }` turns it off. */
+  /** Racing a slow connect (§9.7): default 750 / 500 ms, 3 at once; `{ maxInFlight: 1 }` turns it off. */
   race?: RaceOptions;
   /** Where the session survives a page reload; default window.sessionStorage, null for none. */
   storage?: StorageLike | null;

@@ -721,9 +721,9 @@ test('§9.7 racing: a resumable session races on through a silent outage past th
   const created = h.sockets().slice(1).map((w) => w.createdAt);
   assert.ok(created[0] - lostAt <= 500, 'the first attempt after the first backoff step');
   const gaps = created.slice(1).map((t, i) => t - created[i]);
-  // HELLO → WELCOME took 100 ms: the wait is clamp(4 × 100, 250, 750) = 400 ms.
-  assert.ok(gaps.every((g) => g === 400), `a new WebSocket every 400 ms (gaps ${[...new Set(gaps)]})`);
-  assert.ok(h.clock.t - created.at(-1) <= 400, 'still racing at the end of the outage');
+  // HELLO → WELCOME took 100 ms: the wait is clamp(4 × 100, 500, 750) = 500 ms.
+  assert.ok(gaps.every((g) => g === 500), `a new WebSocket every 500 ms (gaps ${[...new Set(gaps)]})`);
+  assert.ok(h.clock.t - created.at(-1) <= 500, 'still racing at the end of the outage');
 
   // The path returns: the sockets in flight stay hung, the next one gets through.
   pathUp = true;
@@ -763,11 +763,11 @@ test('§9.7 racing: { maxInFlight: 1 } is the old one-at-a-time behaviour: a hun
 
 test('§9.7 racing: a racer that fails (error, then close) means the path answers: every racer closed, the attempt fails once, backoff', () => {
   const h = setup();
-  const { ws } = h.connect(); // HELLO → WELCOME in 0 ms: the wait is min_delay, 250 ms
+  const { ws } = h.connect(); // HELLO → WELCOME in 0 ms: the wait is min_delay, 500 ms
   ws.drop();
   h.clock.advance(h.of('reconnecting')[0].delay);
-  h.clock.advance(250);
-  h.clock.advance(250);
+  h.clock.advance(500);
+  h.clock.advance(500);
   const [, w2, w3, w4] = h.sockets();
   assert.ok(w4 && h.live().length === 3);
   h.clear();
@@ -787,14 +787,14 @@ test('§9.7 racing: the wait is 4 × the last round trip (HELLO → WELCOME, PIN
   const h = setup();
   h.clock.advance(0);
   h.ws().open();
-  h.clock.advance(100);
-  h.ws().deliver(welcome()); // HELLO → WELCOME: 100 ms
+  h.clock.advance(150);
+  h.ws().deliver(welcome()); // HELLO → WELCOME: 150 ms
   h.ws().drop();
   h.clock.advance(h.of('reconnecting')[0].delay);
-  h.clock.advance(399);
+  h.clock.advance(599);
   assert.equal(h.sockets().length, 2);
   h.clock.advance(1);
-  assert.equal(h.sockets().length, 3, '4 × 100 ms');
+  assert.equal(h.sockets().length, 3, '4 × 150 ms');
   h.ws().open();
   h.ws().deliver(welcome({ resumed: true }));
   h.clock.advance(20_000);
@@ -804,10 +804,10 @@ test('§9.7 racing: the wait is 4 × the last round trip (HELLO → WELCOME, PIN
   h.ws().drop();
   h.clock.advance(h.of('reconnecting')[1].delay);
   const n = h.sockets().length;
-  h.clock.advance(249);
+  h.clock.advance(499);
   assert.equal(h.sockets().length, n);
   h.clock.advance(1);
-  assert.equal(h.sockets().length, n + 1, '4 × 30 ms is below minDelay: 250 ms');
+  assert.equal(h.sockets().length, n + 1, '4 × 30 ms is below minDelay: 500 ms');
 });
 
 test('§9.7 racing: close(), local expiry and a network change abandon every racer', () => {
@@ -853,7 +853,7 @@ test('§9.7 racing: settings that cannot work are refused, naming the option', (
   assert.throws(make({ maxInFlight: 0 }), /race\.maxInFlight: 0 .* 1 to 8/);
   assert.throws(make({ maxInFlight: 9 }), /race\.maxInFlight/);
   assert.throws(make({ maxInFlight: 2.5 }), /race\.maxInFlight/);
-  assert.throws(make({ delay: 100 }), /race\.delay: delay 100 ms with minDelay 250 ms/);
+  assert.throws(make({ delay: 400 }), /race\.delay: delay 400 ms with minDelay 500 ms .*e\.g\. 500 and 750/);
   assert.throws(make({ minDelay: 0 }), /race\.delay/);
   assert.throws(make({ delay: NaN }), /race\.delay/);
   make({ delay: 250, minDelay: 250, maxInFlight: 8 })();
