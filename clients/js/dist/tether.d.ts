@@ -231,6 +231,11 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private lastRtt;
     /** The last round trip measured, by PING → PONG or HELLO → WELCOME: it paces racing (§9.7). */
     private pacingRtt;
+    /**
+     * A WebSocket reached the server (opened) but got no WELCOME in time or was closed by it, or the
+     * server refused for load (REJECT 5 or 6), since the last WELCOME: attempts do not race (§9.7).
+     */
+    private serverSlow;
     private lastEnd;
     private reported;
     private queue;
@@ -274,7 +279,9 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
      * resumable session keeps racing (a silent outage must not leave it waiting on SYN retransmissions
      * or backoff when the path returns), reporting each budget that passed without an answer.
      * A browser cannot tell when a WebSocket's TCP connection is up (Rust's `handle_reachable`), so
-     * racing goes on until one opens.
+     * racing goes on until one opens, and "reached the server" means opened: a hung attempt here
+     * never reached it. After the server shed an attempt (`serverSlow`, until a WELCOME) nothing is
+     * raced, so the attempt fails at its deadline even for a resumable session.
      */
     private race;
     /** The open WebSocket carrying (or handshaking for) the session. */

@@ -1,7 +1,7 @@
 // tether browser client: wire protocol v1 over WebSocket (docs/PROTOCOL.md),
 // and the gateway's room protocol on top of it (docs/GATEWAY.md).
 //
-// The session machine mirrors crates/tether-proto/src/client.rs: one session
+// The session machine mirrors crates/tether-proto/src/client/mod.rs: one session
 // (id, resume token, both reliable streams) carried by a succession of
 // WebSockets. Link states are named by what they wait for:
 //   waiting (backoff) → connecting (WebSockets opening: another is raced
@@ -583,6 +583,11 @@ export class TetherClient extends Emitter {
         this.lastRtt = null;
         /** The last round trip measured, by PING → PONG or HELLO → WELCOME: it paces racing (§9.7). */
         this.pacingRtt = null;
+        /**
+         * A WebSocket reached the server (opened) but got no WELCOME in time or was closed by it, or the
+         * server refused for load (REJECT 5 or 6), since the last WELCOME: attempts do not race (§9.7).
+         */
+        this.serverSlow = false;
         this.lastEnd = null;
         this.queue = [];
         this.timer = null;
@@ -734,6 +739,7 @@ export class TetherClient extends Emitter {
         else if (l.k === 'connecting')
             this.race(now, l.deadline);
         else if (l.k === 'handshaking' && now >= l.deadline) {
+            this.serverSlow = true; // the WebSocket reached the server, which did not answer in time (§9.7)
             this.lose(now, 'handshake-timeout', 'no WELCOME within the handshake timeout', false);
         }
         else if (l.k === 'established') {
@@ -757,7 +763,8 @@ export class TetherClient extends Emitter {
         const tid = ++this.nextTid;
         const c = this.raceCfg;
         const racer = { tid, started: now, ws: null };
-        this.racers.start(racer, c.maxInFlight > 1 ? raceWait(c, this.pacingRtt) : null);
+        // A server that shed an attempt is not raced: one WebSocket at a time until a WELCOME (§9.7).
+        this.racers.start(racer, c.maxInFlight > 1 && !this.serverSlow ? raceWait(c, this.pacingRtt) : null);
         const fail = () => this.clock.setTimeout(() => this.input((n) => this.transportClosed(n, tid)), 0);
         if (now < this.offlineUntil) {
             fail();
@@ -785,7 +792,9 @@ export class TetherClient extends Emitter {
      * resumable session keeps racing (a silent outage must not leave it waiting on SYN retransmissions
      * or backoff when the path returns), reporting each budget that passed without an answer.
      * A browser cannot tell when a WebSocket's TCP connection is up (Rust's `handle_reachable`), so
-     * racing goes on until one opens.
+     * racing goes on until one opens, and "reached the server" means opened: a hung attempt here
+     * never reached it. After the server shed an attempt (`serverSlow`, until a WELCOME) nothing is
+     * raced, so the attempt fails at its deadline even for a resumable session.
      */
     race(now, deadline) {
         const hto = this.t.handshakeTimeout;
@@ -834,8 +843,12 @@ export class TetherClient extends Emitter {
     transportClosed(now, tid) {
         // A WebSocket of the attempt that fails before opening means the path answers: racing is
         // pointless, the attempt fails (backoff) and every racer is closed (§9.7).
-        if (this.currentTid() === tid || this.racers.get(tid))
+        if (this.currentTid() === tid || this.racers.get(tid)) {
+            // Closed once it had opened, before WELCOME: a server shedding load is not raced (§9.7).
+            if (this.link.k === 'handshaking')
+                this.serverSlow = true;
             this.lose(now, 'closed', 'the connection closed or failed', false);
+        }
     }
     received(now, tid, data) {
         // Input from a replaced transport, or one still opening, can deliver nothing (§7.6).
@@ -888,6 +901,8 @@ export class TetherClient extends Emitter {
         const r = f.reason;
         const gone = r === RejectReason.UnknownSession || r === RejectReason.InvalidToken || r === RejectReason.TokenReused;
         const transient = r === RejectReason.Overloaded || r === RejectReason.ShuttingDown;
+        if (transient)
+            this.serverSlow = true; // a server shedding load is not raced until a WELCOME (§9.7)
         if (this.session && (gone || r === RejectReason.BadHello)) {
             // The session cannot be resumed: say why (3 and 4 may mean a stolen token) and start fresh.
             this.link = { k: 'waiting', until: now };
@@ -962,6 +977,7 @@ export class TetherClient extends Emitter {
         this.hb.reset(now);
         this.resumableUntil = null;
         this.retryNotBefore = null;
+        this.serverSlow = false;
         this.lastEnd = null;
         this.dirtyCore = this.dirtyOut = true; // the rotated token must survive a reload
     }

@@ -1,7 +1,7 @@
 // tether browser client: wire protocol v1 over WebSocket (docs/PROTOCOL.md),
 // and the gateway's room protocol on top of it (docs/GATEWAY.md).
 //
-// The session machine mirrors crates/tether-proto/src/client.rs: one session
+// The session machine mirrors crates/tether-proto/src/client/mod.rs: one session
 // (id, resume token, both reliable streams) carried by a succession of
 // WebSockets. Link states are named by what they wait for:
 //   waiting (backoff) → connecting (WebSockets opening: another is raced
@@ -618,6 +618,11 @@ export class TetherClient extends Emitter<TetherEventMap> {
   private lastRtt: number | null = null;
   /** The last round trip measured, by PING → PONG or HELLO → WELCOME: it paces racing (§9.7). */
   private pacingRtt: number | null = null;
+  /**
+   * A WebSocket reached the server (opened) but got no WELCOME in time or was closed by it, or the
+   * server refused for load (REJECT 5 or 6), since the last WELCOME: attempts do not race (§9.7).
+   */
+  private serverSlow = false;
   private lastEnd: EndReason | null = null;
   private reported: LinkState;
   private queue: Event[] = [];
@@ -767,6 +772,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     if (l.k === 'waiting' && now >= l.until) this.startAttempt(now);
     else if (l.k === 'connecting') this.race(now, l.deadline);
     else if (l.k === 'handshaking' && now >= l.deadline) {
+      this.serverSlow = true; // the WebSocket reached the server, which did not answer in time (§9.7)
       this.lose(now, 'handshake-timeout', 'no WELCOME within the handshake timeout', false);
     } else if (l.k === 'established') {
       const a = this.hb.poll(now);
@@ -791,7 +797,8 @@ export class TetherClient extends Emitter<TetherEventMap> {
     const tid = ++this.nextTid;
     const c = this.raceCfg;
     const racer: Racer = { tid, started: now, ws: null };
-    this.racers.start(racer, c.maxInFlight > 1 ? raceWait(c, this.pacingRtt) : null);
+    // A server that shed an attempt is not raced: one WebSocket at a time until a WELCOME (§9.7).
+    this.racers.start(racer, c.maxInFlight > 1 && !this.serverSlow ? raceWait(c, this.pacingRtt) : null);
     const fail = () => this.clock.setTimeout(() => this.input((n) => this.transportClosed(n, tid)), 0);
     if (now < this.offlineUntil) { fail(); return; } // simulated offline: new WebSockets fail at once
     let ws: WebSocket;
@@ -811,7 +818,9 @@ export class TetherClient extends Emitter<TetherEventMap> {
    * resumable session keeps racing (a silent outage must not leave it waiting on SYN retransmissions
    * or backoff when the path returns), reporting each budget that passed without an answer.
    * A browser cannot tell when a WebSocket's TCP connection is up (Rust's `handle_reachable`), so
-   * racing goes on until one opens.
+   * racing goes on until one opens, and "reached the server" means opened: a hung attempt here
+   * never reached it. After the server shed an attempt (`serverSlow`, until a WELCOME) nothing is
+   * raced, so the attempt fails at its deadline even for a resumable session.
    */
   private race(now: number, deadline: number): void {
     const hto = this.t.handshakeTimeout;
@@ -857,7 +866,11 @@ export class TetherClient extends Emitter<TetherEventMap> {
   private transportClosed(now: number, tid: number): void {
     // A WebSocket of the attempt that fails before opening means the path answers: racing is
     // pointless, the attempt fails (backoff) and every racer is closed (§9.7).
-    if (this.currentTid() === tid || this.racers.get(tid)) this.lose(now, 'closed', 'the connection closed or failed', false);
+    if (this.currentTid() === tid || this.racers.get(tid)) {
+      // Closed once it had opened, before WELCOME: a server shedding load is not raced (§9.7).
+      if (this.link.k === 'handshaking') this.serverSlow = true;
+      this.lose(now, 'closed', 'the connection closed or failed', false);
+    }
   }
 
   private received(now: number, tid: number, data: unknown): void {
@@ -901,6 +914,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     const r = f.reason;
     const gone = r === RejectReason.UnknownSession || r === RejectReason.InvalidToken || r === RejectReason.TokenReused;
     const transient = r === RejectReason.Overloaded || r === RejectReason.ShuttingDown;
+    if (transient) this.serverSlow = true; // a server shedding load is not raced until a WELCOME (§9.7)
     if (this.session && (gone || r === RejectReason.BadHello)) {
       // The session cannot be resumed: say why (3 and 4 may mean a stolen token) and start fresh.
       this.link = { k: 'waiting', until: now };
@@ -967,6 +981,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     this.hb.reset(now);
     this.resumableUntil = null;
     this.retryNotBefore = null;
+    this.serverSlow = false;
     this.lastEnd = null;
     this.dirtyCore = this.dirtyOut = true; // the rotated token must survive a reload
   }

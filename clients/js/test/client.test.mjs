@@ -859,3 +859,129 @@ test('§9.7 racing: settings that cannot work are refused, naming the option', (
   make({ delay: 250, minDelay: 250, maxInFlight: 8 })();
   make({ maxInFlight: 1 })();
 });
+
+// ───── §9.7 a server that shed the attempt is not raced ─────
+
+const reject = (reason, retryAfterMs = 0) => ({ type: 'reject', reason, retryAfterMs, minVersion: 1, maxVersion: 1, message: 'busy' });
+
+/**
+ * The attempt just started hangs: checks that no WebSocket starts beside it through its whole handshake
+ * timeout (one live at a time), then that it fails at that timeout with a backoff, not racing on.
+ */
+function hangsUnraced(h) {
+  const n = h.sockets().length;
+  const ws = h.ws();
+  const failed = h.of('attemptfailed').length;
+  stepChecking(h, ws.createdAt + 4_990 - h.clock.t, 1);
+  h.clock.advance(9);
+  assert.equal(h.sockets().length, n, `raced a server that shed the attempt (${h.sockets().length - n} more WebSockets)`);
+  assert.equal(h.of('attemptfailed').length, failed);
+  h.clock.advance(1);
+  assert.ok(ws.closed);
+  assert.equal(h.of('attemptfailed').at(-1).reason, 'handshake-timeout');
+  assert.equal(h.of('attemptfailed').length, failed + 1);
+  const next = h.of('reconnecting').at(-1);
+  assert.ok(next.delay > 0, 'the unraced attempt ends in a backoff, even for a resumable session');
+  assert.equal(h.sockets().length, n);
+  return next;
+}
+
+/** The attempt just started hangs: a second WebSocket starts `wait` ms later, a third as much after. */
+function hangsRaced(h, wait) {
+  const n = h.sockets().length;
+  h.clock.advance(wait - 1);
+  assert.equal(h.sockets().length, n, 'raced before the wait');
+  h.clock.advance(1);
+  assert.equal(h.sockets().length, n + 1, 'not raced');
+  h.clock.advance(wait);
+  assert.equal(h.live().length, 3);
+}
+
+test('§9.7 a server that shed the attempt: after REJECT 5 Overloaded (and 6 ShuttingDown) one WebSocket at a time, through whole handshake timeouts, until a WELCOME; after it, a later loss is raced again', () => {
+  for (const reason of [5, 6]) {
+    const h = setup();
+    const { ws } = h.connect(); // HELLO → WELCOME in 0 ms: the racing wait is minDelay, 500 ms
+    ws.drop(); // a session to resume: with racing on, its attempts would race on past each budget
+    h.clock.advance(h.of('reconnecting')[0].delay);
+    const w2 = h.ws();
+    w2.open();
+    assert.equal(w2.take('hello').length, 1);
+    h.clear();
+    w2.deliver(reject(reason, 1000));
+    assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['rejected'], `REJECT ${reason}`);
+    const [rec] = h.of('reconnecting');
+    assert.ok(rec.delay >= 1000, 'retry-after honoured');
+    h.clock.advance(rec.delay);
+    assert.equal(h.sockets().length, 3, 'the next attempt');
+    const next = hangsUnraced(h);
+    // A handshake timeout before any WebSocket opened does not clear it: only a WELCOME does.
+    h.clock.advance(next.delay);
+    assert.equal(h.sockets().length, 4);
+    stepChecking(h, 2_000, 1);
+    assert.equal(h.sockets().length, 4, `REJECT ${reason}: raced before a WELCOME`);
+    h.ws().open();
+    h.ws().take('hello');
+    h.ws().deliver(welcome({ resumed: true }));
+    assert.equal(h.client.state, 'connected');
+    // A later loss: racing is back.
+    h.ws().drop();
+    h.clock.advance(h.of('reconnecting').at(-1).delay);
+    assert.equal(h.sockets().length, 5);
+    hangsRaced(h, 500);
+  }
+});
+
+test('§9.7 a server that shed the attempt: a handshake timeout after the WebSocket opened (HELLO unanswered) disables racing for the next attempt', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  ws.drop();
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  const w2 = h.ws();
+  w2.open(); // reached the server, which never answers the HELLO
+  assert.equal(w2.take('hello').length, 1);
+  h.clear();
+  h.clock.advance(w2.createdAt + 5_000 - h.clock.t);
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['handshake-timeout']);
+  assert.equal(h.sockets().length, 2);
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  assert.equal(h.sockets().length, 3, 'the next attempt');
+  hangsUnraced(h);
+});
+
+test('§9.7 a server that shed the attempt: an opened WebSocket closed before WELCOME disables racing; a hung or failed connect, or REJECT 4, does not', () => {
+  // Opened, then closed by the server before WELCOME.
+  let h = setup();
+  h.connect().ws.drop();
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  h.ws().open();
+  h.clear();
+  h.ws().drop();
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['closed']);
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  hangsUnraced(h);
+
+  // A WebSocket that fails before opening: the path answers, but the server was not reached.
+  h = setup();
+  h.connect().ws.drop();
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  h.ws().fail();
+  h.clock.advance(h.of('reconnecting').at(-1).delay);
+  hangsRaced(h, 500);
+
+  // No session, an attempt that hung until its deadline (never reached the server).
+  h = setup();
+  h.clock.advance(5_000);
+  assert.deepEqual(h.of('attemptfailed').map((a) => a.reason), ['handshake-timeout']);
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  hangsRaced(h, 750); // no round trip measured yet: race.delay
+
+  // REJECT 4 while resuming ends the session (a fresh one follows): the server is not shedding load.
+  h = setup();
+  h.connect().ws.drop();
+  h.clock.advance(h.of('reconnecting')[0].delay);
+  h.ws().open();
+  h.ws().deliver(reject(4));
+  assert.equal(h.of('ended')[0]?.code, 4);
+  h.clock.advance(h.of('reconnecting').at(-1).delay);
+  hangsRaced(h, 500);
+});
