@@ -42,7 +42,7 @@ impl RaceConfig {
             return Err(ConfigError::new(
                 "race.delay",
                 format!("delay {:?} with min_delay {:?}", self.delay, self.min_delay),
-                "use 0 < min_delay <= delay, e.g. 250ms and 750ms",
+                "use 0 < min_delay <= delay, e.g. 500ms and 750ms",
             ));
         }
         if !(1..=8).contains(&self.max_in_flight) {
