@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Past one process's file descriptors on one machine: starts a private
+# redis-server and N `tether serve` cluster nodes sharing one WebSocket port
+# (listen.reuse_port, docs/CLUSTER.md §1.1), runs `tether bench load` against
+# them with the arguments given (their pids passed for CPU and memory), then
+# stops everything it started.
+#
+#   scripts/local-cluster-load.sh [-n NODES] [-p PORT] -- BENCH-LOAD-ARGS…
+#   scripts/local-cluster-load.sh -n 7 -- --sessions 100000 --rate 8000 \
+#       --interval 25s --source 127.0.0.1-127.0.0.16 --duration 30s
+#
+# Uses target/release/tether (build it first: cargo build --release -p tether).
+# --outage needs root (nft). Figures: docs/PERFORMANCE.md.
+set -euo pipefail
+nodes=3
+port=7601
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -n) nodes="$2"; shift 2 ;;
+    -p) port="$2"; shift 2 ;;
+    --) shift; break ;;
+    *) echo "usage: $0 [-n NODES] [-p PORT] -- BENCH-LOAD-ARGS…" >&2; exit 2 ;;
+  esac
+done
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/target/release/tether"
+[[ -x "$bin" ]] || { echo "no $bin: run cargo build --release -p tether first" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "needs redis-server (Debian: apt-get install redis-server)" >&2; exit 1; }
+dir="$(mktemp -d /tmp/tether-local-cluster.XXXXXX)"
+redis_port=$((port + 1000))
+pids=()
+cleanup() {
+  [[ ${#pids[@]} -gt 0 ]] && kill "${pids[@]}" 2>/dev/null || true
+  sleep 1
+  [[ ${#pids[@]} -gt 0 ]] && kill -9 "${pids[@]}" 2>/dev/null || true
+  redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --logfile "$dir/redis.log" --dir "$dir"
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+for i in $(seq 1 "$nodes"); do
+  printf '%s\n' '[listen]' 'tcp = "off"' "ws = \"127.0.0.1:$port\"" 'reuse_port = true' \
+    '[admin]' "listen = \"127.0.0.1:$((port + 10 + i))\"" '[demo]' 'listen = "off"' '[log]' 'level = "warn"' \
+    '[cluster]' "redis = \"redis://127.0.0.1:$redis_port\"" "node_id = \"load$i\"" > "$dir/node$i.toml"
+  "$bin" serve --config "$dir/node$i.toml" > "$dir/node$i.log" 2>&1 &
+  pids+=($!)
+done
+sleep 2
+for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { cat "$dir"/node*.log >&2; exit 1; }; done
+echo "$nodes nodes on ws://127.0.0.1:$port/tether (pids ${pids[*]}), Redis on $redis_port"
+"$bin" bench load "ws://127.0.0.1:$port/tether" --gateway-pid "$(IFS=,; echo "${pids[*]}")" "$@"
+echo "Redis: $(redis-cli -p "$redis_port" info memory | grep used_memory_human)"
