@@ -85,6 +85,13 @@ pub(crate) struct LoadArgs {
     /// loopback address only), then measure the storm of resumes.
     #[arg(long, value_parser = duration)]
     outage: Option<Duration>,
+    /// Instead of holding, stop every load worker (SIGSTOP) once the
+    /// sessions are held (after any --outage): silent peers with their
+    /// connections open. Measures when the gateway detected each — a
+    /// stopped client's socket stops being established when the gateway
+    /// closes it (needs `ss`) — against the idle timeout the sessions asked for.
+    #[arg(long)]
+    freeze: bool,
 }
 
 /// An nft table dropping every packet to and from one loopback port, removed
@@ -458,11 +465,18 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         (Some(len), Some(port)) => Some(storm(&mut workers, &total, &line, &mut prev, start, len, port, a.sessions)?),
         _ => None,
     };
+    let frozen = if a.freeze {
+        let core = client_options(a.profile, a.interval, a.ca.as_deref())?.core;
+        let ep: tether_runtime::Endpoint = a.url.parse()?;
+        Some(freeze(&mut workers, ep.port(), a.sessions, core.heartbeat.server_idle_timeout())?)
+    } else {
+        None
+    };
     // Hold phase.
     let hold0 = total(&workers);
     let gw_hold0 = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
     let hold_start = Instant::now();
-    while hold_start.elapsed() < a.duration {
+    while frozen.is_none() && hold_start.elapsed() < a.duration {
         std::thread::sleep(Duration::from_secs(1));
         alive(&mut workers)?;
         let c = total(&workers);
@@ -497,6 +511,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         "sessions_ended": end.ended,
         "failures": end.failures,
         "outage": outage,
+        "silent_peers": frozen,
         "gateway": gw_end.zip(gw_hold0).zip(gw0).map(|(((cpu, rss, anon), (cpu0, _, _)), (_, rss_start, anon_start))| json!({
             "cpu_cores_while_held": (cpu - cpu0) / held_for,
             "vm_rss_kib": rss,
@@ -585,6 +600,63 @@ fn storm(
         "sessions_started_over": c.connected.saturating_sub(before.connected),
         "sessions_ended": c.ended.saturating_sub(before.ended),
         "failures_during": failures,
+    }))
+}
+
+/// Sockets of this host connected to `port` and still established: a
+/// stopped worker's connection leaves that state only when the gateway
+/// closes it (to CLOSE_WAIT on its FIN, or gone on its reset).
+fn open_to_gateway(port: u16) -> Result<usize> {
+    let out = Command::new("ss")
+        .args(["-Htn", "state", "established", &format!("( dport = :{port} )")])
+        .output()
+        .context("--freeze needs ss (Debian: apt-get install iproute2)")?;
+    Ok(out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count())
+}
+
+/// `--freeze`: stops every worker, then watches the gateway close the
+/// silent sessions (up to the idle timeout + 30 s), sampling every 100 ms.
+/// Returns the report's `silent_peers` section.
+fn freeze(workers: &mut [Worker], port: u16, sessions: usize, idle: Duration) -> Result<Value> {
+    let before = open_to_gateway(port)?;
+    let pids: Vec<String> = workers.iter().map(|w| w.child.id().to_string()).collect();
+    let stopped = Instant::now();
+    let ok = Command::new("kill").arg("-STOP").args(&pids).status()?.success();
+    if !ok {
+        bail!("could not stop the load workers ({})", pids.join(" "));
+    }
+    println!(
+        "  silent peers: {} worker(s) stopped; the gateway should close their sessions within the idle timeout ({})",
+        pids.len(),
+        humantime::format_duration(idle)
+    );
+    let (mut first, mut last, mut seen) = (None, None, 0);
+    let limit = idle + Duration::from_secs(30);
+    let mut shown = Instant::now();
+    while stopped.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+        let n = before.saturating_sub(open_to_gateway(port)?);
+        let t = stopped.elapsed().as_secs_f64();
+        if n > seen {
+            first.get_or_insert(t);
+            last = Some(t);
+            seen = n;
+        }
+        if shown.elapsed() >= Duration::from_secs(1) {
+            println!("  [{t:6.1}s] closed by the gateway {seen}/{sessions}");
+            shown = Instant::now();
+        }
+        if seen >= sessions {
+            break;
+        }
+    }
+    let _ = Command::new("kill").arg("-CONT").args(&pids).status();
+    Ok(json!({
+        "idle_timeout_s": idle.as_secs_f64(),
+        "closed": seen,
+        "first_closed_after_stop_s": first,
+        "last_closed_after_stop_s": last,
+        "all_within_idle_timeout_plus_100ms": last.is_some_and(|l| seen >= sessions && l <= idle.as_secs_f64() + 0.1),
     }))
 }
 
