@@ -92,6 +92,12 @@ fn once_a_transport_reaches_the_server_nothing_more_is_raced() {
     // Until its own handshake timeout (5 s after it was asked for), no racer.
     run(&mut c, &mut out, &mut now, t0 + MS(4999));
     assert_eq!(out.connects.len(), 2);
+    // The server never finished the handshake: the next attempt, after the
+    // backoff, is not raced (a server that was reached and did not answer).
+    run(&mut c, &mut out, &mut now, t0 + MS(5000));
+    let before = out.connects.len();
+    run(&mut c, &mut out, &mut now, t0 + MS(9000));
+    assert_eq!(out.connects.len() - before, 1, "raced a server that was reached: {:?}", out.connects);
 }
 
 fn reject(tid: TransportId, c: &mut Client, now: Instant, reason: RejectReason) {

@@ -102,9 +102,11 @@ impl std::fmt::Debug for DialConfig {
 }
 
 /// Opens a transport to `ep`: resolves the host, tries each address (IPv4
-/// and IPv6) with the per-address connect timeout, tunes the socket, then
-/// runs the TLS and WebSocket handshakes. Returns the transport and the
-/// address it reached.
+/// and IPv6; all but the last, and any that did not answer, within the
+/// per-address connect timeout), tunes the socket, then runs the TLS and
+/// WebSocket handshakes. Returns the transport and the address it reached.
+/// A path that never answers leaves it pending: bound it with a timeout
+/// (the client machine abandons it at its handshake timeout).
 pub async fn dial(ep: &Endpoint, cfg: &DialConfig) -> io::Result<(Transport, SocketAddr)> {
     let (tcp, addr) = connect(ep, cfg, 0).await?;
     Ok((handshake(ep, cfg, tcp).await?, addr))
@@ -178,6 +180,7 @@ async fn connect_any(
         addrs.rotate_left(first);
     }
     let mut failures = Vec::new();
+    let mut hung = None;
     for (i, addr) in addrs.iter().enumerate() {
         // Every address but the last gets `per_address`; the last waits
         // until the client gives the transport up (its handshake timeout,
@@ -188,9 +191,20 @@ async fn connect_any(
         match r {
             Ok(Ok(s)) => return Ok((s, *addr)),
             Ok(Err(e)) => failures.push((format!("{addr}: {e}"), e.kind())),
-            Err(_) => failures
-                .push((format!("{addr}: no answer within {} ms", per_address.as_millis()), io::ErrorKind::TimedOut)),
+            Err(_) => {
+                hung.get_or_insert(*addr);
+                failures.push((
+                    format!("{addr}: no answer within {} ms", per_address.as_millis()),
+                    io::ErrorKind::TimedOut,
+                ));
+            }
         }
+    }
+    // The others answered with a refusal, but one never answered at all:
+    // its path may just be silent for now. Wait on it again, without a
+    // timeout, rather than report the path as answering.
+    if let Some(addr) = hung {
+        return connect_from(addr, source).await.map(|s| (s, addr));
     }
     let kind = failures.last().map_or(io::ErrorKind::NotFound, |f| f.1);
     let list: Vec<_> = failures.into_iter().map(|f| f.0).collect();

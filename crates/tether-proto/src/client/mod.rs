@@ -478,13 +478,16 @@ impl Client {
     /// budget that passed without an answer.
     fn race(&mut self, now: Instant, deadline: Instant) {
         let hto = self.cfg.handshake_timeout;
+        // Before expiring: the transport that reached the server ends with
+        // the attempt's deadline.
+        let reached = self.reached();
         for tid in self.racers.expired(now, hto) {
             self.io.abandon(tid);
         }
         if now >= deadline {
             if !(self.racers.racing() && self.resumable_until.is_some()) {
                 // A transport reached the server, which did not answer in time.
-                self.server_slow |= self.reached();
+                self.server_slow |= reached;
                 return self.lose(now, TransportLoss::HandshakeTimeout, false);
             }
             self.io.event(ClientEvent::AttemptFailed { reason: TransportLoss::HandshakeTimeout });

@@ -106,9 +106,13 @@ async fn handshake(
     let refusal = inner.refusal().or_else(|| {
         permit.is_none().then(|| {
             // Spread over a window that grows with the storm (pace.rs),
-            // within a third of the grace: the refused resume must still
-            // come back in time.
-            let window = inner.pace.refused(std::time::Instant::now(), inner.overload_retry, inner.cfg.grace / 3);
+            // within a third of the grace for a new session, a sixth for a
+            // resume: a session found lost late in its grace must still have
+            // time for its retry, and another if that one is refused too.
+            let resume =
+                matches!(Frame::decode(&bytes, inner.cfg.max_frame), Ok(Frame::Hello(h)) if h.resume.is_some());
+            let cap = inner.cfg.grace / if resume { 6 } else { 3 };
+            let window = inner.pace.refused(std::time::Instant::now(), inner.overload_retry, cap);
             (RejectReason::Overloaded, inner.spread(inner.overload_retry, window))
         })
     });

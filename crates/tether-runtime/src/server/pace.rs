@@ -47,8 +47,10 @@ impl Pace {
         let over = now.saturating_duration_since(s.at);
         if over >= Duration::from_secs(1) {
             let admitted = self.admitted.load(Ordering::Relaxed);
-            s.window = window(base, admitted - s.admitted, refused - s.refused, cap);
-            (s.at, s.admitted, s.refused) = (now, admitted, refused);
+            // Saturating: another thread may have counted its refusal and
+            // then been preempted before taking the lock.
+            s.window = window(base, admitted.saturating_sub(s.admitted), refused.saturating_sub(s.refused), cap);
+            (s.at, s.admitted, s.refused) = (now, admitted, refused.max(s.refused));
         }
         s.window
     }
