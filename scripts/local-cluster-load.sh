@@ -31,8 +31,14 @@ redis_port=$((port + 1000))
 pids=()
 cleanup() {
   [[ ${#pids[@]} -gt 0 ]] && kill "${pids[@]}" 2>/dev/null || true
-  sleep 1
+  # Nodes drain on SIGTERM (their clients are told to come back): give them
+  # the drain window before killing what is left.
+  for _ in $(seq 60); do
+    kill -0 "${pids[@]}" 2>/dev/null || break
+    sleep 0.1
+  done
   [[ ${#pids[@]} -gt 0 ]] && kill -9 "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
   redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
   rm -rf "$dir"
 }

@@ -402,6 +402,23 @@ impl Store for RedisStore {
         })
     }
 
+    fn confirm(&self, id: SessionId, fence: Fence, token: TokenHash) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let r: i64 = self
+                .scripts
+                .confirm
+                .arg(&self.opts.prefix)
+                .arg(id.to_string())
+                .arg(fence)
+                .arg(hex_hash(&token))
+                .invoke_async(&mut con)
+                .await
+                .map_err(unavailable)?;
+            fenced(id, r)
+        })
+    }
+
     fn end(&self, id: SessionId, fence: Fence) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut con = self.con.clone();

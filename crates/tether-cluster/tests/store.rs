@@ -86,6 +86,33 @@ async fn a_token_presented_is_held_however_many_welcomes_are_lost_after_it() {
     assert!(matches!(refused, ClaimRefused::TokenReused | ClaimRefused::InvalidToken), "{refused:?}");
 }
 
+/// Once the node carrying a session writes the token the client proved it
+/// holds, a stale handshake with the token before it (an abandoned attempt
+/// processed late, by any node) is refused instead of claiming the session
+/// away — in a reconnect storm such claims moved tens of thousands of
+/// sessions between nodes.
+#[tokio::test]
+async fn a_confirmed_token_retires_the_ones_before_it_in_the_store() {
+    let redis = Redis::start();
+    let p = prefix();
+    let (a, bn) = (redis.store("a", &p).await, redis.store("b", &p).await);
+    let mut rng = Rng::from_seed(12);
+    let (rec, t0) = record(&mut rng);
+    let id = rec.id;
+    a.open(&rec, None, Duration::from_secs(60)).await.unwrap();
+    let t1 = ResumeToken::random(&mut rng);
+    let c = a.claim(id, t0.hash(), t1.hash()).await.unwrap().unwrap();
+    // Before the confirmation the old token still works (the WELCOME may be lost)...
+    assert_eq!(c.record.tokens.check(&t0), tether_proto::token::TokenCheck::Valid);
+    a.confirm(id, c.fence, t1.hash()).await.unwrap();
+    // ...after it, not any more, on any node; the confirmed one does.
+    let stale = bn.claim(id, t0.hash(), ResumeToken::random(&mut rng).hash()).await.unwrap().unwrap_err();
+    assert_eq!(stale, ClaimRefused::TokenReused);
+    assert!(bn.claim(id, t1.hash(), ResumeToken::random(&mut rng).hash()).await.unwrap().is_ok());
+    // A node that lost the session cannot write a confirmation.
+    assert_eq!(a.confirm(id, c.fence, t1.hash()).await, Err(StoreError::Fenced(id)));
+}
+
 #[tokio::test]
 async fn two_resumes_racing_for_one_session_leave_exactly_one_owner() {
     let redis = Redis::start();

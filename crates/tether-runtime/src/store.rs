@@ -165,6 +165,12 @@ pub trait Store: Send + Sync + 'static {
     /// forget it.
     fn acked(&self, id: SessionId, fence: Fence, ack: u64) -> StoreFuture<'_, ()>;
 
+    /// The client proved it holds `token` (its first frame after the
+    /// WELCOME that carried it, PROTOCOL §5.4): from now on it is the only
+    /// valid one in the store too, so a stale handshake carrying an older
+    /// token cannot claim the session away from the node carrying it.
+    fn confirm(&self, id: SessionId, fence: Fence, token: tether_proto::TokenHash) -> StoreFuture<'_, ()>;
+
     /// The session ended here (closed, expired, kicked): remove it.
     fn end(&self, id: SessionId, fence: Fence) -> StoreFuture<'_, ()>;
 

@@ -182,6 +182,11 @@ impl ServerSession {
         })
     }
 
+    /// The token the client last proved it holds (or the session's first).
+    pub fn token(&self) -> crate::token::TokenHash {
+        self.tokens.parts().0
+    }
+
     /// The highest seq the client acknowledged.
     pub fn acked(&self) -> u64 {
         self.out.acked()

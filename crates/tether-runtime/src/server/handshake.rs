@@ -229,7 +229,8 @@ fn open(
         let mut st = cell.lock();
         st.peer = Some((kind, first.peer));
         st.user = user;
-        st.durable = fence.map(|fence| Box::new(Durable { fence, ..Durable::default() }));
+        let token = Some(st.core.token());
+        st.durable = fence.map(|fence| Box::new(Durable { fence, stored_token: token, ..Durable::default() }));
     }
     inner.registry().insert(id, cell.clone());
     session::spawn(inner.clone(), id, cell, first);

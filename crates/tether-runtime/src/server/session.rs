@@ -47,6 +47,10 @@ pub(crate) struct Durable {
     pub(crate) stored_ack: u64,
     /// A write of the ack is in flight.
     pub(crate) acking: bool,
+    /// The client's proven token as the store knows it (None: the one the
+    /// session had when it came here), and whether a write is in flight.
+    pub(crate) stored_token: Option<tether_proto::TokenHash>,
+    pub(crate) confirming: bool,
     /// This node stopped carrying the session (claimed elsewhere, or
     /// replaced here by a fresher copy): `Some(true)` tells the application.
     pub(crate) moved: Option<bool>,

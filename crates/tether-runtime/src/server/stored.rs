@@ -27,8 +27,13 @@ pub(super) fn install(inner: &Arc<Inner>, claimed: Claimed, kind: Kind, peer: So
         let mut st = cell.lock();
         st.user = claimed.user;
         st.peer = Some((kind, peer));
-        let acked = st.core.acked();
-        st.durable = Some(Box::new(Durable { fence: claimed.fence, stored_ack: acked, ..Durable::default() }));
+        let (acked, token) = (st.core.acked(), Some(st.core.token()));
+        st.durable = Some(Box::new(Durable {
+            fence: claimed.fence,
+            stored_ack: acked,
+            stored_token: token,
+            ..Durable::default()
+        }));
     }
     let older = inner.registry().insert(id, cell.clone());
     if let Some(old) = older {
@@ -68,6 +73,33 @@ pub(super) fn after_turn(inner: &Arc<Inner>, cell: &Arc<SessionCell>, id: Sessio
             });
         }
         return;
+    }
+    // A token the client proved it holds is written at once: until then a
+    // stale handshake with an older token could claim the session away.
+    let token = st.core.token();
+    if !d.confirming && !d.stored_token.is_some_and(|t| t.matches(&token)) {
+        d.confirming = true;
+        let (store, cell) = (store.clone(), cell.clone());
+        tokio::spawn(async move {
+            let r = store.confirm(id, fence, token).await;
+            let mut st = cell.lock();
+            if let Some(d) = st.durable.as_mut() {
+                d.confirming = false;
+                if r.is_ok() {
+                    d.stored_token = Some(token);
+                }
+            }
+            drop(st);
+            match r {
+                Ok(()) => {}
+                Err(StoreError::Fenced(_) | StoreError::Gone(_)) => {
+                    cell.moved(Some(fence), true);
+                }
+                Err(e) => {
+                    tracing::debug!(session = %id, %e, "token confirmation not written; retried at the next turn")
+                }
+            }
+        });
     }
     // Acks are written lazily: at most one write per session per
     // ACK_WRITE_DELAY (the latest value then), since the store needs them

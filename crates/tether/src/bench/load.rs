@@ -686,6 +686,8 @@ pub(crate) struct WorkerArgs {
 #[derive(Default)]
 struct Shared {
     connected: AtomicU64,
+    /// Sessions a transport carries now.
+    established: AtomicU64,
     resumes: AtomicU64,
     rtt: AtomicU64,
     said: AtomicU64,
@@ -767,8 +769,23 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
             h2.lock().unwrap_or_else(|p| p.into_inner()).push(h);
             let s = s2.clone();
             tokio::spawn(async move {
+                // Whether a transport carries the session, from its events
+                // (counted here rather than polling every handle's lock).
+                let mut up = false;
                 while let Some(e) = client.next_event().await {
                     let lost = matches!(e, Event::Session(ClientEvent::Disconnected { .. }));
+                    let now_up = match &e {
+                        Event::Session(ClientEvent::Connected { .. } | ClientEvent::Resumed { .. }) => true,
+                        Event::Session(ClientEvent::Disconnected { .. } | ClientEvent::SessionEnded { .. }) => false,
+                        _ => up,
+                    };
+                    if now_up != std::mem::replace(&mut up, now_up) {
+                        if now_up {
+                            s.established.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            s.established.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
                     match e {
                         Event::Session(ClientEvent::Connected { .. }) => {
                             s.connected.fetch_add(1, Ordering::Relaxed);
@@ -842,8 +859,7 @@ pub(crate) async fn worker(a: WorkerArgs) -> Result<()> {
                 return Ok(());
             }
         }
-        let established =
-            handles.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|h| h.is_established()).count();
+        let established = shared.established.load(Ordering::Relaxed) as usize;
         if all_held.is_none() && established >= a.sessions {
             all_held = Some(began.elapsed().as_secs_f64());
         }
