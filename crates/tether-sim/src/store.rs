@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tether_proto::token::TokenCheck;
-use tether_proto::{ReplayLimits, ResumeToken, SessionId, SessionRecord, TokenState};
+use tether_proto::{ReplayLimits, ResumeToken, SessionId, SessionRecord, TokenHash, TokenState};
 
 /// A node's claim on a session: raised by every claim and by the death of
 /// its owner, checked by every write the owner makes.
@@ -294,6 +294,17 @@ impl Store {
                 s.bytes -= p.len();
             }
             s.acked += 1;
+        }
+        Ok(())
+    }
+
+    /// The client proved it holds `token` (a confirmation, PROTOCOL §5.4):
+    /// it becomes the only valid one, as `confirm.lua` does.
+    pub fn confirm(&mut self, now: Instant, id: SessionId, fence: Fence, token: TokenHash) -> Result<(), StoreError> {
+        let s = self.owned(now, id, fence)?;
+        let (current, pending, _) = s.tokens.parts();
+        if !current.matches(&token) && pending.iter().any(|p| p.matches(&token)) {
+            s.tokens.confirm(token);
         }
         Ok(())
     }

@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tether_proto::{
-    Frame, Refusal, RejectReason, SendError, Server, SessionEnd, SessionEvent, SessionId, Transmit, TransportId,
+    Frame, Refusal, RejectReason, SendError, Server, SessionEnd, SessionEvent, SessionId, TokenHash, Transmit,
+    TransportId,
 };
 
 use super::{Ev, Sim};
@@ -55,6 +56,8 @@ pub(super) struct Node {
     fences: BTreeMap<SessionId, Fence>,
     /// The highest ack written to the store, per session.
     stored_ack: BTreeMap<SessionId, u64>,
+    /// The token the client proved it holds, as written to the store.
+    stored_token: BTreeMap<SessionId, TokenHash>,
     /// Client messages taken but not committed yet, oldest first.
     pending: VecDeque<Taken>,
     /// Sessions that ended here but are still in the store.
@@ -133,6 +136,9 @@ impl Sim {
                 }
                 self.node.fences.insert(id, fence);
                 self.node.stored_ack.insert(id, acked);
+                if let Some(s) = self.server.session(id) {
+                    self.node.stored_token.insert(id, s.token());
+                }
                 self.node.fill.remove(&id);
                 self.stats.claims += 1;
                 let node = self.node.id;
@@ -172,6 +178,7 @@ impl Sim {
                         Ok(fence) => {
                             self.node.fences.insert(id, fence);
                             self.node.stored_ack.insert(id, 0);
+                            self.node.stored_token.insert(id, record.tokens.parts().0);
                         }
                         Err(e) => self.ledger.violations.push(format!("a new session was not recorded: {e:?}")),
                     }
@@ -337,6 +344,7 @@ impl Sim {
     pub(super) fn durable_end(&mut self, s: SessionId) {
         self.node.pending.retain(|t| t.session != s);
         self.node.stored_ack.remove(&s);
+        self.node.stored_token.remove(&s);
         if let Some(fence) = self.node.fences.remove(&s) {
             self.node.ends.push((s, fence));
             self.write_ends();
@@ -359,11 +367,28 @@ impl Sim {
         }
     }
 
-    /// Writes the client's acks back to the store (after every drain).
+    /// Writes the client's acks, and the token it proved it holds, back to
+    /// the store (after every drain), as the runtime does.
     pub(super) fn store_acks(&mut self) {
         let now = self.now;
         let Some(store) = self.store.as_mut() else { return };
         let mut failed = false;
+        for (s, fence) in &self.node.fences {
+            let Some(token) = self.server.session(*s).map(|x| x.token()) else { continue };
+            if self.node.stored_token.get(s).is_some_and(|t| t.matches(&token)) {
+                continue;
+            }
+            if !store.is_up(now) {
+                failed = true;
+                continue;
+            }
+            match store.confirm(now, *s, *fence, token) {
+                Ok(()) => {
+                    self.node.stored_token.insert(*s, token);
+                }
+                Err(e) => self.ledger.violations.push(format!("token of {s:?} not written: {e:?}")),
+            }
+        }
         for (s, fence) in &self.node.fences {
             let Some(acked) = self.server.session(*s).map(|x| x.acked()) else { continue };
             let stored = self.node.stored_ack.entry(*s).or_insert(0);
