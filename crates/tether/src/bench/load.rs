@@ -359,6 +359,22 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; figures are for release builds (cargo build --release -p tether)");
     }
+    // Loopback packets queue per CPU up to this many; beyond, the kernel
+    // drops them: a storm's SYNs, or thousands of keepalive probes that fall
+    // due together (sessions opened in the same second) — which then look
+    // like dead peers (docs/PERFORMANCE.md).
+    let backlog: usize = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    if a.sessions > 10 * backlog {
+        eprintln!(
+            "note: net.core.netdev_max_backlog is {backlog}: loopback drops bursts beyond it (a storm's SYNs, \
+             keepalive probes falling due together); for {} sessions raise it while testing: \
+             sysctl -w net.core.netdev_max_backlog=100000",
+            a.sessions
+        );
+    }
     let workers_n = a.sessions.div_ceil(PER_WORKER);
     let gw0 = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
     println!(
