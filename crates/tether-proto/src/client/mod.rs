@@ -219,11 +219,7 @@ impl Client {
     /// [`Client::handle_connected`].
     pub fn handle_reachable(&mut self, now: Instant, tid: TransportId) {
         self.now = now;
-        let Link::Connecting { .. } = self.link else { return };
-        let Some(started) = self.racers.started(tid) else { return };
-        for other in self.racers.keep_only(tid) {
-            self.io.abandon(other);
-        }
+        let Some(started) = self.keep_racer(tid) else { return };
         self.link = Link::Connecting { started, deadline: started + self.cfg.handshake_timeout };
     }
 
@@ -232,11 +228,7 @@ impl Client {
     /// open wins; the others are dropped.
     pub fn handle_connected(&mut self, now: Instant, tid: TransportId) {
         self.now = now;
-        let Link::Connecting { .. } = self.link else { return };
-        let Some(started) = self.racers.started(tid) else { return };
-        for other in self.racers.keep_only(tid) {
-            self.io.abandon(other);
-        }
+        let Some(started) = self.keep_racer(tid) else { return };
         self.racers.take_all();
         let deadline = started + self.cfg.handshake_timeout;
         let carried = self.inb.last_taken();
@@ -443,6 +435,18 @@ impl Client {
             && self.cfg.race.max_in_flight > 1
             && !self.racers.racing()
             && !self.racers.is_empty()
+    }
+
+    /// Transport `tid`, one of the attempt's, goes on alone: the others are
+    /// dropped and no more are raced. When it was asked for; None (nothing
+    /// done) if it is not one of the attempt's transports.
+    fn keep_racer(&mut self, tid: TransportId) -> Option<Instant> {
+        let Link::Connecting { .. } = self.link else { return None };
+        let started = self.racers.started(tid)?;
+        for other in self.racers.keep_only(tid) {
+            self.io.abandon(other);
+        }
+        Some(started)
     }
 
     /// Drops every transport: the current one and any being opened.
