@@ -90,6 +90,17 @@ impl Racers {
         drop.into_iter().map(|(t, _)| t).collect()
     }
 
+    /// `tid` reached the server: as [`Racers::keep_only`], and its clock
+    /// restarts at `now` (the server gets a whole `handshake_timeout` to
+    /// answer, however long the path took to carry the SYN).
+    pub(crate) fn reach(&mut self, tid: TransportId, now: Instant) -> Vec<TransportId> {
+        let drop = self.keep_only(tid);
+        for (_, s) in &mut self.open {
+            *s = now;
+        }
+        drop
+    }
+
     /// Every transport, to drop; racing stops.
     pub(crate) fn take_all(&mut self) -> Vec<TransportId> {
         self.next = None;

@@ -89,14 +89,18 @@ fn once_a_transport_reaches_the_server_nothing_more_is_raced() {
     c.handle_reachable(now, out.connects[0]);
     drain(&mut c, &mut out);
     assert_eq!(out.closed, vec![out.connects[1]]);
-    // Until its own handshake timeout (5 s after it was asked for), no racer.
-    run(&mut c, &mut out, &mut now, t0 + MS(4999));
+    // No racer, and the server has a whole handshake timeout from the moment
+    // it was reached (5 s after 800 ms), not from when the transport was
+    // asked for: a slow server is waited for, not sent the work again.
+    run(&mut c, &mut out, &mut now, t0 + MS(5799));
     assert_eq!(out.connects.len(), 2);
+    assert_eq!(out.closed, vec![out.connects[1]], "gave up on a server that was reached before its time");
     // The server never finished the handshake: the next attempt, after the
     // backoff, is not raced (a server that was reached and did not answer).
-    run(&mut c, &mut out, &mut now, t0 + MS(5000));
+    run(&mut c, &mut out, &mut now, t0 + MS(5800));
+    assert_eq!(out.closed, vec![out.connects[1], out.connects[0]]);
     let before = out.connects.len();
-    run(&mut c, &mut out, &mut now, t0 + MS(9000));
+    run(&mut c, &mut out, &mut now, t0 + MS(9800));
     assert_eq!(out.connects.len() - before, 1, "raced a server that was reached: {:?}", out.connects);
 }
 

@@ -219,8 +219,17 @@ impl Client {
     /// [`Client::handle_connected`].
     pub fn handle_reachable(&mut self, now: Instant, tid: TransportId) {
         self.now = now;
-        let Some(started) = self.keep_racer(tid) else { return };
-        self.link = Link::Connecting { started, deadline: started + self.cfg.handshake_timeout };
+        let Link::Connecting { .. } = self.link else { return };
+        if self.racers.started(tid).is_none() {
+            return;
+        }
+        for other in self.racers.reach(tid, now) {
+            self.io.abandon(other);
+        }
+        // The server answered: it gets a whole handshake_timeout from now
+        // (§9.7). Giving up on a server that is merely slow (every client of
+        // it reconnecting at once) would only send it the same work again.
+        self.link = Link::Connecting { started: now, deadline: now + self.cfg.handshake_timeout };
     }
 
     /// The caller finished opening transport `tid` (TCP connected, TLS and
