@@ -319,7 +319,8 @@ fn alive(workers: &mut [Worker]) -> Result<()> {
     Ok(())
 }
 
-fn gateway_usage(pids: &[u32]) -> Result<(f64, u64, u64)> {
+/// Summed usage of several processes.
+fn total_usage(pids: &[u32]) -> Result<(f64, u64, u64)> {
     pids.iter().try_fold((0.0, 0, 0), |(c, r, a), pid| {
         let (c2, r2, a2) = usage(*pid)?;
         Ok((c + c2, r + r2, a + a2))
@@ -376,7 +377,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         );
     }
     let workers_n = a.sessions.div_ceil(PER_WORKER);
-    let gw0 = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
+    let gw0 = if a.gateway_pid.is_empty() { None } else { Some(total_usage(&a.gateway_pid)?) };
     println!(
         "tether bench load: {} sessions to {} ({} profile{}), {} worker process(es){}",
         a.sessions,
@@ -419,7 +420,14 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
         if let Some(src) = &a.source {
             args.extend(["--source".into(), src.clone()]);
         }
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut cmd = Command::new(std::env::current_exe()?);
+        if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+            // Many workers share the machine's cores: one thread each costs
+            // less CPU per session (fewer cross-thread wake-ups; measured in
+            // docs/PERFORMANCE.md) than tokio's one per core.
+            cmd.env("TOKIO_WORKER_THREADS", "1");
+        }
+        let mut child = cmd
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -448,15 +456,18 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
     };
     let line = |c: &Counters, prev: &Counters, t: f64| {
         let fails: u64 = c.failures.values().sum();
+        // The most frequent cause, so a collapse says what it is as it happens.
+        let top = c.failures.iter().max_by_key(|(_, n)| **n).map(|(k, n)| format!(" (most: {k} {n})"));
         println!(
-            "  [{t:6.1}s] held {}/{} · connects {}/s · RTT samples {}/s · delivered {}/s · resumes {} · failures {}",
+            "  [{t:6.1}s] held {}/{} · connects {}/s · RTT samples {}/s · delivered {}/s · resumes {} · failures {}{}",
             c.established,
             a.sessions,
             c.connected.saturating_sub(prev.connected),
             c.rtt.saturating_sub(prev.rtt),
             c.delivered.saturating_sub(prev.delivered),
             c.resumes,
-            fails
+            fails,
+            top.unwrap_or_default()
         );
     };
     // Connect phase: until every session is held (or 10 min).
@@ -490,7 +501,9 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
     };
     // Hold phase.
     let hold0 = total(&workers);
-    let gw_hold0 = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
+    let gw_hold0 = if a.gateway_pid.is_empty() { None } else { Some(total_usage(&a.gateway_pid)?) };
+    let worker_pids: Vec<u32> = workers.iter().map(|w| w.child.id()).collect();
+    let load_hold0 = total_usage(&worker_pids)?;
     let hold_start = Instant::now();
     while frozen.is_none() && hold_start.elapsed() < a.duration {
         std::thread::sleep(Duration::from_secs(1));
@@ -501,7 +514,8 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
     }
     let held_for = hold_start.elapsed().as_secs_f64();
     let end = total(&workers);
-    let gw_end = if a.gateway_pid.is_empty() { None } else { Some(gateway_usage(&a.gateway_pid)?) };
+    let gw_end = if a.gateway_pid.is_empty() { None } else { Some(total_usage(&a.gateway_pid)?) };
+    let load_end = total_usage(&worker_pids)?;
     for w in &mut workers {
         drop(w.stdin.take()); // the workers stop when their stdin closes
     }
@@ -535,6 +549,11 @@ pub(crate) fn load(a: LoadArgs) -> Result<()> {
             "rss_anon_per_session_kib": anon.saturating_sub(anon_start) as f64 / a.sessions as f64,
             "vm_rss_per_session_kib": rss.saturating_sub(rss_start) as f64 / a.sessions as f64,
         })),
+        // The load generator's own cost, to tell when it, not the gateway, is the limit.
+        "load_generator": {
+            "cpu_cores_while_held": (load_end.0 - load_hold0.0) / held_for,
+            "vm_rss_kib": load_end.1,
+        },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(p) = &a.json {
