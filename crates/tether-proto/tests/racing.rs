@@ -150,3 +150,101 @@ fn a_server_that_sheds_the_attempt_is_not_raced_until_a_welcome() {
     run(&mut c, &mut out, &mut now, until);
     assert!(out.connects.len() - before >= 3, "not raced after a WELCOME: {:?}", &out.connects[before..]);
 }
+
+/// Establishes a session on the first transport and loses it: the client is
+/// then resumable (grace 60 s).
+fn established_then_lost(c: &mut Client, out: &mut Out, now: Instant) {
+    let first = out.connects[0];
+    c.handle_connected(now, first);
+    drain(c, out);
+    let w = Welcome {
+        version: VERSION,
+        resumed: false,
+        session_id: SessionId::from_bytes([7; 16]),
+        token: ResumeToken::from_bytes([9; 32]),
+        last_received: 0,
+        max_frame: 1 << 16,
+        idle_timeout_ms: 40_000,
+        grace_ms: 600_000,
+    };
+    c.handle_frame(now, first, &Frame::Welcome(w).to_vec());
+    c.handle_transport_closed(now, first);
+    drain(c, out);
+}
+
+/// The delays of the `Reconnecting` events so far.
+fn delays(c: &mut Client) -> Vec<Duration> {
+    std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            tether_proto::ClientEvent::Reconnecting { delay, .. } => Some(delay),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every client of a server comes back at once; the server drops most of
+/// their connections once accepted. A resumable session is then not retried
+/// every `resume_max` (2 s) by each: its delays grow to a quarter of the
+/// grace (§9.2). They stay short when the path, not the server, failed, and
+/// after a REJECT 5 (whose retry-after is the server's own pacing).
+#[test]
+fn a_resumable_session_shed_by_its_server_backs_off_past_resume_max() {
+    for how in ["closed", "reject"] {
+        let (mut c, t0, mut out) = client();
+        let mut now = t0;
+        established_then_lost(&mut c, &mut out, now);
+        let _ = delays(&mut c);
+        for _ in 0..8 {
+            let until = now + MS(31_000);
+            let before = out.connects.len();
+            while out.connects.len() == before && now < until {
+                let next = now + MS(10);
+                run(&mut c, &mut out, &mut now, next);
+            }
+            let tid = *out.connects.last().unwrap();
+            c.handle_connected(now, tid);
+            drain(&mut c, &mut out);
+            match how {
+                "reject" => {
+                    let r = Reject {
+                        reason: RejectReason::Overloaded,
+                        retry_after_ms: 0,
+                        min_version: VERSION,
+                        max_version: VERSION,
+                        message: "busy".into(),
+                    };
+                    c.handle_frame(now, tid, &Frame::Reject(r).to_vec());
+                }
+                _ => c.handle_transport_closed(now, tid),
+            }
+            drain(&mut c, &mut out);
+        }
+        let ds = delays(&mut c);
+        assert_eq!(ds.len(), 8, "{how}: {ds:?}");
+        if how == "closed" {
+            // Grace 600 s: a quarter is 150 s, max (30 s) bounds it.
+            assert!(ds.iter().all(|d| *d <= Duration::from_secs(30)), "{how}: {ds:?}");
+            assert!(ds[4..].iter().any(|d| *d > Duration::from_secs(2)), "{how}: capped at resume_max: {ds:?}");
+        } else {
+            assert!(ds.iter().all(|d| *d <= Duration::from_secs(2)), "{how}: {ds:?}");
+        }
+    }
+    // Attempts failing on the path (never reaching the server) keep the
+    // resumable cap: the session comes back soon after the path does.
+    let (mut c, t0, mut out) = client();
+    let mut now = t0;
+    established_then_lost(&mut c, &mut out, now);
+    let _ = delays(&mut c);
+    let until = now + MS(120_000);
+    while now < until {
+        let next = now + MS(50);
+        run(&mut c, &mut out, &mut now, next);
+        // Every transport asked for is refused before reaching the server.
+        for tid in out.connects.drain(..) {
+            c.handle_transport_closed(now, tid);
+        }
+        drain(&mut c, &mut out);
+    }
+    let ds = delays(&mut c);
+    assert!(ds.len() > 20 && ds.iter().all(|d| *d <= Duration::from_secs(2)), "{ds:?}");
+}
