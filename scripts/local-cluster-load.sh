@@ -5,23 +5,43 @@
 # them with the arguments given (their pids passed for CPU and memory), then
 # stops everything it started.
 #
-#   scripts/local-cluster-load.sh [-n NODES] [-p PORT] -- BENCH-LOAD-ARGS…
+#   scripts/local-cluster-load.sh [-n NODES] [-p PORT] [-N] -- BENCH-LOAD-ARGS…
 #   scripts/local-cluster-load.sh -n 7 -- --sessions 100000 --rate 8000 \
 #       --interval 25s --source 127.0.0.1-127.0.0.16 --duration 30s
+#
+# -N (root) runs it all in a private network namespace whose TCP
+# established-connection hash table has 2M buckets: the host's is sized at
+# boot (262 144 here) and, with both ends of 1M connections on one box, its
+# chains show in every packet's lookup (docs/PERFORMANCE.md). The namespace
+# is deleted at the end.
 #
 # Uses target/release/tether (build it first: cargo build --release -p tether).
 # --outage needs root (nft). Figures: docs/PERFORMANCE.md.
 set -euo pipefail
 nodes=3
 port=7601
+netns=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -n) nodes="$2"; shift 2 ;;
     -p) port="$2"; shift 2 ;;
+    -N) netns=1; shift ;;
     --) shift; break ;;
-    *) echo "usage: $0 [-n NODES] [-p PORT] -- BENCH-LOAD-ARGS…" >&2; exit 2 ;;
+    *) echo "usage: $0 [-n NODES] [-p PORT] [-N] -- BENCH-LOAD-ARGS…" >&2; exit 2 ;;
   esac
 done
+if [[ $netns == 1 ]]; then
+  ns="tether-load-$$"
+  old="$(sysctl -n net.ipv4.tcp_child_ehash_entries)" || { echo "-N needs Linux 6.1+ (net.ipv4.tcp_child_ehash_entries)" >&2; exit 1; }
+  # Read when a namespace is created: set, create, restore.
+  sysctl -qw net.ipv4.tcp_child_ehash_entries=2097152
+  ip netns add "$ns" || { sysctl -qw net.ipv4.tcp_child_ehash_entries="$old"; exit 1; }
+  sysctl -qw net.ipv4.tcp_child_ehash_entries="$old"
+  trap 'ip netns del "$ns"' EXIT
+  ip netns exec "$ns" ip link set lo up
+  ip netns exec "$ns" "$0" -n "$nodes" -p "$port" -- "$@"
+  exit $?
+fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/target/release/tether"
 [[ -x "$bin" ]] || { echo "no $bin: run cargo build --release -p tether first" >&2; exit 1; }
