@@ -236,8 +236,6 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
      * server refused for load (REJECT 5 or 6), since the last WELCOME: attempts do not race (§9.7).
      */
     private serverSlow;
-    /** The server dropped a connection of this client once open, without a REJECT, since the last WELCOME (§9.2). */
-    private shed;
     private lastEnd;
     private reported;
     private queue;

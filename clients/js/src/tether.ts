@@ -406,25 +406,15 @@ class Backoff {
     const cap = resumable ? BACKOFF.resumeMax : BACKOFF.max;
     return Math.min(cap, BACKOFF.initial * 2 ** Math.min(this.attempt, 31));
   }
-  /**
-   * `shedCap`: the server dropped this client's connections since its last WELCOME; the ceiling while
-   * resumable becomes grace / 4, within [resumeMax, max] (§9.2).
-   */
-  next(now: number, random: () => number, resumableUntil: number | null, budget: number, retryAfter: number | null, shedCap: number | null = null): number {
-    let ceiling = this.ceiling(resumableUntil !== null);
-    if (resumableUntil !== null && shedCap !== null) {
-      ceiling = Math.min(Math.min(Math.max(shedCap, BACKOFF.resumeMax), BACKOFF.max), BACKOFF.initial * 2 ** Math.min(this.attempt, 31));
-    }
-    let delay = random() * ceiling;
+  next(now: number, random: () => number, resumableUntil: number | null, budget: number, retryAfter: number | null): number {
+    let delay = random() * this.ceiling(resumableUntil !== null);
     // Never start so late that the attempt cannot finish before the local
-    // expiry (§9.3): a delay past that moment is drawn again within the time
-    // left; past that moment, one attempt at once, then the usual backoff
-    // (instantly failing connects must not loop).
+    // expiry (§9.3); past that moment, one attempt at once, then the usual
+    // backoff (instantly failing connects must not loop).
     if (resumableUntil !== null) {
       const latest = resumableUntil - budget;
-      if (now < latest) {
-        if (delay > latest - now) delay = random() * (latest - now);
-      } else if (this.lateUsed !== resumableUntil) {
+      if (now < latest) delay = Math.min(delay, latest - now);
+      else if (this.lateUsed !== resumableUntil) {
         this.lateUsed = resumableUntil;
         delay = 0;
       }
@@ -633,8 +623,6 @@ export class TetherClient extends Emitter<TetherEventMap> {
    * server refused for load (REJECT 5 or 6), since the last WELCOME: attempts do not race (§9.7).
    */
   private serverSlow = false;
-  /** The server dropped a connection of this client once open, without a REJECT, since the last WELCOME (§9.2). */
-  private shed = false;
   private lastEnd: EndReason | null = null;
   private reported: LinkState;
   private queue: Event[] = [];
@@ -880,10 +868,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     // pointless, the attempt fails (backoff) and every racer is closed (§9.7).
     if (this.currentTid() === tid || this.racers.get(tid)) {
       // Closed once it had opened, before WELCOME: a server shedding load is not raced (§9.7).
-      if (this.link.k === 'handshaking') {
-        this.serverSlow = true;
-        this.shed = true; // dropped without a REJECT: backoff grows past resumeMax until a WELCOME (§9.2)
-      }
+      if (this.link.k === 'handshaking') this.serverSlow = true;
       this.lose(now, 'closed', 'the connection closed or failed', false);
     }
   }
@@ -996,7 +981,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     this.hb.reset(now);
     this.resumableUntil = null;
     this.retryNotBefore = null;
-    this.serverSlow = this.shed = false;
+    this.serverSlow = false;
     this.lastEnd = null;
     this.dirtyCore = this.dirtyOut = true; // the rotated token must survive a reload
   }
@@ -1110,7 +1095,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     const retryAfter = this.retryNotBefore === null ? null : Math.max(0, this.retryNotBefore - now);
     const attempt = this.backoff.attempt;
     const delay = immediate && retryAfter === null ? 0
-      : this.backoff.next(now, this.random, this.resumableUntil, this.t.handshakeTimeout, retryAfter, this.shed && this.session ? this.session.graceMs / 4 : null);
+      : this.backoff.next(now, this.random, this.resumableUntil, this.t.handshakeTimeout, retryAfter);
     this.emit('reconnecting', { attempt, delay });
     this.link = { k: 'waiting', until: now + delay };
   }

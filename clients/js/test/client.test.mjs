@@ -985,36 +985,3 @@ test('§9.7 a server that shed the attempt: an opened WebSocket closed before WE
   h.clock.advance(h.of('reconnecting').at(-1).delay);
   hangsRaced(h, 500);
 });
-
-test('§9.2 a resumable session whose server drops its connections once open backs off to grace/4 until a WELCOME; after REJECT 5 or path failures, the 2 s cap', () => {
-  for (const how of ['closed', 'reject']) {
-    const h = setup();
-    h.setRandom(0.999999);
-    const { ws } = h.connect(); // grace 60 s: the cap becomes 15 s
-    ws.drop();
-    h.clear();
-    for (let n = 0; n < 8; n++) {
-      h.clock.advance(h.of('reconnecting').at(-1)?.delay ?? 2_000);
-      const w = h.ws();
-      w.open();
-      w.take('hello');
-      if (how === 'reject') w.deliver(reject(5, 0));
-      else w.drop();
-    }
-    const delays = h.of('reconnecting').map((r) => r.delay);
-    if (how === 'closed') {
-      assert.ok(delays.every((d) => d <= 15_000), `${how}: ${delays}`);
-      assert.ok(delays.slice(4).some((d) => d > 2_000), `${how}: capped at resumeMax: ${delays}`);
-    } else {
-      assert.ok(delays.every((d) => d <= 2_000), `${how}: ${delays}`);
-    }
-    // A WELCOME ends it: the next loss is back under the 2 s cap.
-    h.clock.advance(delays.at(-1));
-    h.ws().open();
-    h.ws().take('hello');
-    h.ws().deliver(welcome({ resumed: true }));
-    h.clear();
-    h.ws().drop();
-    assert.ok(h.of('reconnecting').at(-1).delay <= 2_000);
-  }
-});

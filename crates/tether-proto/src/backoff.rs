@@ -3,10 +3,9 @@
 //!
 //! Attempt *n* (from 0) waits a uniform random delay in
 //! `[0, min(max, initial × 2ⁿ)]`. While a session is resumable the ceiling is
-//! `resume_max` instead of `max` — a quarter of the grace period instead
-//! while the server drops the client's connections (§9.2) — and no attempt is scheduled so late that it could not finish
-//! before the session expires. A server's retry-after is a floor. A
-//! network-up signal skips the wait entirely (but not a retry-after).
+//! `resume_max` instead of `max`, and no attempt is scheduled so late that it
+//! could not finish before the session expires. A server's retry-after is a
+//! floor. A network-up signal skips the wait entirely (but not a retry-after).
 
 use std::time::{Duration, Instant};
 
@@ -66,10 +65,6 @@ pub struct DelayContext {
     pub attempt_budget: Duration,
     /// The server's retry-after, if it gave one.
     pub retry_after: Option<Duration>,
-    /// The server has been dropping the client's connections (closed once
-    /// reached, without a REJECT) since its last WELCOME: the ceiling while
-    /// resumable, instead of `resume_max` (§9.2). `max` still bounds it.
-    pub shed_cap: Option<Duration>,
 }
 
 /// Backoff state: how many attempts failed in a row.
@@ -106,32 +101,21 @@ impl Backoff {
 
     /// The ceiling for the current attempt, before jitter.
     pub fn ceiling(&self, resumable: bool) -> Duration {
-        self.ceiling_with(resumable, None)
-    }
-
-    fn ceiling_with(&self, resumable: bool, shed_cap: Option<Duration>) -> Duration {
-        let cap = match (resumable, shed_cap) {
-            (true, Some(c)) => c.clamp(self.cfg.resume_max, self.cfg.max),
-            (true, None) => self.cfg.resume_max,
-            (false, _) => self.cfg.max,
-        };
+        let cap = if resumable { self.cfg.resume_max } else { self.cfg.max };
         let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
         self.cfg.initial.saturating_mul(factor).min(cap)
     }
 
     /// Draws the delay before the next attempt and counts the attempt.
     pub fn next_delay(&mut self, now: Instant, rng: &mut Rng, ctx: DelayContext) -> Duration {
-        let ceiling = self.ceiling_with(ctx.resumable_until.is_some(), ctx.shed_cap);
-        let mut delay = uniform(rng, ceiling);
+        let ceiling = self.ceiling(ctx.resumable_until.is_some());
+        let ceil_us = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+        let mut delay = Duration::from_micros(rng.below_inclusive(ceil_us));
         if let Some(until) = ctx.resumable_until {
             // The last moment an attempt can start and still resume in time.
             let latest = until.checked_sub(ctx.attempt_budget).unwrap_or(now);
             if now < latest {
-                // Drawn again within the time left rather than clamped to
-                // its end: sessions cut off together share that moment.
-                if delay > latest - now {
-                    delay = uniform(rng, latest - now);
-                }
+                delay = delay.min(latest - now);
             } else if self.late_used != Some(until) {
                 // Past it: one attempt at once; later ones back off as usual.
                 self.late_used = Some(until);
@@ -144,11 +128,6 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         delay
     }
-}
-
-/// A uniform delay in `[0, ceiling]`, at microsecond granularity.
-fn uniform(rng: &mut Rng, ceiling: Duration) -> Duration {
-    Duration::from_micros(rng.below_inclusive(u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX)))
 }
 
 #[cfg(test)]
@@ -196,7 +175,7 @@ mod tests {
                 DelayContext {
                     resumable_until: Some(until),
                     attempt_budget: Duration::from_secs(5),
-                    ..Default::default()
+                    retry_after: None,
                 },
             );
             assert!(d <= cfg.resume_max);
@@ -205,70 +184,13 @@ mod tests {
         // only once: an attempt that fails at once must not loop.
         let late = until - Duration::from_secs(2);
         let ctx =
-            DelayContext { resumable_until: Some(until), attempt_budget: Duration::from_secs(5), ..Default::default() };
+            DelayContext { resumable_until: Some(until), attempt_budget: Duration::from_secs(5), retry_after: None };
         assert_eq!(b.next_delay(late, &mut rng, ctx), Duration::ZERO);
         let later: Vec<Duration> = (0..20).map(|_| b.next_delay(late, &mut rng, ctx)).collect();
         assert!(later.iter().all(|d| *d <= cfg.resume_max) && later.iter().filter(|d| !d.is_zero()).count() >= 19);
         // A new outage (another expiry) gets its own immediate attempt.
         let ctx2 = DelayContext { resumable_until: Some(until + Duration::from_secs(30)), ..ctx };
         assert_eq!(b.next_delay(until + Duration::from_secs(27), &mut rng, ctx2), Duration::ZERO);
-    }
-
-    #[test]
-    fn a_server_shedding_the_client_is_met_with_growing_delays_even_while_resumable() {
-        let cfg = BackoffConfig::default();
-        let now = crate::test_epoch();
-        let mut rng = Rng::from_seed(4);
-        let until = now + Duration::from_secs(600);
-        let shed = DelayContext {
-            resumable_until: Some(until),
-            attempt_budget: Duration::from_secs(5),
-            shed_cap: Some(Duration::from_secs(15)),
-            ..Default::default()
-        };
-        let mut b = Backoff::new(cfg.clone());
-        let ds: Vec<Duration> = (0..400)
-            .map(|_| {
-                b.attempt = 10;
-                b.next_delay(now, &mut rng, shed)
-            })
-            .collect();
-        assert!(ds.iter().all(|d| *d <= Duration::from_secs(15)));
-        assert!(ds.iter().filter(|d| **d > cfg.resume_max).count() > 300, "capped at resume_max: {ds:?}");
-        // Never above max, never below resume_max.
-        b.attempt = 10;
-        let big = DelayContext { shed_cap: Some(Duration::from_secs(3600)), ..shed };
-        assert!((0..100).all(|_| b.next_delay(now, &mut rng, big) <= cfg.max));
-        // Not shed: resume_max again.
-        b.attempt = 10;
-        assert!(b.next_delay(now, &mut rng, DelayContext { shed_cap: None, ..shed }) <= cfg.resume_max);
-    }
-
-    #[test]
-    fn delays_past_the_last_moment_are_spread_over_the_time_left_not_piled_on_its_end() {
-        // 40 s left, 5 s budget: the last moment is 35 s away; every delay
-        // drawn beyond it (ceiling 30 s... here max 100 s) lands somewhere in
-        // [0, 35 s], not all at 35 s.
-        let cfg = BackoffConfig { max: Duration::from_secs(100), ..Default::default() };
-        let now = crate::test_epoch();
-        let mut rng = Rng::from_seed(5);
-        let ctx = DelayContext {
-            resumable_until: Some(now + Duration::from_secs(40)),
-            attempt_budget: Duration::from_secs(5),
-            shed_cap: Some(Duration::from_secs(100)),
-            ..Default::default()
-        };
-        let mut b = Backoff::new(cfg);
-        let ds: Vec<Duration> = (0..500)
-            .map(|_| {
-                b.attempt = 20;
-                b.next_delay(now, &mut rng, ctx)
-            })
-            .collect();
-        let last = Duration::from_secs(35);
-        assert!(ds.iter().all(|d| *d <= last));
-        assert!(ds.iter().filter(|d| **d == last).count() < 5, "piled on the last moment");
-        assert!(ds.iter().any(|d| *d < last / 4));
     }
 
     #[test]

@@ -90,10 +90,6 @@ pub struct Client {
     /// The server was reached but did not answer in time, or refused for
     /// load, since the last WELCOME: attempts do not race (§9.7).
     server_slow: bool,
-    /// Since the last WELCOME the server has dropped a transport of this
-    /// client once reached, without a REJECT (a server past its limits):
-    /// backoff grows past `resume_max`, to a quarter of the grace (§9.2).
-    shed: bool,
     session: Option<SessionCtx>,
     /// Set while a session has no transport: after this the server has
     /// certainly expired it (last heard + server idle timeout + grace).
@@ -139,7 +135,6 @@ impl Client {
             racers: Racers::default(),
             last_rtt: None,
             server_slow: false,
-            shed: false,
             session: None,
             resumable_until: None,
             resumes: 0,
@@ -268,9 +263,7 @@ impl Client {
         // path answers, so racing is pointless; the attempt fails (backoff).
         if self.current_tid() == Some(tid) || self.racers.started(tid).is_some() {
             // Closed once it had reached the server: a server shedding load.
-            let reached = matches!(self.link, Link::Handshaking { .. }) || self.reached();
-            self.server_slow |= reached;
-            self.shed |= reached;
+            self.server_slow |= matches!(self.link, Link::Handshaking { .. }) || self.reached();
             self.lose(now, TransportLoss::Closed, false);
         }
     }
@@ -666,7 +659,6 @@ impl Client {
         self.resumable_until = None;
         self.retry_not_before = None;
         self.server_slow = false;
-        self.shed = false;
     }
 
     /// True (and the session ended with CLOSE 3005) when a message still
@@ -852,7 +844,6 @@ impl Client {
                 resumable_until: self.resumable_until,
                 attempt_budget: self.cfg.handshake_timeout,
                 retry_after,
-                shed_cap: self.session.as_ref().filter(|_| self.shed).map(|s| s.grace / 4),
             };
             self.backoff.next_delay(now, &mut self.rng, ctx)
         };
