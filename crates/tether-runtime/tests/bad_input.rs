@@ -429,3 +429,49 @@ async fn a_drain_refuses_handshakes_in_progress_with_6_and_closes_the_listener()
     let refused = TcpStream::connect(addr).await;
     assert!(refused.is_err(), "the listener must be closed during a drain");
 }
+
+/// A HELLO whose client has already closed the connection is one it gave up
+/// on (its handshake timed out while the server was busy); acting on it
+/// would take the session away from the transport carrying it. The HELLO
+/// and the FIN arrive in one segment (TCP_CORK holds the data until the
+/// shutdown), so the server has both before it reads the HELLO.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_whose_client_already_left_is_ignored_and_the_live_transport_keeps_its_session() {
+    let (_server, slog, addr) = start_server(Kind::Tcp, ServerOptions::new(server_core(SECS_10))).await;
+    let mut v = Vec::new();
+    hello().encode_length_prefixed(&mut v);
+    let mut live = raw(addr, &v).await;
+    let Some(Frame::Welcome(w)) = read_frame(&mut live).await else { panic!("expected WELCOME") };
+    let resume = tether_proto::frame::Resume { session_id: w.session_id, token: w.token, last_received: 0 };
+    let Frame::Hello(mut h) = hello() else { unreachable!() };
+    h.resume = Some(resume);
+    let mut stale_hello = Vec::new();
+    Frame::Hello(h).encode_length_prefixed(&mut stale_hello);
+    for left in [true, false] {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        socket2::SockRef::from(&s).set_tcp_cork(true).unwrap();
+        std::io::Write::write_all(&mut &s, &stale_hello).unwrap();
+        if !left {
+            // The control: the same HELLO from a client still there resumes.
+            socket2::SockRef::from(&s).set_tcp_cork(false).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let mut s = TcpStream::from_std(s).unwrap();
+            assert!(matches!(read_frame(&mut s).await, Some(Frame::Welcome(w)) if w.resumed));
+            assert_eq!(close_code(read_frame(&mut live).await), Some(CloseCode::TransportReplaced));
+            break;
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut s = TcpStream::from_std(s).unwrap();
+        assert!(read_frame(&mut s).await.is_none(), "answered a client that had left");
+        // The live transport still carries the session: a PING is answered.
+        let mut p = Vec::new();
+        Frame::Ping { nonce: 7, ack: 0, payload: Bytes::new() }.encode_length_prefixed(&mut p);
+        live.write_all(&p).await.unwrap();
+        assert!(matches!(read_frame(&mut live).await, Some(Frame::Pong { nonce: 7, .. })));
+    }
+    // One resume only: the control's.
+    let resumed = slog.snapshot().iter().filter(|(_, e)| matches!(e, ServerEvent::Resumed { .. })).count();
+    assert_eq!(resumed, 1);
+}

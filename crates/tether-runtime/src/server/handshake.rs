@@ -81,6 +81,7 @@ async fn handshake(
         tracing::debug!(%e, %peer, "socket tuning failed");
     }
     let max = inner.cfg.max_frame;
+    let left = PeerLeft::of(&tcp);
     let setup = async {
         let io = match (kind, &inner.tls) {
             (Kind::Tcp | Kind::Ws, _) => Io::Plain(tcp),
@@ -103,6 +104,13 @@ async fn handshake(
         Ok(Err(RecvError::Io(e))) => return tracing::debug!(%e, %peer, "closed before HELLO"),
         Err(_) => return refuse(inner, t, peer, Refusal::handshake_timeout()).await,
     };
+    if left.check() {
+        // A HELLO its client gave up on while this server was busy (every
+        // client reconnecting at once): the client has resumed elsewhere
+        // since, or will. Claiming the session now would only take it away
+        // from the transport that carries it (PROTOCOL §5.4).
+        return tracing::debug!(%peer, "the client closed the connection before its HELLO was handled; ignored");
+    }
     let refusal = inner.refusal().or_else(|| {
         permit.is_none().then(|| {
             // Spread over a window that grows with the storm (pace.rs),
@@ -155,6 +163,40 @@ async fn handshake(
                 refuse(inner, inc.transport, peer, r).await;
             }
         }
+    }
+}
+
+/// Whether the client has already closed a connection: on Linux, a
+/// non-blocking peek at the socket under any TLS or WebSocket layer finds
+/// the end of the stream (or a reset) with nothing left before it.
+struct PeerLeft(#[cfg(target_os = "linux")] std::os::fd::RawFd);
+
+impl PeerLeft {
+    fn of(tcp: &TcpStream) -> Self {
+        #[cfg(target_os = "linux")]
+        return PeerLeft(std::os::fd::AsRawFd::as_raw_fd(tcp));
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = tcp;
+            PeerLeft()
+        }
+    }
+
+    /// Only while the connection's transport is alive (the descriptor is
+    /// its own).
+    fn check(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use nix::errno::Errno;
+            use nix::sys::socket::{recv, MsgFlags};
+            let mut b = [0u8; 1];
+            matches!(
+                recv(self.0, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+                Ok(0) | Err(Errno::ECONNRESET | Errno::EPIPE)
+            )
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
     }
 }
 
