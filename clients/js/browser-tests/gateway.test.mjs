@@ -6,6 +6,7 @@
 //   resumed within 1 s of going online;
 // - a page reload resumes the same session (token in sessionStorage);
 // - the gateway killed: the page shows reconnecting, then expired after grace;
+// - a page of another site cannot open a WebSocket session (403 at the upgrade);
 // - screenshots of the demo page, saved under target/browser-screenshots.
 //
 // Run: node --test clients/js/browser-tests/ (TETHER_BIN overrides the
@@ -13,6 +14,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { createInterface } from 'node:readline';
 import { mkdirSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -267,6 +269,34 @@ test('online, offline, visibilitychange and pageshow each probe the link at once
     assert.equal(page.tetherPings.length, before, 'a non-persisted pageshow probed');
     assert.equal((await eventsOf(page, 'disconnected')).length, 0, 'a probe on a live link dropped it');
   } finally {
+    g.child.kill('SIGKILL');
+  }
+});
+
+test('a page of another site gets 403 at the WebSocket upgrade; the gateway\'s own page connects', async () => {
+  const g = await startGateway('60s');
+  // "Another site": a page served from 127.0.0.2 (loopback, but not a host
+  // the gateway's upgrade is addressed to).
+  const site = createServer((_, res) => res.end('<!doctype html><title>another site</title>'));
+  await new Promise((ok) => site.listen(0, '127.0.0.2', ok));
+  try {
+    const page = await (await browser.newContext()).newPage();
+    const errors = [];
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    await page.goto(`http://127.0.0.2:${site.address().port}/`);
+    const open = (url) => new Promise((ok) => {
+      const ws = new WebSocket(url, 'tether.v1');
+      ws.onopen = () => { ws.close(); ok('open'); };
+      ws.onerror = () => ok('refused');
+    });
+    assert.equal(await page.evaluate(open, g.ws), 'refused');
+    await until('the 403 in the console', 5000, () => errors.some((e) => e.includes('403')));
+    // The gateway's own demo page (same host) opens its session as usual.
+    const own = await openDemo(await browser.newContext(), g, 'Own');
+    assert.equal(await own.evaluate(() => window.tether.client.state), 'connected');
+    assert.equal(await own.evaluate(open, g.ws), 'open');
+  } finally {
+    site.close();
     g.child.kill('SIGKILL');
   }
 });

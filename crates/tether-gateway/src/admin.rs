@@ -1,7 +1,8 @@
 //! The admin HTTP API (axum): publish to a session or a room, list and kick
 //! sessions, list rooms and members, drain, health and readiness,
 //! Prometheus metrics, and the OpenAPI description of all of it.
-//! Everything under `/v1` and `/metrics` needs `Authorization: Bearer KEY`.
+//! Everything under `/v1` needs `Authorization: Bearer KEY`; `/metrics` is
+//! open unless a read-only metrics key is configured (it or the admin key).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -57,34 +58,56 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/v1/bans", get(list_bans))
         .route("/v1/bans/{user}", axum::routing::delete(lift_ban))
         .route("/v1/drain", post(drain))
-        .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(shared.clone(), bearer));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), metrics_bearer));
     Router::new()
         .route("/health", get(|| async { Json(api::Health { status: "ok" }) }))
         .route("/ready", get(ready))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .merge(api)
+        .merge(metrics)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json") })
         .with_state(shared)
 }
 
 async fn bearer(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    check_bearer(req, &[&s.admin_key], "admin key", next).await
+}
+
+/// `/metrics`: open, unless `admin.metrics_key` is set; then it or the
+/// admin key.
+async fn metrics_bearer(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    match &s.metrics_key {
+        None => next.run(req).await,
+        Some(m) => check_bearer(req, &[m, &s.admin_key], "metrics key", next).await,
+    }
+}
+
+/// Passes a request carrying `Authorization: Bearer K` for one of `keys`
+/// (compared in constant time); 401 naming what is missing otherwise.
+async fn check_bearer(req: Request, keys: &[&str], what: &str, next: Next) -> Response {
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
-    // "Bearer" is case-insensitive (RFC 7235); the key is compared in
-    // constant time.
+    // "Bearer" is case-insensitive (RFC 7235).
     let given = header
         .as_deref()
         .and_then(|v| (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| v[7..].trim_ascii().to_vec()));
-    let refuse = |message: &str| {
+    let refuse = |message: String| {
         let mut r = error(StatusCode::UNAUTHORIZED, message);
         r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         r
     };
+    let ok = |k: &[u8]| keys.iter().fold(false, |ok, key| ok | bool::from(k.ct_eq(key.as_bytes())));
     match (header.is_some(), given) {
-        (_, Some(k)) if bool::from(k.as_slice().ct_eq(s.admin_key.as_bytes())) => next.run(req).await,
-        (_, Some(_)) => refuse("wrong admin key; use the key from the config's admin.key (or admin.key_env)"),
-        (true, None) => refuse("the Authorization header is not `Bearer <admin key>`"),
-        (false, None) => refuse("missing header `Authorization: Bearer <admin key>`"),
+        (_, Some(k)) if ok(&k) => next.run(req).await,
+        (_, Some(_)) => refuse(format!(
+            "wrong {what}; use the key from the config's admin.{} (or its _env){}",
+            if what == "admin key" { "key" } else { "metrics_key" },
+            if what == "admin key" { ", or the admin key file named at start" } else { "" }
+        )),
+        (true, None) => refuse(format!("the Authorization header is not `Bearer <{what}>`")),
+        (false, None) => refuse(format!("missing header `Authorization: Bearer <{what}>`")),
     }
 }
 

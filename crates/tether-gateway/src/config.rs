@@ -11,6 +11,8 @@ use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 use tether_proto::{HeartbeatConfig, OverflowPolicy, Profile, ReplayLimits, ServerConfig};
 
+use crate::keys::{self, AdminKey, MIN_KEY_LEN};
+
 /// The commented example, also checked by a test.
 pub const EXAMPLE: &str = include_str!("../../../config/tether.example.toml");
 
@@ -57,6 +59,10 @@ pub struct Listen {
     /// processes (nodes of one cluster) may share the ports, the kernel
     /// spreading new connections over those alive.
     pub reuse_port: bool,
+    /// Web pages (`scheme://host[:port]`) allowed to open WebSocket
+    /// sessions besides those served from the gateway's own host; `"*"`:
+    /// any. Others get 403 at the upgrade.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Listen {
@@ -68,6 +74,7 @@ impl Default for Listen {
             tls: Addr(None),
             wss: Addr(None),
             reuse_port: false,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -206,14 +213,28 @@ impl Default for Auth {
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     pub listen: Addr,
-    /// Bearer key; prefer `key_env`. Neither: a random key is made and printed at start.
+    /// Bearer key; prefer `key_env`. None of key, key_env and key_file: a
+    /// random key is kept in the state directory ([`crate::keys`]).
     pub key: Option<String>,
     pub key_env: Option<String>,
+    /// A file holding the key, made at start (mode 0600) when missing.
+    pub key_file: Option<PathBuf>,
+    /// A read-only key for `/metrics`; prefer `metrics_key_env`. Neither:
+    /// `/metrics` is open (the admin listener is on loopback by default).
+    pub metrics_key: Option<String>,
+    pub metrics_key_env: Option<String>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { listen: Addr("127.0.0.1:7402".parse().ok()), key: None, key_env: None }
+        Admin {
+            listen: Addr("127.0.0.1:7402".parse().ok()),
+            key: None,
+            key_env: None,
+            key_file: None,
+            metrics_key: None,
+            metrics_key_env: None,
+        }
     }
 }
 
@@ -298,6 +319,38 @@ fn in_section(section: &str, e: tether_proto::ConfigError) -> anyhow::Error {
 }
 
 /// Reads a secret given inline or through an environment variable.
+impl Config {
+    /// Where the admin key comes from: the config, or a key file (checked
+    /// now if it exists; made at start if not).
+    fn admin_key(&self) -> Result<AdminKey> {
+        let a = &self.admin;
+        if a.listen.0.is_none() {
+            return Ok(AdminKey::Off);
+        }
+        let given = secret(&a.key, &a.key_env, "admin.key")?;
+        match (given, &a.key_file) {
+            (Some(_), Some(_)) => bail!(refuse("admin.key_file", "is set beside admin.key (or key_env)", "keep one")),
+            (Some(k), None) if k.len() < MIN_KEY_LEN => {
+                bail!(refuse("admin.key", format!("is {} bytes long", k.len()), "use at least 16 random bytes"))
+            }
+            (Some(k), None) => Ok(AdminKey::Given(k)),
+            (None, file) => {
+                let Some(path) = file.clone().or_else(keys::default_key_file) else {
+                    bail!(refuse(
+                        "admin.key_file",
+                        "no state directory to keep a generated admin key in ($STATE_DIRECTORY, $XDG_STATE_HOME and $HOME are unset)",
+                        "set admin.key_file, or admin.key_env",
+                    ));
+                };
+                if path.exists() {
+                    keys::read_key_file(&path)?;
+                }
+                Ok(AdminKey::File(path))
+            }
+        }
+    }
+}
+
 fn secret(inline: &Option<String>, env: &Option<String>, field: &str) -> Result<Option<String>> {
     let s = read_secret(inline, env, field)?;
     if let Some(v) = &s {
@@ -336,7 +389,9 @@ pub struct Resolved {
     pub(crate) core: ServerConfig,
     pub(crate) heartbeat: HeartbeatConfig,
     pub(crate) jwt_secret: Option<String>,
-    pub(crate) admin_key: Option<String>,
+    pub(crate) admin_key: AdminKey,
+    /// `/metrics` needs this key (or the admin key) when set.
+    pub(crate) metrics_key: Option<String>,
     /// The Redis URL, when sessions are kept in Redis.
     pub(crate) redis: Option<String>,
 }
@@ -348,7 +403,8 @@ impl std::fmt::Debug for Resolved {
             .field("cfg", &"…")
             .field("core", &self.core)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "set"))
-            .field("admin_key", &self.admin_key.as_ref().map(|_| "set"))
+            .field("admin_key", &self.admin_key)
+            .field("metrics_key", &self.metrics_key.as_ref().map(|_| "set"))
             .field("redis", &self.redis.as_ref().map(|_| "set"))
             .finish_non_exhaustive()
     }
@@ -372,10 +428,20 @@ impl Resolved {
             }
         }
         if let Some(a) = c.admin.listen.0 {
-            v.push(format!(
-                "admin API on http://{a} (key {})",
-                if self.admin_key.is_some() { "set" } else { "generated at start" }
-            ));
+            let key = match &self.admin_key {
+                AdminKey::File(p) if p.exists() => format!("key in {}", p.display()),
+                AdminKey::File(p) => format!("key to be made at start in {}", p.display()),
+                _ => "key set".to_owned(),
+            };
+            let metrics = if self.metrics_key.is_some() { "needs the metrics key" } else { "open" };
+            v.push(format!("admin API on http://{a} ({key}); /metrics {metrics}"));
+        }
+        if c.listen.ws.0.is_some() || c.listen.wss.0.is_some() {
+            v.push(match c.listen.allowed_origins.as_slice() {
+                o if o.iter().any(|o| o == "*") => "WebSocket sessions from pages of any site".into(),
+                [] => "WebSocket sessions from pages of the gateway's own host only".into(),
+                o => format!("WebSocket sessions from pages of the gateway's own host and {}", o.join(", ")),
+            });
         }
         if let Some(a) = c.demo.listen.0 {
             v.push(format!("demo page on http://{a}/"));
@@ -547,10 +613,25 @@ impl Config {
                 "set auth.jwt_secret_env (or jwt_secret), or allow anonymous clients",
             ));
         }
-        let admin_key = secret(&self.admin.key, &self.admin.key_env, "admin.key")?;
-        if let Some(k) = &admin_key {
-            if k.len() < 16 {
-                bail!(refuse("admin.key", format!("is {} bytes long", k.len()), "use at least 16 random bytes"));
+        for o in &self.listen.allowed_origins {
+            let ok = o == "*"
+                || o.split_once("://").is_some_and(|(scheme, host)| {
+                    !scheme.is_empty() && !host.is_empty() && !host.trim_end_matches('/').contains('/')
+                });
+            if !ok {
+                bail!(refuse(
+                    "listen.allowed_origins",
+                    format!("{o:?} is not an origin"),
+                    "write scheme://host[:port], as browsers send it (e.g. \"https://app.example.com\"), or \"*\" for any",
+                ));
+            }
+        }
+        let admin_key = self.admin_key()?;
+        let metrics_key = secret(&self.admin.metrics_key, &self.admin.metrics_key_env, "admin.metrics_key")?;
+        if let Some(k) = &metrics_key {
+            if k.len() < MIN_KEY_LEN {
+                let why = format!("is {} bytes long", k.len());
+                bail!(refuse("admin.metrics_key", why, "use at least 16 random bytes"));
             }
         }
         if self.log.format != "text" && self.log.format != "json" {
@@ -623,7 +704,7 @@ impl Config {
                 }
             }
         }
-        Ok(Resolved { cfg: self, core, heartbeat, jwt_secret, admin_key, redis })
+        Ok(Resolved { cfg: self, core, heartbeat, jwt_secret, admin_key, metrics_key, redis })
     }
 }
 
@@ -662,6 +743,23 @@ mod tests {
         assert!(c.log.heartbeats);
         let r = c.resolve().unwrap();
         assert_eq!(r.core.grace, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn origins_and_admin_keys_are_checked() {
+        let e = err("[listen]\nallowed_origins = [\"app.example.com\"]");
+        assert!(e.contains("listen.allowed_origins") && e.contains("scheme://host"), "{e}");
+        let e = err("[listen]\nallowed_origins = [\"https://app.example.com/chat\"]");
+        assert!(e.contains("is not an origin"), "{e}");
+        Config::parse("[listen]\nallowed_origins = [\"https://a.example\", \"*\"]", "t").unwrap().resolve().unwrap();
+        let e = err("[admin]\nkey = \"0123456789abcdef0\"\nkey_file = \"/tmp/k\"");
+        assert!(e.contains("admin.key_file") && e.contains("keep one"), "{e}");
+        let e = err("[admin]\nmetrics_key = \"short\"");
+        assert!(e.contains("admin.metrics_key") && e.contains("16"), "{e}");
+        let r = Config::parse("[admin]\nkey_file = \"/nonexistent-dir/admin.key\"", "t").unwrap().resolve().unwrap();
+        assert!(r.summary().iter().any(|l| l.contains("key to be made at start in /nonexistent-dir/admin.key")));
+        assert!(r.summary().iter().any(|l| l.contains("/metrics open")));
+        assert!(r.summary().iter().any(|l| l.contains("pages of the gateway's own host only")));
     }
 
     #[test]

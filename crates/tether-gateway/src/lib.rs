@@ -22,6 +22,7 @@ mod api;
 mod auth;
 mod cluster;
 pub mod config;
+pub mod keys;
 mod metrics;
 pub mod protocol;
 mod rooms;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     rooms: Arc<Mutex<Rooms>>,
     metrics: Arc<Metrics>,
     admin_key: Arc<str>,
+    /// `/metrics` needs this key (or the admin key) when set.
+    metrics_key: Option<Arc<str>>,
     bans: auth::Bans,
     draining: Arc<AtomicBool>,
     drain_window: Duration,
@@ -74,10 +77,16 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     /// The demo page and the browser client, when `demo.listen` is on.
     pub demo: Option<SocketAddr>,
-    /// The admin API's bearer key: the configured one, or one generated at start.
+    /// The admin API's bearer key: the configured one, or the one kept in
+    /// `admin_key_file`.
     pub admin_key: Arc<str>,
-    /// True when `admin_key` was generated (the config set no `admin.key` or `admin.key_env`).
+    /// The file the admin key was read from (or made in), when the config
+    /// gave no key.
+    pub admin_key_file: Option<std::path::PathBuf>,
+    /// True when the key file was made by this start.
     pub admin_key_generated: bool,
+    /// True when `/metrics` needs a key (`admin.metrics_key`).
+    pub metrics_key_required: bool,
     /// With `[cluster]`: this node's id and the Redis URL (password removed).
     pub cluster: Option<(String, String)>,
     stop: oneshot::Sender<()>,
@@ -91,6 +100,7 @@ impl std::fmt::Debug for Running {
             .field("sessions", &self.sessions)
             .field("admin", &self.admin)
             .field("demo", &self.demo)
+            .field("admin_key_file", &self.admin_key_file)
             .field("admin_key_generated", &self.admin_key_generated)
             .finish_non_exhaustive()
     }
@@ -215,6 +225,11 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
 
     let mut opts = ServerOptions::new(r.core.clone());
     opts.tuning = SocketTuning::from_heartbeat(&r.heartbeat);
+    opts.origins = if c.listen.allowed_origins.iter().any(|o| o == "*") {
+        tether_runtime::transport::Origins::Any
+    } else {
+        tether_runtime::transport::Origins::same_host(c.listen.allowed_origins.clone())
+    };
     opts.max_handshakes = c.limits.max_handshakes;
     opts.max_pending = c.limits.max_pending;
     opts.overload_retry = c.limits.overload_retry;
@@ -264,14 +279,24 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
         opts.store = Some(store);
     }
     let metrics = Arc::new(Metrics::new()?);
+    // Before listening: a key file that cannot be made stops the start.
+    let (admin_key, admin_key_file, admin_key_generated) = match &r.admin_key {
+        keys::AdminKey::Off => (random_key(), None, false), // no admin API: never used
+        keys::AdminKey::Given(k) => (k.clone(), None, false),
+        keys::AdminKey::File(p) => {
+            let (k, made) = keys::load_or_make(p)?;
+            (k, Some(p.clone()), made)
+        }
+    };
+    let admin_key: Arc<str> = Arc::from(admin_key);
+    let metrics_key_required = r.metrics_key.is_some();
     let server = Server::start(opts).await?;
-    let admin_key_generated = r.admin_key.is_none();
-    let admin_key: Arc<str> = Arc::from(r.admin_key.clone().unwrap_or_else(random_key));
     let shared = Shared {
         server: server.handle(),
         rooms: Arc::new(Mutex::new(Rooms::new(c.limits.clone()))),
         metrics: metrics.clone(),
         admin_key: admin_key.clone(),
+        metrics_key: r.metrics_key.as_deref().map(Arc::from),
         bans,
         draining: Arc::new(AtomicBool::new(false)),
         drain_window: c.drain.window,
@@ -330,7 +355,18 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     let (stop, stop_rx) = oneshot::channel();
     let (handle, events) = server.into_parts();
     let task = tokio::spawn(event_loop(shared, handle, events, Box::pin(shutdown), stop_rx, tasks));
-    Ok(Running { sessions, admin, demo, admin_key, admin_key_generated, cluster: cluster_info, stop, task })
+    Ok(Running {
+        sessions,
+        admin,
+        demo,
+        admin_key,
+        admin_key_file,
+        admin_key_generated,
+        metrics_key_required,
+        cluster: cluster_info,
+        stop,
+        task,
+    })
 }
 
 async fn event_loop(

@@ -475,3 +475,45 @@ async fn a_hello_whose_client_already_left_is_ignored_and_the_live_transport_kee
     let resumed = slog.snapshot().iter().filter(|(_, e)| matches!(e, ServerEvent::Resumed { .. })).count();
     assert_eq!(resumed, 1);
 }
+
+/// The Origin of a WebSocket upgrade (cross-site WebSocket hijacking): with
+/// the same-host policy, a page of another site gets 403 naming the fix; a
+/// page of the gateway's host, a listed origin and a client that is not a
+/// browser (no Origin) are upgraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_from_a_foreign_origin_is_refused_with_403() {
+    let mut opts = ServerOptions::new(server_core(SECS_10));
+    opts.origins = tether_runtime::transport::Origins::same_host(vec!["https://app.example.com".into()]);
+    let (_server, _log, addr) = start_server(Kind::Ws, opts).await;
+    let upgrade = |origin: Option<&str>| {
+        let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+        format!(
+            "GET /t HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: tether.v1\r\n\r\n",
+            addr.port()
+        )
+    };
+    let status = |req: String| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            tokio::time::timeout(SECS_10, s.read_exact(&mut b)).await.unwrap().unwrap();
+            head.push(b[0]);
+        }
+        let mut rest = String::new();
+        if head.starts_with(b"HTTP/1.1 403") {
+            s.read_to_string(&mut rest).await.unwrap();
+        }
+        (String::from_utf8(head).unwrap(), rest)
+    };
+    let (head, body) = status(upgrade(Some("https://evil.example"))).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(body.contains("listen.allowed_origins"), "{body}");
+    for ok in [None, Some("http://localhost:7403"), Some("http://127.0.0.1:7403"), Some("https://app.example.com")] {
+        let (head, _) = status(upgrade(ok)).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{ok:?}: {head}");
+    }
+}

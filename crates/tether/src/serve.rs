@@ -80,8 +80,20 @@ pub(crate) async fn serve(a: Args) -> Result<()> {
     }
     if let Some(addr) = g.admin {
         out!("  admin API on http://{addr} (OpenAPI at /openapi.json)");
-        if g.admin_key_generated {
-            out!("  admin key (generated; set admin.key_env to choose it): {}", g.admin_key);
+        // The key itself is never printed: output ends up in logs.
+        match &g.admin_key_file {
+            Some(p) => out!(
+                "  admin key in {} ({}; mode 0600): curl -H \"Authorization: Bearer $(cat {})\" http://{addr}/v1/sessions",
+                p.display(),
+                if g.admin_key_generated { "made now" } else { "kept from an earlier start" },
+                p.display()
+            ),
+            None => out!("  admin key: the one the config gives (admin.key or admin.key_env)"),
+        }
+        if g.metrics_key_required {
+            out!("  metrics on http://{addr}/metrics (Bearer admin.metrics_key, or the admin key)");
+        } else {
+            out!("  metrics on http://{addr}/metrics (open; set admin.metrics_key_env to require a read-only key)");
         }
     }
     if let Some(addr) = g.demo {

@@ -52,21 +52,30 @@ impl Drop for TempDir {
 }
 
 /// `tether serve` on ephemeral loopback ports (anonymous clients, no demo
-/// page; `extra` is more TOML), once its banner is printed.
+/// page; `extra` is more TOML, read in the `[admin]` table unless it starts
+/// another), once its banner is printed.
 fn start_gateway(extra: &str, stderr: Stdio) -> Gateway {
     let dir = TempDir::new("serve");
+    let state = dir.0.join("state");
+    launch(extra, stderr, dir, &state)
+}
+
+/// As [`start_gateway`], with the state directory (where a generated admin
+/// key is kept) at `state`.
+fn launch(extra: &str, stderr: Stdio, dir: TempDir, state: &std::path::Path) -> Gateway {
     let cfg = dir.0.join("gw.toml");
     std::fs::write(
         &cfg,
         format!(
             "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n[session]\ngrace = \"3s\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n[demo]\nlisten = \"off\"\n{extra}"
+             [demo]\nlisten = \"off\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
         ),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["serve", "--config"])
         .arg(&cfg)
+        .env("STATE_DIRECTORY", state)
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -139,24 +148,58 @@ async fn get(addr: SocketAddr, path: &str, key: &str) -> u16 {
     resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
-/// The banner names every listener as bound (never port 0) and the
-/// generated admin key, which the admin API then accepts.
+/// The banner names every listener as bound (never port 0) and where the
+/// generated admin key is kept — never the key itself. The key file is
+/// private, the admin API accepts its key, and a restart keeps it; the
+/// metrics are open across the restart (Prometheus scrapes with no key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_banner_reports_the_bound_listeners_and_the_generated_key() {
-    let g = start_gateway("", Stdio::inherit());
-    let b = &g.banner;
-    assert!(b[0].starts_with("tether serve: in-memory gateway, grace 3s, config "), "{b:?}");
-    assert_eq!(b.iter().filter(|l| l.trim().starts_with("sessions on ")).count(), 2, "{b:?}");
-    assert!(b.iter().all(|l| !l.contains(":0 ") && !l.ends_with(":0")), "an unbound port 0 is shown: {b:?}");
-    assert!(b.iter().any(|l| l.contains("(OpenAPI at /openapi.json)")), "{b:?}");
-    let key = b
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("admin key (generated; set admin.key_env to choose it): "))
-        .unwrap_or_else(|| panic!("no generated key in {b:?}"));
-    assert_eq!(key.len(), 64);
-    assert_eq!(get(g.admin, "/v1/sessions", key).await, 200);
-    assert_eq!(get(g.admin, "/v1/sessions", "wrong-key-000000000").await, 401);
-    assert!(b.last().unwrap().contains("Ctrl-C or SIGTERM drains (clients come back within 5s) and stops"));
+async fn the_banner_names_the_key_file_and_a_restart_keeps_the_key() {
+    let state = TempDir::new("state");
+    let mut key = String::new();
+    for start in 0..2 {
+        let g = launch("", Stdio::inherit(), TempDir::new("serve"), &state.0);
+        let b = &g.banner;
+        assert!(b[0].starts_with("tether serve: in-memory gateway, grace 3s, config "), "{b:?}");
+        assert_eq!(b.iter().filter(|l| l.trim().starts_with("sessions on ")).count(), 2, "{b:?}");
+        assert!(b.iter().all(|l| !l.contains(":0 ") && !l.ends_with(":0")), "an unbound port 0 is shown: {b:?}");
+        assert!(b.iter().any(|l| l.contains("(OpenAPI at /openapi.json)")), "{b:?}");
+        let path = state.0.join("admin.key");
+        let line = b.iter().find(|l| l.trim().starts_with("admin key in ")).unwrap_or_else(|| panic!("{b:?}"));
+        assert!(line.contains(&path.display().to_string()), "{line}");
+        assert!(line.contains(if start == 0 { "made now" } else { "kept from an earlier start" }), "{line}");
+        let k = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+        assert_eq!(k.len(), 64);
+        assert!(b.iter().all(|l| !l.contains(&k)), "the key is printed: {b:?}");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        if start == 1 {
+            assert_eq!(k, key, "a restart changed the admin key");
+        }
+        key = k;
+        assert_eq!(get(g.admin, "/v1/sessions", &key).await, 200);
+        assert_eq!(get(g.admin, "/v1/sessions", "wrong-key-000000000").await, 401);
+        assert_eq!(get(g.admin, "/metrics", "").await, 200, "metrics need no key by default");
+        assert!(b.iter().any(|l| l.contains("/metrics (open;")), "{b:?}");
+        assert!(b.last().unwrap().contains("Ctrl-C or SIGTERM drains (clients come back within 5s) and stops"));
+    }
+}
+
+/// With `admin.metrics_key`, `/metrics` takes that read-only key or the
+/// admin key, and the read-only key opens nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_key_guards_metrics_and_opens_nothing_else() {
+    let admin = "admin-key-0123456789abcdef";
+    let metrics = "metrics-key-0123456789";
+    let g = start_gateway(&format!("key = \"{admin}\"\nmetrics_key = \"{metrics}\"\n"), Stdio::inherit());
+    assert!(g.banner.iter().any(|l| l.contains("admin key: the one the config gives")), "{:?}", g.banner);
+    assert_eq!(get(g.admin, "/metrics", "").await, 401);
+    assert_eq!(get(g.admin, "/metrics", "wrong-key-000000000").await, 401);
+    assert_eq!(get(g.admin, "/metrics", metrics).await, 200);
+    assert_eq!(get(g.admin, "/metrics", admin).await, 200);
+    assert_eq!(get(g.admin, "/v1/sessions", metrics).await, 401);
+    assert_eq!(get(g.admin, "/v1/sessions", admin).await, 200);
 }
 
 /// The heartbeat-logging switch: with `log.heartbeats` PINGs are logged

@@ -90,7 +90,9 @@ async fn handshake(
         };
         Ok(match kind {
             Kind::Tcp | Kind::Tls => Transport::stream(io, max),
-            Kind::Ws | Kind::Wss => Transport::ws(ws::server_handshake(io, max).await?, kind == Kind::Wss, max),
+            Kind::Ws | Kind::Wss => {
+                Transport::ws(ws::server_handshake(io, max, &inner.origins).await?, kind == Kind::Wss, max)
+            }
         })
     };
     let mut t = match tokio::time::timeout_at(deadline, setup).await {

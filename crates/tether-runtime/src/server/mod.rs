@@ -91,6 +91,9 @@ pub struct ServerOptions {
     /// nodes of a cluster on one machine; with a store, a client resumes
     /// on whichever it reaches).
     pub reuse_port: bool,
+    /// Which web pages may open WebSocket sessions (the upgrade's
+    /// `Origin`); others get 403. Default: any.
+    pub origins: crate::transport::Origins,
 }
 
 /// Decides who may open a session, from the credential in its HELLO
@@ -135,6 +138,7 @@ impl ServerOptions {
             log_heartbeats: false,
             store: None,
             reuse_port: false,
+            origins: crate::transport::Origins::Any,
         }
     }
 
@@ -251,6 +255,7 @@ pub struct SessionInfo {
 pub(crate) struct Inner {
     cfg: Arc<ServerConfig>,
     tuning: SocketTuning,
+    origins: crate::transport::Origins,
     tls: Option<tokio_rustls::TlsAcceptor>,
     rng: Mutex<Rng>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionCell>>>,
@@ -384,6 +389,7 @@ impl Server {
         let inner = Arc::new(Inner {
             cfg: Arc::new(core),
             tuning: opts.tuning,
+            origins: opts.origins,
             tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             rng: Mutex::new(rng),
             sessions: Mutex::new(HashMap::new()),

@@ -8,8 +8,11 @@
 //! `select!` branch losing) loses nothing. Buffers start small and shrink
 //! back after a large frame, so an idle connection costs little memory.
 
+pub mod origin;
 mod stream;
 pub(crate) mod ws;
+
+pub use origin::Origins;
 
 use std::io;
 use std::pin::Pin;

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use yawc::{OpCode, Options, Role, WebSocket, WebSocketError};
 
-use super::{Io, RecvError};
+use super::{Io, Origins, RecvError};
 
 /// The WebSocket subprotocol every tether connection agrees on.
 pub const SUBPROTOCOL: &str = "tether.v1";
@@ -148,7 +148,7 @@ pub(crate) async fn client_handshake(url: &url::Url, io: Io, max_frame: u32) -> 
 /// The server side of the upgrade: reads the request head, checks it is a
 /// WebSocket upgrade offering `tether.v1`, answers 101, and wraps the
 /// connection. Anything else gets a plain HTTP error saying what is wrong.
-pub(crate) async fn server_handshake(mut io: Io, max_frame: u32) -> io::Result<WsStream> {
+pub(crate) async fn server_handshake(mut io: Io, max_frame: u32, origins: &Origins) -> io::Result<WsStream> {
     let mut head = Vec::with_capacity(1024);
     let end = loop {
         if head.len() >= MAX_REQUEST_HEAD {
@@ -171,7 +171,7 @@ pub(crate) async fn server_handshake(mut io: Io, max_frame: u32) -> io::Result<W
         refuse(&mut io, "400 Bad Request", "data sent before the upgrade completed").await;
         return Err(io::Error::new(io::ErrorKind::InvalidData, "data sent before the WebSocket upgrade completed"));
     }
-    let accept = match check_upgrade(&head) {
+    let accept = match check_upgrade(&head, origins) {
         Ok(a) => a,
         Err((status, why)) => {
             refuse(&mut io, status, why).await;
@@ -187,7 +187,7 @@ pub(crate) async fn server_handshake(mut io: Io, max_frame: u32) -> io::Result<W
     WebSocket::from_stream(io, Role::Server, options(max_frame)).map_err(|e| io::Error::other(e.to_string()))
 }
 
-fn check_upgrade(head: &[u8]) -> Result<String, (&'static str, &'static str)> {
+fn check_upgrade(head: &[u8], origins: &Origins) -> Result<String, (&'static str, &'static str)> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
@@ -205,6 +205,12 @@ fn check_upgrade(head: &[u8]) -> Result<String, (&'static str, &'static str)> {
     };
     if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
         return Err(("426 Upgrade Required", "this port speaks tether over WebSocket only"));
+    }
+    if !origins.allows(get("origin"), get("host")) {
+        return Err((
+            "403 Forbidden",
+            "pages of this Origin may not open sessions here; the gateway's operator can allow it (listen.allowed_origins)",
+        ));
     }
     if get("sec-websocket-version") != Some(b"13") {
         return Err(("426 Upgrade Required", "WebSocket version 13 is required"));
