@@ -1,14 +1,17 @@
-//! Who may open a session: an HS256 JWT in the HELLO's `auth` field
-//! (subject = user id, expiry checked), or nobody's credential at all when
-//! anonymous clients are admitted.
+//! Who may open a session: a JWT in the HELLO's `auth` field (subject =
+//! user id, expiry checked) signed with the gateway's HS256 secret or with a
+//! key of the provider's key set (`jwks.rs`), or nobody's credential at all
+//! when anonymous clients are admitted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, TokenData, Validation};
 use serde::Deserialize;
 use tether_runtime::Authenticate;
+
+use crate::jwks::{self, Jwks};
 
 #[derive(Deserialize)]
 struct Claims {
@@ -53,6 +56,8 @@ impl Bans {
 /// The gateway's authenticator.
 pub(crate) struct JwtAuth {
     key: Option<DecodingKey>,
+    /// The provider's keys (`auth.jwks_url`).
+    jwks: Option<Arc<Jwks>>,
     validation: Validation,
     anonymous: bool,
     bans: Bans,
@@ -85,7 +90,63 @@ impl JwtAuth {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        JwtAuth { key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())), validation, anonymous, bans }
+        JwtAuth { key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())), jwks: None, validation, anonymous, bans }
+    }
+
+    /// Also accepts tokens signed with a key of this set.
+    pub(crate) fn with_jwks(mut self, jwks: Option<Arc<Jwks>>) -> Self {
+        self.jwks = jwks;
+        self
+    }
+
+    /// Checks the signature (with the key the header's algorithm calls
+    /// for) and the claims.
+    fn verify(&self, token: &str) -> Result<TokenData<Claims>, String> {
+        let header = decode_header(token).map_err(|e| format!("the token is not a valid JWT ({e})"))?;
+        if jwks::is_asymmetric(header.alg) {
+            let Some(set) = &self.jwks else {
+                return Err(format!(
+                    "the token is signed with {:?}; this gateway checks HS256 tokens only (its operator can set auth.jwks_url)",
+                    header.alg
+                ));
+            };
+            let mut v = self.validation.clone();
+            v.algorithms = vec![header.alg];
+            let mut last = None;
+            for key in set.keys_for(header.alg, header.kid.as_deref())? {
+                match decode::<Claims>(token, &key, &v) {
+                    Ok(d) => return Ok(d),
+                    Err(e) => last = Some(e),
+                }
+            }
+            return Err(last.map_or_else(|| "no key verifies the token".into(), |e| explain(&e)));
+        }
+        let Some(key) = &self.key else {
+            return Err(if self.jwks.is_some() {
+                format!(
+                    "the token is signed with {:?}; this gateway checks its provider's RS/PS/ES/EdDSA keys",
+                    header.alg
+                )
+            } else {
+                "this gateway accepts anonymous clients only: connect without a token".into()
+            });
+        };
+        decode::<Claims>(token, key, &self.validation).map_err(|e| explain(&e))
+    }
+}
+
+/// What a rejected token's client is told.
+fn explain(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "the token has expired: get a new one and reconnect".into(),
+        K::InvalidSignature => "the token's signature does not match this gateway's secret or keys".into(),
+        K::InvalidAlgorithm => "the token's algorithm is not accepted: HMAC tokens must be HS256".into(),
+        K::MissingRequiredClaim(c) => format!("the token has no `{c}` claim"),
+        K::ImmatureSignature => "the token is not valid yet (nbf is in the future)".into(),
+        K::InvalidAudience => "the token's audience (aud) is not this gateway's".into(),
+        K::InvalidIssuer => "the token's issuer (iss) is not the one this gateway trusts".into(),
+        _ => format!("the token is not a valid JWT ({e})"),
     }
 }
 
@@ -100,15 +161,15 @@ impl Authenticate for JwtAuth {
             return if self.anonymous {
                 Ok(Arc::from(""))
             } else {
-                Err("this gateway requires a token: pass a JWT signed with the gateway's secret".into())
+                Err("this gateway requires a token: pass a JWT from its operator's identity provider".into())
             };
         }
-        let Some(key) = &self.key else {
+        if self.key.is_none() && self.jwks.is_none() {
             return Err("this gateway accepts anonymous clients only: connect without a token".into());
-        };
+        }
         let token =
             std::str::from_utf8(credential).map_err(|_| "the token is not UTF-8 text: send a JWT".to_owned())?;
-        match decode::<Claims>(token, key, &self.validation) {
+        match self.verify(token) {
             Ok(data) if data.claims.sub.starts_with("anon-") => {
                 Err("the token's subject (sub) may not start with \"anon-\": that names anonymous users".into())
             }
@@ -123,19 +184,7 @@ impl Authenticate for JwtAuth {
                 }
             }
             Ok(_) => Err("the token's subject (sub) must be a user id of 1 to 128 bytes".into()),
-            Err(e) => {
-                use jsonwebtoken::errors::ErrorKind as K;
-                Err(match e.kind() {
-                    K::ExpiredSignature => "the token has expired: get a new one and reconnect".into(),
-                    K::InvalidSignature => "the token's signature does not match this gateway's secret".into(),
-                    K::InvalidAlgorithm => "the token must be signed with HS256".into(),
-                    K::MissingRequiredClaim(c) => format!("the token has no `{c}` claim"),
-                    K::ImmatureSignature => "the token is not valid yet (nbf is in the future)".into(),
-                    K::InvalidAudience => "the token's audience (aud) is not this gateway's".into(),
-                    K::InvalidIssuer => "the token's issuer (iss) is not the one this gateway trusts".into(),
-                    _ => format!("the token is not a valid JWT ({e})"),
-                })
-            }
+            Err(e) => Err(e),
         }
     }
 }

@@ -194,6 +194,13 @@ pub struct Auth {
     pub audience: Option<String>,
     /// When set, tokens must carry this `iss`.
     pub issuer: Option<String>,
+    /// An identity provider's JSON Web Key Set (`https://…/.well-known/jwks.json`):
+    /// tokens signed with RS/PS/ES/EdDSA keys of it are accepted.
+    pub jwks_url: Option<String>,
+    /// How often the key set is fetched again (also at once, at most every
+    /// 10 s, when a token names a key not in it).
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
 }
 
 impl Default for Auth {
@@ -205,6 +212,8 @@ impl Default for Auth {
             leeway: Duration::from_secs(60),
             audience: None,
             issuer: None,
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(300),
         }
     }
 }
@@ -457,7 +466,12 @@ impl Resolved {
         v.push(format!(
             "grace {}, auth: {}{}",
             humantime::format_duration(c.session.grace),
-            if self.jwt_secret.is_some() { "HS256 JWT" } else { "no JWT" },
+            match (&self.jwt_secret, &c.auth.jwks_url) {
+                (Some(_), Some(u)) => format!("HS256 JWT and the keys of {u}"),
+                (Some(_), None) => "HS256 JWT".into(),
+                (None, Some(u)) => format!("JWT checked with the keys of {u}"),
+                (None, None) => "no JWT".into(),
+            },
             if c.auth.anonymous { ", anonymous admitted" } else { "" }
         ));
         v
@@ -606,11 +620,28 @@ impl Config {
                 ));
             }
         }
-        if !self.auth.anonymous && jwt_secret.is_none() {
+        if let Some(u) = &self.auth.jwks_url {
+            let ok = reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                bail!(refuse(
+                    "auth.jwks_url",
+                    format!("{u:?} is not an http(s) URL"),
+                    "give the provider's JWKS URL, e.g. https://id.example.com/.well-known/jwks.json"
+                ));
+            }
+            if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&self.auth.jwks_refresh) {
+                bail!(refuse(
+                    "auth.jwks_refresh",
+                    format!("{} is out of range", humantime::format_duration(self.auth.jwks_refresh)),
+                    "use between 1s and 24h (5m is typical)",
+                ));
+            }
+        }
+        if !self.auth.anonymous && jwt_secret.is_none() && self.auth.jwks_url.is_none() {
             bail!(refuse(
                 "auth",
-                "anonymous = false and no jwt_secret: nobody could connect",
-                "set auth.jwt_secret_env (or jwt_secret), or allow anonymous clients",
+                "anonymous = false and neither jwt_secret nor jwks_url: nobody could connect",
+                "set auth.jwt_secret_env (or jwt_secret) or auth.jwks_url, or allow anonymous clients",
             ));
         }
         for o in &self.listen.allowed_origins {
@@ -743,6 +774,19 @@ mod tests {
         assert!(c.log.heartbeats);
         let r = c.resolve().unwrap();
         assert_eq!(r.core.grace, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_jwks_url_is_checked_and_may_stand_for_the_secret() {
+        let e = err("[auth]\njwks_url = \"id.example.com/jwks\"");
+        assert!(e.contains("auth.jwks_url") && e.contains("http(s) URL"), "{e}");
+        let e = err("[auth]\njwks_url = \"https://id.example/jwks.json\"\njwks_refresh = \"100ms\"");
+        assert!(e.contains("auth.jwks_refresh"), "{e}");
+        let r = Config::parse("[auth]\nanonymous = false\njwks_url = \"https://id.example/jwks.json\"", "t")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert!(r.summary().iter().any(|l| l.contains("JWT checked with the keys of https://id.example/jwks.json")));
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod api;
 mod auth;
 mod cluster;
 pub mod config;
+mod jwks;
 pub mod keys;
 mod metrics;
 pub mod protocol;
@@ -237,14 +238,21 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     opts.log_heartbeats = c.log.heartbeats;
     opts.reuse_port = c.listen.reuse_port;
     let bans = auth::Bans::default();
-    opts.auth = Some(Arc::new(auth::JwtAuth::new(
-        r.jwt_secret.as_deref(),
-        c.auth.anonymous,
-        c.auth.leeway,
-        c.auth.audience.as_deref(),
-        c.auth.issuer.as_deref(),
-        bans.clone(),
-    )));
+    opts.auth = Some(Arc::new(
+        auth::JwtAuth::new(
+            r.jwt_secret.as_deref(),
+            c.auth.anonymous,
+            c.auth.leeway,
+            c.auth.audience.as_deref(),
+            c.auth.issuer.as_deref(),
+            bans.clone(),
+        )
+        .with_jwks(c.auth.jwks_url.as_ref().map(|u| {
+            let set = jwks::Jwks::new(u.clone());
+            set.spawn_refresh(c.auth.jwks_refresh);
+            set
+        })),
+    ));
     for (kind, addr) in
         [(Kind::Tcp, c.listen.tcp), (Kind::Ws, c.listen.ws), (Kind::Tls, c.listen.tls), (Kind::Wss, c.listen.wss)]
     {
