@@ -7,6 +7,7 @@
 // - a page reload resumes the same session (token in sessionStorage);
 // - the gateway killed: the page shows reconnecting, then expired after grace;
 // - a page of another site cannot open a WebSocket session (403 at the upgrade);
+// - a login token that expired is replaced through getToken() for a fresh session;
 // - screenshots of the demo page, saved under target/browser-screenshots.
 //
 // Run: node --test clients/js/browser-tests/ (TETHER_BIN overrides the
@@ -15,6 +16,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
+import { createHmac } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { mkdirSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,7 +31,7 @@ const KEY = 'browser-test-admin-key-0123456789';
 mkdirSync(shots, { recursive: true });
 
 /** Starts `tether serve` on ephemeral ports; resolves with its addresses. */
-function startGateway(grace) {
+function startGateway(grace, extra = '') {
   const dir = mkdtempSync(join(tmpdir(), 'tether-browser-'));
   const cfg = join(dir, 'gw.toml');
   writeFileSync(cfg, `
@@ -43,7 +45,7 @@ listen = "127.0.0.1:0"
 key = "${KEY}"
 [demo]
 listen = "127.0.0.1:0"
-`);
+${extra}`);
   const child = spawn(bin, ['serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((ok, fail) => {
     const g = { child, ws: null, admin: null, demo: null };
@@ -297,6 +299,48 @@ test('a page of another site gets 403 at the WebSocket upgrade; the gateway\'s o
     assert.equal(await own.evaluate(open, g.ws), 'open');
   } finally {
     site.close();
+    g.child.kill('SIGKILL');
+  }
+});
+
+const SECRET = 'browser-test-jwt-secret-0123456789abcdef';
+
+/** An HS256 JWT for `sub` expiring `exp` seconds from now (negative: already expired). */
+function mint(sub, exp) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + exp })}`;
+  return `${body}.${createHmac('sha256', SECRET).update(body).digest('base64url')}`;
+}
+
+test('an expired login token is replaced through getToken(): once when refused, and for each fresh session', async () => {
+  const g = await startGateway('2s', `[auth]\nanonymous = false\njwt_secret = "${SECRET}"\nleeway = "0s"\n`);
+  try {
+    const page = await (await browser.newContext()).newPage();
+    page.on('pageerror', (e) => console.error(`[token] page error: ${e.message}`));
+    // The first token handed out has expired already; the later ones are good.
+    let minted = 0;
+    await page.exposeFunction('mintToken', () => (++minted === 1 ? mint('alice', -3600) : mint('alice', 600)));
+    await page.goto(`${g.demo}tether.js`);
+    await page.evaluate(async (ws) => {
+      const { TetherClient } = await import('/tether.js');
+      window.sessions = [];
+      window.ended = [];
+      const c = new TetherClient(ws, { storage: null, profile: 'realtime', getToken: () => window.mintToken() });
+      c.on('connected', (d) => window.sessions.push(d.session));
+      c.on('ended', (d) => window.ended.push(d));
+      window.c = c;
+    }, g.ws);
+    // Refused as expired, asked once more, in.
+    await page.waitForFunction(() => window.sessions.length === 1, null, { timeout: 15000 });
+    assert.equal(minted, 2);
+    // Offline for longer than the grace: the session expires; the fresh one asks for a token again.
+    await page.evaluate(() => window.c.simulateOffline(4000));
+    await page.waitForFunction(() => window.sessions.length === 2, null, { timeout: 20000 });
+    const [sessions, ended] = await page.evaluate(() => [window.sessions, window.ended]);
+    assert.notEqual(sessions[0], sessions[1]);
+    assert.deepEqual(ended.map((e) => e.reason), ['expired']);
+    assert.equal(minted, 3);
+  } finally {
     g.child.kill('SIGKILL');
   }
 });

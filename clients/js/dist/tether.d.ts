@@ -108,7 +108,7 @@ export declare function toHex(b: Uint8Array): string;
 export declare function fromHex(s: string): Uint8Array;
 export type Profile = 'default' | 'realtime';
 export type LinkState = 'connecting' | 'connected' | 'reconnecting' | 'expired' | 'closed';
-export type LossReason = 'closed' | 'heartbeat-timeout' | 'network-changed' | 'handshake-timeout' | 'peer-closed' | 'protocol-error' | 'rejected' | 'offline';
+export type LossReason = 'closed' | 'heartbeat-timeout' | 'network-changed' | 'handshake-timeout' | 'peer-closed' | 'protocol-error' | 'rejected' | 'offline' | 'token';
 export type EndReason = 'expired' | 'refused' | 'peer-closed' | 'local-close' | 'sequence-violation' | 'incompatible';
 export interface TetherEventMap {
     state: {
@@ -185,6 +185,14 @@ export interface RaceOptions {
 export interface TetherOptions {
     /** Credential sent as HELLO auth (a JWT for the gateway); empty for anonymous. */
     token?: string;
+    /**
+     * Called for the credential of each fresh session (not for resumes, which the resume token
+     * proves), e.g. to fetch a JWT that has not expired: socket.io's `auth` function, SignalR's
+     * `accessTokenFactory`. A rejection or throw fails the attempt (`attemptfailed`, reason
+     * `token`) and is retried with backoff. A session refused as Unauthorized asks it once more
+     * before giving up. Replaces `token`.
+     */
+    getToken?: () => string | Promise<string>;
     profile?: Profile;
     /** Racing a slow connect (§9.7): default 750 / 500 ms, 3 at once; `{ maxInFlight: 1 }` turns it off. */
     race?: RaceOptions;
@@ -205,7 +213,15 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     readonly url: string;
     private readonly t;
     private readonly raceCfg;
-    private readonly auth;
+    private auth;
+    private readonly getToken;
+    /** A token from `getToken` is held for the next fresh session. */
+    private freshToken;
+    /** A `getToken` call is in flight (its generation: later answers of older calls are ignored). */
+    private tokenCall;
+    private tokenPending;
+    /** The fresh session was refused as Unauthorized once already with a token from `getToken`. */
+    private tokenRetried;
     private readonly storage;
     private readonly key;
     private readonly WS;
@@ -271,6 +287,8 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private computeState;
     private onTimeout;
     private startAttempt;
+    /** Asks the application's `getToken` for a credential; the attempt starts when it answers. */
+    private fetchToken;
     /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
     private openRacer;
     /**

@@ -565,6 +565,13 @@ function defaultStorage() {
 export class TetherClient extends Emitter {
     constructor(url, opts = {}) {
         super();
+        /** A token from `getToken` is held for the next fresh session. */
+        this.freshToken = false;
+        /** A `getToken` call is in flight (its generation: later answers of older calls are ignored). */
+        this.tokenCall = 0;
+        this.tokenPending = false;
+        /** The fresh session was refused as Unauthorized once already with a token from `getToken`. */
+        this.tokenRetried = false;
         this.session = null;
         /** Set while a session has no transport: after this the server has surely expired it (§10.2). */
         this.resumableUntil = null;
@@ -601,6 +608,7 @@ export class TetherClient extends Emitter {
         this.auth = utf8Encoder.encode(opts.token ?? '');
         if (this.auth.length > MAX_AUTH_LEN)
             throw new Error('token is longer than 4096 bytes');
+        this.getToken = opts.getToken ?? null;
         this.storage = opts.storage === undefined ? defaultStorage() : opts.storage;
         this.key = opts.storageKey ?? `tether:${url}`;
         const WS = opts.WebSocketImpl ?? globalThis.WebSocket;
@@ -755,8 +763,52 @@ export class TetherClient extends Emitter {
         }
     }
     startAttempt(now) {
+        if (this.getToken && !this.session && !this.freshToken) {
+            // A fresh session: its credential comes from the application first. The attempt waits
+            // (re-checked every handshake timeout; one call at a time).
+            this.link = { k: 'waiting', until: now + this.t.handshakeTimeout };
+            if (!this.tokenPending)
+                this.fetchToken(); // after: a callback that throws at once schedules the backoff
+            return;
+        }
         this.link = { k: 'connecting', started: now, deadline: now + this.t.handshakeTimeout };
         this.openRacer(now);
+    }
+    /** Asks the application's `getToken` for a credential; the attempt starts when it answers. */
+    fetchToken() {
+        const call = ++this.tokenCall;
+        this.tokenPending = true;
+        const failed = (message) => this.input((now) => {
+            if (call !== this.tokenCall || this.link.k === 'closed')
+                return;
+            this.tokenPending = false;
+            this.emit('attemptfailed', { reason: 'token', message });
+            this.schedule(now, false);
+        });
+        let answer;
+        try {
+            answer = Promise.resolve(this.getToken());
+        }
+        catch (e) {
+            failed(`getToken() threw: ${String(e)}`);
+            return;
+        }
+        answer.then((token) => {
+            if (typeof token !== 'string')
+                return failed(`getToken() gave ${typeof token}, not a string`);
+            const auth = utf8Encoder.encode(token);
+            if (auth.length > MAX_AUTH_LEN)
+                return failed('getToken() gave a token longer than 4096 bytes');
+            this.input((now) => {
+                if (call !== this.tokenCall || this.link.k === 'closed')
+                    return;
+                this.tokenPending = false;
+                this.auth = auth;
+                this.freshToken = true;
+                if (this.link.k === 'waiting' && !this.session)
+                    this.startAttempt(now);
+            });
+        }, (e) => failed(`getToken() failed: ${String(e)}`));
     }
     /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
     openRacer(now) {
@@ -911,6 +963,12 @@ export class TetherClient extends Emitter {
         else if (transient || gone) {
             this.lose(now, 'rejected', `REJECT ${r}: ${f.message}`, false);
         }
+        else if (r === RejectReason.Unauthorized && this.getToken && this.freshToken && !this.tokenRetried) {
+            // The token may have expired since getToken gave it: ask once more before giving up.
+            this.tokenRetried = true;
+            this.freshToken = false;
+            this.lose(now, 'rejected', `REJECT ${r}: ${f.message}`, false);
+        }
         else {
             // UnsupportedVersion, Unauthorized, BadHello on a new session: give up until the user changes something.
             this.link = { k: 'waiting', until: now };
@@ -970,6 +1028,7 @@ export class TetherClient extends Emitter {
                 return;
             this.inb.reset();
             this.session = { id: w.sessionId, token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs };
+            this.freshToken = this.tokenRetried = false; // the next fresh session asks getToken again
             this.emit('connected', { session: toHex(w.sessionId) });
         }
         this.inb.ackSent(); // the handshake carried our delivered count

@@ -478,7 +478,7 @@ function raceWait(c: Race, rtt: number | null): number {
 
 export type LinkState = 'connecting' | 'connected' | 'reconnecting' | 'expired' | 'closed';
 export type LossReason = 'closed' | 'heartbeat-timeout' | 'network-changed' | 'handshake-timeout' |
-  'peer-closed' | 'protocol-error' | 'rejected' | 'offline';
+  'peer-closed' | 'protocol-error' | 'rejected' | 'offline' | 'token';
 export type EndReason = 'expired' | 'refused' | 'peer-closed' | 'local-close' | 'sequence-violation' | 'incompatible';
 
 export interface TetherEventMap {
@@ -548,6 +548,14 @@ function raceSettings(o: RaceOptions = {}): Race {
 export interface TetherOptions {
   /** Credential sent as HELLO auth (a JWT for the gateway); empty for anonymous. */
   token?: string;
+  /**
+   * Called for the credential of each fresh session (not for resumes, which the resume token
+   * proves), e.g. to fetch a JWT that has not expired: socket.io's `auth` function, SignalR's
+   * `accessTokenFactory`. A rejection or throw fails the attempt (`attemptfailed`, reason
+   * `token`) and is retried with backoff. A session refused as Unauthorized asks it once more
+   * before giving up. Replaces `token`.
+   */
+  getToken?: () => string | Promise<string>;
   profile?: Profile;
   /** Racing a slow connect (§9.7): default 750 / 500 ms, 3 at once; `{ maxInFlight: 1 }` turns it off. */
   race?: RaceOptions;
@@ -591,7 +599,15 @@ export class TetherClient extends Emitter<TetherEventMap> {
   readonly url: string;
   private readonly t: Timing;
   private readonly raceCfg: Race;
-  private readonly auth: Uint8Array;
+  private auth: Uint8Array;
+  private readonly getToken: (() => string | Promise<string>) | null;
+  /** A token from `getToken` is held for the next fresh session. */
+  private freshToken = false;
+  /** A `getToken` call is in flight (its generation: later answers of older calls are ignored). */
+  private tokenCall = 0;
+  private tokenPending = false;
+  /** The fresh session was refused as Unauthorized once already with a token from `getToken`. */
+  private tokenRetried = false;
   private readonly storage: StorageLike | null;
   private readonly key: string;
   private readonly WS: typeof WebSocket;
@@ -639,6 +655,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     this.raceCfg = raceSettings(opts.race ?? {});
     this.auth = utf8Encoder.encode(opts.token ?? '');
     if (this.auth.length > MAX_AUTH_LEN) throw new Error('token is longer than 4096 bytes');
+    this.getToken = opts.getToken ?? null;
     this.storage = opts.storage === undefined ? defaultStorage() : opts.storage;
     this.key = opts.storageKey ?? `tether:${url}`;
     const WS = opts.WebSocketImpl ?? (globalThis as { WebSocket?: typeof WebSocket }).WebSocket;
@@ -788,8 +805,46 @@ export class TetherClient extends Emitter<TetherEventMap> {
   }
 
   private startAttempt(now: number): void {
+    if (this.getToken && !this.session && !this.freshToken) {
+      // A fresh session: its credential comes from the application first. The attempt waits
+      // (re-checked every handshake timeout; one call at a time).
+      this.link = { k: 'waiting', until: now + this.t.handshakeTimeout };
+      if (!this.tokenPending) this.fetchToken(); // after: a callback that throws at once schedules the backoff
+      return;
+    }
     this.link = { k: 'connecting', started: now, deadline: now + this.t.handshakeTimeout };
     this.openRacer(now);
+  }
+
+  /** Asks the application's `getToken` for a credential; the attempt starts when it answers. */
+  private fetchToken(): void {
+    const call = ++this.tokenCall;
+    this.tokenPending = true;
+    const failed = (message: string) => this.input((now) => {
+      if (call !== this.tokenCall || this.link.k === 'closed') return;
+      this.tokenPending = false;
+      this.emit('attemptfailed', { reason: 'token', message });
+      this.schedule(now, false);
+    });
+    let answer: Promise<string>;
+    try {
+      answer = Promise.resolve((this.getToken as () => string | Promise<string>)());
+    } catch (e) {
+      failed(`getToken() threw: ${String(e)}`);
+      return;
+    }
+    answer.then((token) => {
+      if (typeof token !== 'string') return failed(`getToken() gave ${typeof token}, not a string`);
+      const auth = utf8Encoder.encode(token);
+      if (auth.length > MAX_AUTH_LEN) return failed('getToken() gave a token longer than 4096 bytes');
+      this.input((now) => {
+        if (call !== this.tokenCall || this.link.k === 'closed') return;
+        this.tokenPending = false;
+        this.auth = auth;
+        this.freshToken = true;
+        if (this.link.k === 'waiting' && !this.session) this.startAttempt(now);
+      });
+    }, (e) => failed(`getToken() failed: ${String(e)}`));
   }
 
   /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
@@ -921,6 +976,11 @@ export class TetherClient extends Emitter<TetherEventMap> {
       this.endSession(now, r === RejectReason.UnknownSession ? 'expired' : 'refused', f.message, r, false, true);
     } else if (transient || gone) {
       this.lose(now, 'rejected', `REJECT ${r}: ${f.message}`, false);
+    } else if (r === RejectReason.Unauthorized && this.getToken && this.freshToken && !this.tokenRetried) {
+      // The token may have expired since getToken gave it: ask once more before giving up.
+      this.tokenRetried = true;
+      this.freshToken = false;
+      this.lose(now, 'rejected', `REJECT ${r}: ${f.message}`, false);
     } else {
       // UnsupportedVersion, Unauthorized, BadHello on a new session: give up until the user changes something.
       this.link = { k: 'waiting', until: now };
@@ -974,6 +1034,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
       if (beyondFrameLimit()) return;
       this.inb.reset();
       this.session = { id: w.sessionId, token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs };
+      this.freshToken = this.tokenRetried = false; // the next fresh session asks getToken again
       this.emit('connected', { session: toHex(w.sessionId) });
     }
     this.inb.ackSent(); // the handshake carried our delivered count

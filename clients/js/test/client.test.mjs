@@ -985,3 +985,59 @@ test('§9.7 a server that shed the attempt: an opened WebSocket closed before WE
   h.clock.advance(h.of('reconnecting').at(-1).delay);
   hangsRaced(h, 500);
 });
+
+const flush = () => new Promise((r) => setImmediate(r));
+
+test('getToken: asked for each fresh session (not for resumes); Unauthorized asks once more, then gives up; a failing callback is retried with backoff', async () => {
+  const given = [];
+  let next = ['t1', 't2', 't3', 't4'];
+  const h = setup({ client: { getToken: async () => { const t = next.shift(); given.push(t); return t; } } });
+  h.clock.advance(0);
+  assert.equal(h.sockets().length, 0, 'no WebSocket before the token');
+  await flush();
+  h.clock.advance(0);
+  h.ws().open();
+  assert.deepEqual(h.ws().take('hello')[0].auth, enc('t1'));
+  h.ws().deliver(welcome());
+  assert.equal(h.client.state, 'connected');
+  // A resume carries the resume token and asks nothing.
+  h.ws().drop();
+  h.clock.advance(h.of('reconnecting').at(-1).delay);
+  h.ws().open();
+  const resume = h.ws().take('hello')[0];
+  assert.ok(resume.resume !== null);
+  assert.deepEqual(given, ['t1']);
+  // The session is gone on the server: a fresh one, with a fresh token.
+  h.ws().deliver({ type: 'reject', reason: 2, retryAfterMs: 0, minVersion: 1, maxVersion: 1, message: 'unknown session' });
+  h.clock.advance(h.of('reconnecting').at(-1).delay);
+  await flush();
+  h.clock.advance(0);
+  h.ws().open();
+  assert.deepEqual(h.ws().take('hello')[0].auth, enc('t2'));
+  // Refused as Unauthorized (expired since): asked once more...
+  h.ws().deliver({ type: 'reject', reason: 7, retryAfterMs: 0, minVersion: 1, maxVersion: 1, message: 'the token has expired' });
+  assert.notEqual(h.client.state, 'closed');
+  h.clock.advance(h.of('reconnecting').at(-1).delay);
+  await flush();
+  h.clock.advance(0);
+  h.ws().open();
+  assert.deepEqual(h.ws().take('hello')[0].auth, enc('t3'));
+  // ...and refused again: given up, as with a fixed token.
+  h.ws().deliver({ type: 'reject', reason: 7, retryAfterMs: 0, minVersion: 1, maxVersion: 1, message: 'the token has expired' });
+  assert.equal(h.client.state, 'closed');
+  assert.equal(h.of('ended').at(-1).reason, 'refused');
+  assert.deepEqual(given, ['t1', 't2', 't3']);
+
+  // A callback that fails: the attempt fails with reason `token`, and is retried after a backoff.
+  let calls = 0;
+  const g = setup({ client: { getToken: () => { calls += 1; if (calls === 1) throw new Error('offline'); return 'ok'; } } });
+  g.clock.advance(0);
+  await flush();
+  assert.deepEqual(g.of('attemptfailed').map((a) => a.reason), ['token']);
+  assert.match(g.of('attemptfailed')[0].message, /offline/);
+  g.clock.advance(g.of('reconnecting').at(-1).delay);
+  await flush();
+  g.clock.advance(0);
+  g.ws().open();
+  assert.deepEqual(g.ws().take('hello')[0].auth, enc('ok'));
+});
