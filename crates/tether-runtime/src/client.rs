@@ -38,7 +38,7 @@ use crate::transport::{self, Kind, RecvError, Transport};
 use crate::tune::{SocketReport, SocketTuning};
 
 /// Everything a [`Client`] needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Protocol settings (heartbeat, backoff, replay bounds).
     pub core: ClientConfig,
@@ -49,6 +49,31 @@ pub struct ClientOptions {
     pub watch_network: bool,
     /// Seed for the client's randomness (tests); None draws from the OS.
     pub seed: Option<u64>,
+    /// Gives the credential of each fresh session (a login token that has
+    /// not expired), asked before its first connection; not for resumes,
+    /// which the resume token proves. Replaces `core.auth` then. An error
+    /// fails the attempt ([`Event::DialFailed`]), retried with backoff.
+    pub token: Option<TokenSource>,
+}
+
+/// A credential source for [`ClientOptions::token`] (socket.io's `auth`
+/// function, SignalR's `accessTokenFactory`).
+pub type TokenSource = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
+/// The credential asked of the [`TokenSource`] for the session being opened,
+/// shared by the connections raced for it.
+type TokenCell = Arc<tokio::sync::OnceCell<Result<Bytes, String>>>;
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("core", &self.core)
+            .field("dial", &self.dial)
+            .field("watch_network", &self.watch_network)
+            .field("seed", &self.seed)
+            .field("token", &self.token.as_ref().map(|_| "a token source"))
+            .finish()
+    }
 }
 
 impl ClientOptions {
@@ -61,7 +86,7 @@ impl ClientOptions {
             max_frame: core.max_frame,
             source: None,
         };
-        ClientOptions { core, dial, watch_network: true, seed: None }
+        ClientOptions { core, dial, watch_network: true, seed: None, token: None }
     }
 }
 
@@ -131,7 +156,7 @@ impl Client {
         if opts.watch_network {
             crate::netwatch::spawn(Watched(Arc::downgrade(&shared)), tx.clone());
         }
-        let task = tokio::spawn(drive(shared.clone(), endpoint, opts.dial, tx));
+        let task = tokio::spawn(drive(shared.clone(), endpoint, opts.dial, opts.token, tx));
         Ok(Client { handle: ClientHandle { shared }, events, task })
     }
 
@@ -242,10 +267,20 @@ struct Dials {
 }
 
 impl Dials {
-    fn start(&mut self, tid: TransportId, ep: &Endpoint, cfg: &DialConfig) {
+    /// `token`: the fresh session's credential, asked first (once for all
+    /// the connections raced for it).
+    fn start(&mut self, tid: TransportId, ep: &Endpoint, cfg: &DialConfig, token: Option<(TokenSource, TokenCell)>) {
         self.nth = if self.open.is_empty() { 0 } else { self.nth + 1 };
         let (ep, cfg, nth) = (ep.clone(), cfg.clone(), self.nth);
-        let f = async move { endpoint::connect(&ep, &cfg, nth).await.map(|(tcp, addr)| Dialed::Reached(tcp, addr)) };
+        let f = async move {
+            if let Some((source, cell)) = token {
+                let got = cell.get_or_init(|| async move { source().await.map(Bytes::from) }).await;
+                if let Err(e) = got {
+                    return Err(io::Error::other(format!("no credential: the token source failed: {e}")));
+                }
+            }
+            endpoint::connect(&ep, &cfg, nth).await.map(|(tcp, addr)| Dialed::Reached(tcp, addr))
+        };
         self.open.push((tid, Box::pin(f)));
     }
 
@@ -277,8 +312,16 @@ impl Dials {
     }
 }
 
-async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx: mpsc::Sender<Event>) {
+async fn drive(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    dial_cfg: DialConfig,
+    token: Option<TokenSource>,
+    tx: mpsc::Sender<Event>,
+) {
     let mut current: Option<(TransportId, Transport)> = None;
+    // The credential of the fresh session being opened (with a token source).
+    let mut fresh: Option<TokenCell> = None;
     let mut dials = Dials::default();
     let sleep = idle_sleep();
     tokio::pin!(sleep);
@@ -290,7 +333,17 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
             let mut core = shared.lock();
             while let Some(t) = core.poll_transmit() {
                 match t {
-                    Transmit::Connect { transport } => dials.start(transport, &endpoint, &dial_cfg),
+                    Transmit::Connect { transport } => {
+                        // A failed source is asked again at the next attempt.
+                        if fresh.as_ref().is_some_and(|c| matches!(c.get(), Some(Err(_)))) {
+                            fresh = None;
+                        }
+                        let want = token
+                            .as_ref()
+                            .filter(|_| core.session_id().is_none())
+                            .map(|source| (source.clone(), fresh.get_or_insert_with(TokenCell::default).clone()));
+                        dials.start(transport, &endpoint, &dial_cfg, want);
+                    }
                     Transmit::Send { transport, frame } => {
                         if let Some((tid, t)) = &mut current {
                             if *tid == transport {
@@ -323,6 +376,9 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
                 };
                 match events.pop_front().or_else(|| core.poll_event().map(Event::Session)) {
                     Some(e) => {
+                        if matches!(e, Event::Session(ClientEvent::Connected { .. })) {
+                            fresh = None; // the next fresh session asks again
+                        }
                         permit.send(e);
                     }
                     None => break,
@@ -380,7 +436,13 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, dial_cfg: DialConfig, tx
                         let socket = t.tcp().and_then(|s| SocketReport::read(s).ok());
                         events.push_back(Event::Dialed { addr, kind: t.kind(), socket });
                         current = Some((tid, t));
-                        shared.lock().handle_connected(now(), tid);
+                        let mut core = shared.lock();
+                        if let Some(Some(Ok(auth))) = fresh.as_ref().map(|c| c.get()) {
+                            if let Err(e) = core.set_auth(auth.clone()) {
+                                tracing::warn!(%e, "the token source's credential is not used");
+                            }
+                        }
+                        core.handle_connected(now(), tid);
                     }
                     Err(e) => {
                         dials.forget(tid);

@@ -30,6 +30,13 @@ pub(crate) struct Args {
     /// Show socket options (read back from the kernel), every RTT sample and heartbeat details.
     #[arg(short, long)]
     verbose: bool,
+    /// Login token (a JWT for the gateway) sent when a session opens.
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the login token, read again for each fresh session
+    /// (so a token refreshed in the file by another program is used).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 pub(crate) async fn run(a: Args) -> Result<()> {
@@ -41,6 +48,19 @@ pub(crate) async fn run(a: Args) -> Result<()> {
     opts.watch_network = !a.no_watch;
     if let Some(ca) = &a.ca {
         opts.dial.tls = Some(tether_runtime::tls::client_config(ca)?);
+    }
+    if let Some(t) = &a.token {
+        opts.core.auth = bytes::Bytes::from(t.clone());
+        opts.core.validate().map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    }
+    if let Some(path) = a.token_file.clone() {
+        // Read now, so that a missing file is said at once rather than as
+        // a failed connection.
+        read_token(&path)?;
+        opts.token = Some(std::sync::Arc::new(move || {
+            let path = path.clone();
+            Box::pin(async move { read_token(&path).map_err(|e| format!("{e:#}")) })
+        }));
     }
     println!(
         "tether connect {endpoint}: heartbeat after {} idle, dead after {}; type a line to send it, Ctrl-D to close",
@@ -140,4 +160,15 @@ fn round_ms(d: std::time::Duration) -> std::time::Duration {
 /// Seconds since `start`, for log lines.
 fn stamp(start: Instant) -> String {
     format!("[{:>8.3}s]", start.elapsed().as_secs_f64())
+}
+
+/// The token in `path`: its content without surrounding whitespace.
+fn read_token(path: &std::path::Path) -> Result<String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--token-file {}: {e}; write the login token into it", path.display()))?;
+    let t = t.trim();
+    if t.is_empty() {
+        anyhow::bail!("--token-file {}: the file is empty; write the login token into it", path.display());
+    }
+    Ok(t.to_owned())
 }

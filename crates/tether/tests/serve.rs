@@ -311,3 +311,52 @@ fn bench_load_holds_sessions_and_writes_its_report() {
     assert!(v["latency_ms"]["p50"].as_f64().is_some(), "{v}");
     assert_eq!(v["failures"], serde_json::json!({}), "{v}");
 }
+
+/// `tether connect --token-file`: the token in the file logs the session in
+/// (a gateway admitting JWTs only); a token missing from the file is said at
+/// once, naming the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_logs_in_with_the_token_in_a_file() {
+    let secret = "connect-test-secret-0123456789abcdef0123";
+    let g = start_gateway(&format!("[auth]\nanonymous = false\njwt_secret = \"{secret}\"\n"), Stdio::inherit());
+    let dir = TempDir::new("token");
+    let file = dir.0.join("token");
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "alice", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    std::fs::write(&file, format!("{jwt}\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["connect", &format!("tcp://{}", g.tcp), "--no-watch", "--token-file"])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut saw = None;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if line.contains("link up: new session") || line.contains("ended") {
+            saw = Some(line);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = saw.expect("tether connect printed neither a session nor an end");
+    assert!(line.contains("link up: new session"), "{line}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["connect", &format!("tcp://{}", g.tcp), "--no-watch", "--token-file"])
+        .arg(dir.0.join("missing"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-file") && err.contains("write the login token into it"), "{err}");
+}

@@ -143,6 +143,17 @@ impl Client {
         })
     }
 
+    /// The credential for the HELLOs from now on (a fresh login token:
+    /// only a HELLO opening a new session is checked with it; a resume is
+    /// proven by the resume token).
+    pub fn set_auth(&mut self, auth: Bytes) -> Result<(), ConfigError> {
+        if auth.len() > frame::MAX_AUTH_LEN {
+            return Err(ConfigError::new("auth", "longer than 4096 bytes", "use a shorter credential"));
+        }
+        self.cfg.auth = auth;
+        Ok(())
+    }
+
     // ----- getters -------------------------------------------------------
 
     /// The current session, if one is established or resumable.
