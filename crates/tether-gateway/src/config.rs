@@ -576,6 +576,13 @@ impl Config {
                 }
             }
         }
+        if let (Some(cert), Some(key)) = (&self.tls.cert, &self.tls.key) {
+            // Built now, so that `config check` finds a key that is not the
+            // certificate's, or a CA's certificate given as the server's.
+            if let Err(e) = tether_runtime::tls::server_config(cert, key) {
+                bail!("tls: {e}");
+            }
+        }
         let lim = &self.limits;
         if lim.max_say_bytes < 256 || lim.max_say_bytes > s.max_frame as usize {
             bail!(refuse(

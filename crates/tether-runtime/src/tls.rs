@@ -18,7 +18,17 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A server configuration from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let key_path = key;
     let certs = read_certs(cert)?;
+    // A CA's certificate as the server's own: TLS libraries refuse it
+    // (rustls: CaUsedAsEndEntity), which a client reports far from here.
+    if x509_parser::parse_x509_certificate(&certs[0]).is_ok_and(|(_, c)| c.is_ca()) {
+        return Err(TlsError(format!(
+            "the first certificate in {} is a CA's (basicConstraints CA:TRUE), which clients refuse as a server's; \
+             give the server's own certificate, issued by that CA (docs/GATEWAY.md shows how to make one)",
+            cert.display()
+        )));
+    }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         TlsError(format!("cannot read a private key from {}: {e}; give a PEM file holding the key", key.display()))
     })?;
@@ -27,7 +37,15 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .map_err(|e| TlsError(format!("TLS set-up failed: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| TlsError(format!("the certificate and key do not form a usable pair: {e}")))?;
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsError(format!(
+                "the key in {} is not the one of the certificate in {} (the key of another certificate?); \
+                 give the key the certificate was made for",
+                key_path.display(),
+                cert.display()
+            )),
+            e => TlsError(format!("the certificate and key do not form a usable pair: {e}")),
+        })?;
     Ok(Arc::new(cfg))
 }
 
@@ -60,4 +78,52 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(TlsError(format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// Writes `files` into a fresh directory; returns their paths.
+    fn write(files: &[(&str, String)]) -> Vec<std::path::PathBuf> {
+        let dir = std::env::temp_dir().join(format!("tether-tls-{}-{}", std::process::id(), files[0].0));
+        std::fs::create_dir_all(&dir).unwrap();
+        files
+            .iter()
+            .map(|(name, text)| {
+                let p = dir.join(name);
+                std::fs::write(&p, text).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    /// The mistakes users make with certificates are refused at set-up,
+    /// with the fix: the CA's certificate given as the server's, and a key
+    /// that is not the certificate's. The CA's leaf with its key works.
+    #[test]
+    fn a_ca_certificate_as_the_servers_or_a_key_of_another_is_refused() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let p = write(&[
+            ("ca.pem", ca.pem()),
+            ("leaf.pem", leaf.pem()),
+            ("leaf.key", leaf_key.serialize_pem()),
+            ("other.key", other_key.serialize_pem()),
+        ]);
+        let e = server_config(&p[0], &p[2]).unwrap_err().to_string();
+        assert!(e.contains("is a CA's") && e.contains("issued by that CA"), "{e}");
+        let e = server_config(&p[1], &p[3]).unwrap_err().to_string();
+        assert!(e.contains("is not the one of the certificate") && e.contains("other.key"), "{e}");
+        server_config(&p[1], &p[2]).expect("the CA's leaf and its key");
+        std::fs::remove_dir_all(p[0].parent().unwrap()).unwrap();
+    }
 }
