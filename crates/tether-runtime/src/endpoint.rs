@@ -78,7 +78,7 @@ impl Endpoint {
 pub struct DialConfig {
     /// Socket options.
     pub tuning: SocketTuning,
-    /// Trust for `tls://` and `wss://`.
+    /// Trust for `tls://` and `wss://`; None: the system's root certificates.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Largest frame accepted from the server.
     pub max_frame: u32,
@@ -127,16 +127,15 @@ pub async fn handshake(ep: &Endpoint, cfg: &DialConfig, tcp: TcpStream) -> io::R
     let io = match ep.kind {
         Kind::Tcp | Kind::Ws => Io::Plain(tcp),
         Kind::Tls | Kind::Wss => {
-            let Some(tls) = &cfg.tls else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{ep} needs TLS trust: give the server's CA certificate (--ca FILE)"),
-                ));
+            // No CA given: the system's roots, as browsers and curl do.
+            let tls = match &cfg.tls {
+                Some(t) => t.clone(),
+                None => crate::tls::system_roots().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
             };
             let name = rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a valid TLS server name: {e}", ep.host))
             })?;
-            let s = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?;
+            let s = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
             Io::ClientTls(Box::new(s))
         }
     };

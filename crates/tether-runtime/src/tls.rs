@@ -60,6 +60,29 @@ pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     client_config_with_roots(roots)
 }
 
+/// A client configuration trusting the system's root certificates (read
+/// once per process): what `tls://` and `wss://` use when no CA file is
+/// given.
+pub fn system_roots() -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    static ROOTS: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
+                return Err(format!(
+                    "found no root certificates on this system{why}; install them (Debian: ca-certificates) \
+                     or give the server's CA certificate (--ca FILE)"
+                ));
+            }
+            client_config_with_roots(roots).map_err(|e| e.0)
+        })
+        .clone()
+        .map_err(TlsError)
+}
+
 /// A client configuration trusting the given DER certificates (tests, embedding).
 pub fn client_config_with_roots(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let cfg = rustls::ClientConfig::builder_with_provider(provider())

@@ -517,3 +517,26 @@ async fn a_websocket_upgrade_from_a_foreign_origin_is_refused_with_403() {
         assert!(head.starts_with("HTTP/1.1 101"), "{ok:?}: {head}");
     }
 }
+
+/// A `wss://` client given no CA file trusts the system's root
+/// certificates (as browsers and curl do), not nothing: against a server
+/// with a test certificate the dial fails on that certificate's issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_ca_file_tls_clients_trust_the_systems_roots() {
+    let (_server, _log, addr) = start_server(Kind::Wss, ServerOptions::new(server_core(SECS_10))).await;
+    let mut opts = ClientOptions::new(client_core());
+    opts.watch_network = false;
+    assert!(opts.dial.tls.is_none());
+    let mut client = tether_runtime::Client::start(common::url(Kind::Wss, addr), opts).unwrap();
+    let error = tokio::time::timeout(SECS_10, async {
+        loop {
+            if let Some(Event::DialFailed { error }) = client.next_event().await {
+                return error;
+            }
+        }
+    })
+    .await
+    .expect("no dial failure");
+    assert!(error.contains("UnknownIssuer") || error.contains("found no root certificates on this system"), "{error}");
+    client.handle().close();
+}

@@ -21,7 +21,7 @@ pub(crate) struct Args {
     /// Heartbeat profile.
     #[arg(long, value_enum, default_value_t = ProfileArg::Default)]
     profile: ProfileArg,
-    /// CA certificate (PEM) to trust for tls:// and wss://.
+    /// CA certificate (PEM) to trust for tls:// and wss:// (default: the system's root certificates).
     #[arg(long)]
     ca: Option<PathBuf>,
     /// Do not watch the OS for network changes.

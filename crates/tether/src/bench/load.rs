@@ -63,7 +63,7 @@ pub(crate) struct LoadArgs {
     /// How long to hold the sessions once they are connected.
     #[arg(long, value_parser = duration, default_value = "30s")]
     duration: Duration,
-    /// CA certificate (PEM) trusted for tls:// and wss://.
+    /// CA certificate (PEM) trusted for tls:// and wss:// (default: the system's root certificates).
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
     /// The gateway's process ids (comma-separated), when it runs on this
