@@ -88,6 +88,11 @@ pub struct Running {
     pub admin_key_generated: bool,
     /// True when `/metrics` needs a key (`admin.metrics_key`).
     pub metrics_key_required: bool,
+    /// The TLS certificate served (`tls` and `wss`): [`ServerTls::reload`]
+    /// reads its files again (the binary does on SIGHUP).
+    ///
+    /// [`ServerTls::reload`]: tether_runtime::tls::ServerTls::reload
+    pub tls: Option<Arc<tether_runtime::tls::ServerTls>>,
     /// With `[cluster]`: this node's id and the Redis URL (password removed).
     pub cluster: Option<(String, String)>,
     stop: oneshot::Sender<()>,
@@ -260,8 +265,11 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
             opts = opts.listen(kind, addr);
         }
     }
+    let mut tls = None;
     if let (Some(cert), Some(key)) = (&c.tls.cert, &c.tls.key) {
-        opts.tls = Some(tether_runtime::tls::server_config(cert, key)?);
+        let t = Arc::new(tether_runtime::tls::ServerTls::load(cert, key)?);
+        opts.tls = Some(t.config());
+        tls = Some(t);
     }
     // The HTTP listeners are bound first, so that a taken port fails the
     // start before any session is accepted.
@@ -371,6 +379,7 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
         admin_key_file,
         admin_key_generated,
         metrics_key_required,
+        tls,
         cluster: cluster_info,
         stop,
         task,

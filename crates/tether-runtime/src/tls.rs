@@ -18,7 +18,60 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A server configuration from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let key_path = key;
+    Ok(ServerTls::load(cert, key)?.config())
+}
+
+/// A server's certificate that can be replaced while it serves (a renewed
+/// certificate, on SIGHUP): connections already open keep theirs, new
+/// handshakes get the new one.
+#[derive(Debug)]
+pub struct ServerTls {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: Arc<Current>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+/// The certificate handed to each new handshake.
+#[derive(Debug)]
+struct Current(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl rustls::server::ResolvesServerCert for Current {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+impl ServerTls {
+    /// Reads and checks the PEM certificate chain and private key.
+    pub fn load(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
+        let current = Arc::new(Current(std::sync::RwLock::new(certified_key(cert, key)?)));
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(format!("TLS set-up failed: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
+        Ok(ServerTls { cert: cert.to_owned(), key: key.to_owned(), current, config: Arc::new(config) })
+    }
+
+    /// The configuration to serve with; it follows [`ServerTls::reload`].
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
+    }
+
+    /// Reads the same two files again and, if they form a usable pair,
+    /// serves new handshakes with them; otherwise keeps the current ones
+    /// and says why.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = certified_key(&self.cert, &self.key)?;
+        *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// The certificate chain and key, checked: not a CA's certificate, and the
+/// key the certificate's.
+fn certified_key(cert: &Path, key_path: &Path) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
     let certs = read_certs(cert)?;
     // A CA's certificate as the server's own: TLS libraries refuse it
     // (rustls: CaUsedAsEndEntity), which a client reports far from here.
@@ -29,24 +82,19 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
             cert.display()
         )));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        TlsError(format!("cannot read a private key from {}: {e}; give a PEM file holding the key", key.display()))
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        TlsError(format!("cannot read a private key from {}: {e}; give a PEM file holding the key", key_path.display()))
     })?;
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError(format!("TLS set-up failed: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => TlsError(format!(
-                "the key in {} is not the one of the certificate in {} (the key of another certificate?); \
-                 give the key the certificate was made for",
-                key_path.display(),
-                cert.display()
-            )),
-            e => TlsError(format!("the certificate and key do not form a usable pair: {e}")),
-        })?;
-    Ok(Arc::new(cfg))
+    match rustls::sign::CertifiedKey::from_der(certs, key, &provider()) {
+        Ok(k) => Ok(Arc::new(k)),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError(format!(
+            "the key in {} is not the one of the certificate in {} (the key of another certificate?); \
+             give the key the certificate was made for",
+            key_path.display(),
+            cert.display()
+        ))),
+        Err(e) => Err(TlsError(format!("the certificate and key do not form a usable pair: {e}"))),
+    }
 }
 
 /// A client configuration trusting the certificates in a PEM file.
@@ -147,6 +195,12 @@ mod tests {
         let e = server_config(&p[1], &p[3]).unwrap_err().to_string();
         assert!(e.contains("is not the one of the certificate") && e.contains("other.key"), "{e}");
         server_config(&p[1], &p[2]).expect("the CA's leaf and its key");
+        // A reload with broken files keeps the certificate being served.
+        let t = ServerTls::load(&p[1], &p[2]).unwrap();
+        std::fs::write(&p[2], other_key.serialize_pem()).unwrap();
+        assert!(t.reload().unwrap_err().to_string().contains("is not the one of the certificate"));
+        std::fs::write(&p[2], leaf_key.serialize_pem()).unwrap();
+        t.reload().unwrap();
         std::fs::remove_dir_all(p[0].parent().unwrap()).unwrap();
     }
 }

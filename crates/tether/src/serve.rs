@@ -99,6 +99,19 @@ pub(crate) async fn serve(a: Args) -> Result<()> {
     if let Some(addr) = g.demo {
         out!("  demo page on http://{addr}/");
     }
+    #[cfg(unix)]
+    if let Some(tls) = g.tls.clone() {
+        out!("  SIGHUP reloads the TLS certificate and key (open sessions keep theirs)");
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate and key reloaded; new handshakes use them"),
+                    Err(e) => tracing::error!(%e, "TLS certificate not reloaded; still serving the previous one"),
+                }
+            }
+        });
+    }
     out!("  Ctrl-C or SIGTERM drains (clients come back within {}) and stops", humantime::format_duration(window));
 
     if let Stopped::Drained { told, window } = g.stopped().await? {
