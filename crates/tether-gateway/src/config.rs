@@ -158,6 +158,11 @@ pub struct Limits {
     /// Rooms larger than this announce no presence changes (a join storm
     /// costs N²/2 messages).
     pub presence_max_members: usize,
+    /// New connections per second per client address (0: no limit), and
+    /// how many may come at once; beyond, closed at accept. Loopback
+    /// addresses are not limited.
+    pub connections_per_address: f64,
+    pub connections_burst: f64,
 }
 
 impl Default for Limits {
@@ -175,6 +180,10 @@ impl Default for Limits {
             say_burst: 1200.0,
             max_members_listed: 100,
             presence_max_members: 1000,
+            // Generous: a whole office behind one NAT coming back after an
+            // outage (its clients back off when refused).
+            connections_per_address: 50.0,
+            connections_burst: 500.0,
         }
     }
 }
@@ -584,6 +593,18 @@ impl Config {
             }
         }
         let lim = &self.limits;
+        let rate_ok = lim.connections_per_address == 0.0
+            || (lim.connections_per_address.is_finite()
+                && lim.connections_per_address > 0.0
+                && lim.connections_burst >= 1.0
+                && lim.connections_burst.is_finite());
+        if !rate_ok {
+            bail!(refuse(
+                "limits.connections_per_address",
+                format!("{} per second with a burst of {}", lim.connections_per_address, lim.connections_burst),
+                "use a positive rate and a burst of at least 1 (50 and 500 are the defaults), or 0 for no limit",
+            ));
+        }
         if lim.max_say_bytes < 256 || lim.max_say_bytes > s.max_frame as usize {
             bail!(refuse(
                 "limits.max_say_bytes",
@@ -805,6 +826,10 @@ mod tests {
         Config::parse("[listen]\nallowed_origins = [\"https://a.example\", \"*\"]", "t").unwrap().resolve().unwrap();
         let e = err("[admin]\nkey = \"0123456789abcdef0\"\nkey_file = \"/tmp/k\"");
         assert!(e.contains("admin.key_file") && e.contains("keep one"), "{e}");
+        let e = err("[limits]\nconnections_per_address = -1.0");
+        assert!(e.contains("limits.connections_per_address") && e.contains("0 for no limit"), "{e}");
+        let e = err("[limits]\nconnections_burst = 0.5");
+        assert!(e.contains("burst of at least 1"), "{e}");
         let e = err("[admin]\nmetrics_key = \"short\"");
         assert!(e.contains("admin.metrics_key") && e.contains("16"), "{e}");
         let r = Config::parse("[admin]\nkey_file = \"/nonexistent-dir/admin.key\"", "t").unwrap().resolve().unwrap();

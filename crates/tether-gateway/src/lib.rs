@@ -238,6 +238,11 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     };
     opts.max_handshakes = c.limits.max_handshakes;
     opts.max_pending = c.limits.max_pending;
+    opts.per_address = (c.limits.connections_per_address > 0.0).then_some(tether_runtime::server::PerAddress {
+        rate: c.limits.connections_per_address,
+        burst: c.limits.connections_burst,
+        exempt_loopback: true,
+    });
     opts.overload_retry = c.limits.overload_retry;
     opts.ping_events = true;
     opts.log_heartbeats = c.log.heartbeats;

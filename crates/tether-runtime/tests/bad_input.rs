@@ -540,3 +540,34 @@ async fn without_a_ca_file_tls_clients_trust_the_systems_roots() {
     assert!(error.contains("UnknownIssuer") || error.contains("found no root certificates on this system"), "{error}");
     client.handle().close();
 }
+
+/// One address opening connections in a loop is turned away at accept
+/// once past its burst (closed, unanswered), while another address is
+/// served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_an_addresss_burst_are_closed_at_accept_others_are_served() {
+    let mut opts = ServerOptions::new(server_core(SECS_10));
+    // One more per 100 s: none refills during the test.
+    opts.per_address = Some(tether_runtime::server::PerAddress { rate: 0.01, burst: 2.0, exempt_loopback: false });
+    let (server, _log, addr) = start_server(Kind::Tcp, opts).await;
+    let mut v = Vec::new();
+    hello().encode_length_prefixed(&mut v);
+    let from = |src: &str| {
+        let src: std::net::IpAddr = src.parse().unwrap();
+        let v = v.clone();
+        async move {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(SocketAddr::new(src, 0)).unwrap();
+            let mut s = s.connect(addr).await.unwrap();
+            let _ = s.write_all(&v).await; // may fail: the server closed it
+            read_frame(&mut s).await
+        }
+    };
+    for i in 0..2 {
+        assert!(matches!(from("127.0.0.1").await, Some(Frame::Welcome(_))), "connection {i} within the burst");
+    }
+    assert!(from("127.0.0.1").await.is_none(), "past the burst: closed unanswered");
+    assert!(from("127.0.0.1").await.is_none());
+    assert!(matches!(from("127.0.0.2").await, Some(Frame::Welcome(_))), "another address is served");
+    assert_eq!(server.rate_limited(), 2);
+}

@@ -42,6 +42,14 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, kind: Kind, listener: TcpList
             drop(tcp);
             continue;
         }
+        if inner.limiter.as_ref().is_some_and(|l| !l.allow(peer.ip(), std::time::Instant::now())) {
+            // One address opening connections in a loop: turned away before
+            // any TLS or WebSocket work; other addresses are unaffected.
+            inner.rate_limited.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "connection refused: too many from this address");
+            drop(tcp);
+            continue;
+        }
         let permit = inner.handshakes.clone().try_acquire_owned().ok();
         let pending = Pending::new(inner.clone());
         tokio::spawn(async move {

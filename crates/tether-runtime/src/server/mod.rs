@@ -17,6 +17,7 @@
 //! registry → nothing (the registry lock is only held to look up or insert).
 
 mod handshake;
+mod limit;
 mod pace;
 mod session;
 mod stored;
@@ -39,6 +40,7 @@ use crate::store::SharedStore;
 use crate::transport::Kind;
 use crate::tune::SocketTuning;
 
+pub use limit::PerAddress;
 pub(crate) use session::SessionCell;
 pub use stored::Queued;
 
@@ -94,6 +96,9 @@ pub struct ServerOptions {
     /// Which web pages may open WebSocket sessions (the upgrade's
     /// `Origin`); others get 403. Default: any.
     pub origins: crate::transport::Origins,
+    /// New connections per client address; beyond, they are closed at
+    /// accept, unanswered. None (the default): no limit.
+    pub per_address: Option<PerAddress>,
 }
 
 /// Decides who may open a session, from the credential in its HELLO
@@ -139,6 +144,7 @@ impl ServerOptions {
             store: None,
             reuse_port: false,
             origins: crate::transport::Origins::Any,
+            per_address: None,
         }
     }
 
@@ -262,6 +268,10 @@ pub(crate) struct Inner {
     refusal: Mutex<Option<(RejectReason, Duration)>>,
     handshakes: Arc<Semaphore>,
     pending: AtomicUsize,
+    /// Connections per client address (`ServerOptions::per_address`).
+    limiter: Option<limit::Limiter>,
+    /// Connections closed at accept by that limit.
+    rate_limited: AtomicU64,
     max_pending: usize,
     overload_retry: Duration,
     next_tid: AtomicU64,
@@ -396,6 +406,8 @@ impl Server {
             refusal: Mutex::new(None),
             handshakes: Arc::new(Semaphore::new(opts.max_handshakes)),
             pending: AtomicUsize::new(0),
+            limiter: opts.per_address.map(|p| limit::Limiter::new(p, std::time::Instant::now())),
+            rate_limited: AtomicU64::new(0),
             max_pending: opts.max_pending.max(opts.max_handshakes),
             overload_retry: opts.overload_retry,
             next_tid: AtomicU64::new(0),
@@ -472,6 +484,12 @@ impl ServerHandle {
             }
             None => false,
         }
+    }
+
+    /// Connections closed at accept because their address opened too many
+    /// (`ServerOptions::per_address`).
+    pub fn rate_limited(&self) -> u64 {
+        self.inner.rate_limited.load(Ordering::Relaxed)
     }
 
     /// Sessions held (attached or within grace).
