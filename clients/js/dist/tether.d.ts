@@ -162,6 +162,8 @@ export declare class TetherEvent<T> extends Event {
 export declare class Emitter<M> extends EventTarget {
     /** Adds a listener; returns a function that removes it. */
     on<K extends keyof M & string>(type: K, fn: (detail: M[K]) => void): () => void;
+    /** Like `on`, for the next event of that type only. */
+    once<K extends keyof M & string>(type: K, fn: (detail: M[K]) => void): () => void;
 }
 export type StorageLike = Pick<Storage, 'getItem' | 'setItem' | 'removeItem'>;
 export interface Clock {
@@ -392,16 +394,32 @@ export interface RoomsEventMap {
     };
     error: RoomError;
 }
+/** A join or leave the gateway refused: its `error` event (`op`, `code`, `message`, …). */
+export declare class RoomRequestError extends Error {
+    readonly detail: RoomError;
+    constructor(detail: RoomError);
+}
 /** The gateway's room protocol: JSON requests (`op`) and events (`ev`) in DATA payloads. */
 export declare class Rooms extends Emitter<RoomsEventMap> {
     readonly client: TetherClient;
     private readonly joinedRooms;
     private pending;
+    /** Joins and leaves waiting for the gateway's answer, oldest first (answers come in request order). */
+    private waiting;
     constructor(client: TetherClient);
     /** Rooms this client has joined (they are joined again if the session is replaced). */
     get rooms(): string[];
-    join(room: string, name?: string): void;
-    leave(room: string): void;
+    /**
+     * Joins `room` (as `name`). Resolves with the gateway's `joined` answer, or rejects with its
+     * `error` (a `RoomRequestError`). The membership outlives the session: a fresh session joins
+     * again, and a join made while offline is answered once the message gets through.
+     */
+    join(room: string, name?: string): Promise<RoomsEventMap['joined']>;
+    /** Leaves `room`; resolves on the gateway's `left`, rejects with its `error`. */
+    leave(room: string): Promise<void>;
+    private ask;
+    /** Settles the oldest request waiting for `op` (on `room`, when given). */
+    private answer;
     say(room: string, body: unknown): void;
     /** Asks for the member list; answers come back in request order, so a FIFO matches them. */
     members(room: string): Promise<Member[]>;

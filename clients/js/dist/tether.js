@@ -527,6 +527,12 @@ export class Emitter extends EventTarget {
         this.addEventListener(type, h);
         return () => this.removeEventListener(type, h);
     }
+    /** Like `on`, for the next event of that type only. */
+    once(type, fn) {
+        const h = (e) => fn(e.detail);
+        this.addEventListener(type, h, { once: true });
+        return () => this.removeEventListener(type, h);
+    }
 }
 /** The race settings with defaults filled in; throws on settings that cannot work (as the Rust RaceConfig::validate). */
 function raceSettings(o = {}) {
@@ -1316,6 +1322,14 @@ function roomError(m) {
     }
     return e;
 }
+/** A join or leave the gateway refused: its `error` event (`op`, `code`, `message`, …). */
+export class RoomRequestError extends Error {
+    constructor(detail) {
+        super(detail.message);
+        this.detail = detail;
+        this.name = 'RoomRequestError';
+    }
+}
 /** The gateway's room protocol: JSON requests (`op`) and events (`ev`) in DATA payloads. */
 export class Rooms extends Emitter {
     constructor(client) {
@@ -1323,18 +1337,46 @@ export class Rooms extends Emitter {
         this.client = client;
         this.joinedRooms = new Map();
         this.pending = [];
+        /** Joins and leaves waiting for the gateway's answer, oldest first (answers come in request order). */
+        this.waiting = [];
         client.on('message', (m) => this.onMessage(m.text()));
         client.on('ended', (e) => this.onEnded(e));
     }
     /** Rooms this client has joined (they are joined again if the session is replaced). */
     get rooms() { return [...this.joinedRooms.keys()]; }
+    /**
+     * Joins `room` (as `name`). Resolves with the gateway's `joined` answer, or rejects with its
+     * `error` (a `RoomRequestError`). The membership outlives the session: a fresh session joins
+     * again, and a join made while offline is answered once the message gets through.
+     */
     join(room, name) {
         this.joinedRooms.set(room, name);
-        this.op(name === undefined ? { op: 'join', room } : { op: 'join', room, name });
+        return this.ask('join', room, name === undefined ? { op: 'join', room } : { op: 'join', room, name });
     }
+    /** Leaves `room`; resolves on the gateway's `left`, rejects with its `error`. */
     leave(room) {
         this.joinedRooms.delete(room);
-        this.op({ op: 'leave', room });
+        return this.ask('leave', room, { op: 'leave', room });
+    }
+    ask(op, room, msg) {
+        const p = new Promise((resolve, reject) => {
+            this.waiting.push({ op, room, resolve, reject });
+            try {
+                this.op(msg);
+            }
+            catch (e) {
+                this.waiting.pop();
+                reject(e);
+            }
+        });
+        p.catch(() => { }); // an unawaited join that fails is reported by the `error` event, not as unhandled
+        return p;
+    }
+    /** Settles the oldest request waiting for `op` (on `room`, when given). */
+    answer(op, room, settle) {
+        const i = this.waiting.findIndex((w) => w.op === op && (room === undefined || w.room === room));
+        if (i >= 0)
+            settle(this.waiting.splice(i, 1)[0]);
     }
     say(room, body) { this.op({ op: 'say', room, body }); }
     /** Asks for the member list; answers come back in request order, so a FIFO matches them. */
@@ -1365,10 +1407,13 @@ export class Rooms extends Emitter {
         switch (m.ev) {
             case 'joined': {
                 const members = m.members ?? [];
-                return this.fire('joined', { room: m.room, you: m.you, members, count: m.count ?? members.length });
+                const joined = { room: m.room, you: m.you, members, count: m.count ?? members.length };
+                this.answer('join', m.room, (w) => w.resolve(joined));
+                return this.fire('joined', joined);
             }
             case 'left':
                 this.joinedRooms.delete(m.room);
+                this.answer('leave', m.room, (w) => w.resolve(undefined));
                 return this.fire('left', { room: m.room });
             case 'presence': return this.fire('presence', { room: m.room, member: m.member });
             case 'message': return this.fire('roomMessage', { room: m.room, from: m.from, body: m.body });
@@ -1384,6 +1429,11 @@ export class Rooms extends Emitter {
                 const e = roomError(m);
                 if (e.op === 'members')
                     this.pending.shift()?.reject(new Error(e.message));
+                if (e.op === 'join' || e.op === 'leave') {
+                    if (e.op === 'join' && e.room !== undefined)
+                        this.joinedRooms.delete(e.room);
+                    this.answer(e.op, e.room, (w) => w.reject(new RoomRequestError(e)));
+                }
                 return this.fire('error', e);
             }
         }
@@ -1394,9 +1444,22 @@ export class Rooms extends Emitter {
         this.pending = [];
         for (const p of pending)
             p.reject(new Error(`the session ended (${e.reason})`));
-        if (!e.restarting)
+        // Joins waiting for an answer are answered on the fresh session (joined again below); without
+        // one, nothing will answer them.
+        const waiting = this.waiting;
+        this.waiting = [];
+        if (!e.restarting) {
+            for (const w of waiting)
+                w.reject(new Error(`the session ended (${e.reason})`));
             return;
+        }
+        for (const w of waiting) {
+            if (w.op === 'leave')
+                w.resolve(undefined); // a fresh session is in no room
+            else
+                this.waiting.push(w); // answered by the join below
+        }
         for (const [room, name] of this.joinedRooms)
-            this.join(room, name);
+            this.op(name === undefined ? { op: 'join', room } : { op: 'join', room, name });
     }
 }

@@ -508,6 +508,13 @@ export class Emitter<M> extends EventTarget {
     this.addEventListener(type, h);
     return () => this.removeEventListener(type, h);
   }
+
+  /** Like `on`, for the next event of that type only. */
+  once<K extends keyof M & string>(type: K, fn: (detail: M[K]) => void): () => void {
+    const h = (e: Event) => fn((e as TetherEvent<M[K]>).detail);
+    this.addEventListener(type, h, { once: true });
+    return () => this.removeEventListener(type, h);
+  }
 }
 
 export type StorageLike = Pick<Storage, 'getItem' | 'setItem' | 'removeItem'>;
@@ -1343,10 +1350,17 @@ function roomError(m: Record<string, any>): RoomError {
   return e;
 }
 
+/** A join or leave the gateway refused: its `error` event (`op`, `code`, `message`, …). */
+export class RoomRequestError extends Error {
+  constructor(readonly detail: RoomError) { super(detail.message); this.name = 'RoomRequestError'; }
+}
+
 /** The gateway's room protocol: JSON requests (`op`) and events (`ev`) in DATA payloads. */
 export class Rooms extends Emitter<RoomsEventMap> {
   private readonly joinedRooms = new Map<string, string | undefined>();
   private pending: { room: string; resolve(m: Member[]): void; reject(e: Error): void }[] = [];
+  /** Joins and leaves waiting for the gateway's answer, oldest first (answers come in request order). */
+  private waiting: { op: 'join' | 'leave'; room: string; resolve(v: any): void; reject(e: Error): void }[] = [];
 
   constructor(readonly client: TetherClient) {
     super();
@@ -1357,13 +1371,34 @@ export class Rooms extends Emitter<RoomsEventMap> {
   /** Rooms this client has joined (they are joined again if the session is replaced). */
   get rooms(): string[] { return [...this.joinedRooms.keys()]; }
 
-  join(room: string, name?: string): void {
+  /**
+   * Joins `room` (as `name`). Resolves with the gateway's `joined` answer, or rejects with its
+   * `error` (a `RoomRequestError`). The membership outlives the session: a fresh session joins
+   * again, and a join made while offline is answered once the message gets through.
+   */
+  join(room: string, name?: string): Promise<RoomsEventMap['joined']> {
     this.joinedRooms.set(room, name);
-    this.op(name === undefined ? { op: 'join', room } : { op: 'join', room, name });
+    return this.ask('join', room, name === undefined ? { op: 'join', room } : { op: 'join', room, name });
   }
-  leave(room: string): void {
+  /** Leaves `room`; resolves on the gateway's `left`, rejects with its `error`. */
+  leave(room: string): Promise<void> {
     this.joinedRooms.delete(room);
-    this.op({ op: 'leave', room });
+    return this.ask('leave', room, { op: 'leave', room });
+  }
+
+  private ask<T>(op: 'join' | 'leave', room: string, msg: object): Promise<T> {
+    const p = new Promise<T>((resolve, reject) => {
+      this.waiting.push({ op, room, resolve, reject });
+      try { this.op(msg); } catch (e) { this.waiting.pop(); reject(e); }
+    });
+    p.catch(() => {}); // an unawaited join that fails is reported by the `error` event, not as unhandled
+    return p;
+  }
+
+  /** Settles the oldest request waiting for `op` (on `room`, when given). */
+  private answer(op: 'join' | 'leave', room: string | undefined, settle: (w: Rooms['waiting'][number]) => void): void {
+    const i = this.waiting.findIndex((w) => w.op === op && (room === undefined || w.room === room));
+    if (i >= 0) settle(this.waiting.splice(i, 1)[0]);
   }
   say(room: string, body: unknown): void { this.op({ op: 'say', room, body }); }
 
@@ -1387,9 +1422,14 @@ export class Rooms extends Emitter<RoomsEventMap> {
     switch (m.ev) {
       case 'joined': {
         const members = m.members ?? [];
-        return this.fire('joined', { room: m.room, you: m.you, members, count: m.count ?? members.length });
+        const joined = { room: m.room, you: m.you, members, count: m.count ?? members.length };
+        this.answer('join', m.room, (w) => w.resolve(joined));
+        return this.fire('joined', joined);
       }
-      case 'left': this.joinedRooms.delete(m.room); return this.fire('left', { room: m.room });
+      case 'left':
+        this.joinedRooms.delete(m.room);
+        this.answer('leave', m.room, (w) => w.resolve(undefined));
+        return this.fire('left', { room: m.room });
       case 'presence': return this.fire('presence', { room: m.room, member: m.member });
       case 'message': return this.fire('roomMessage', { room: m.room, from: m.from, body: m.body });
       case 'publish': return this.fire('publish', { room: m.room ?? null, body: m.body });
@@ -1402,6 +1442,10 @@ export class Rooms extends Emitter<RoomsEventMap> {
       case 'error': {
         const e = roomError(m);
         if (e.op === 'members') this.pending.shift()?.reject(new Error(e.message));
+        if (e.op === 'join' || e.op === 'leave') {
+          if (e.op === 'join' && e.room !== undefined) this.joinedRooms.delete(e.room);
+          this.answer(e.op, e.room, (w) => w.reject(new RoomRequestError(e)));
+        }
         return this.fire('error', e);
       }
     }
@@ -1412,7 +1456,18 @@ export class Rooms extends Emitter<RoomsEventMap> {
     const pending = this.pending;
     this.pending = [];
     for (const p of pending) p.reject(new Error(`the session ended (${e.reason})`));
-    if (!e.restarting) return;
-    for (const [room, name] of this.joinedRooms) this.join(room, name);
+    // Joins waiting for an answer are answered on the fresh session (joined again below); without
+    // one, nothing will answer them.
+    const waiting = this.waiting;
+    this.waiting = [];
+    if (!e.restarting) {
+      for (const w of waiting) w.reject(new Error(`the session ended (${e.reason})`));
+      return;
+    }
+    for (const w of waiting) {
+      if (w.op === 'leave') w.resolve(undefined); // a fresh session is in no room
+      else this.waiting.push(w); // answered by the join below
+    }
+    for (const [room, name] of this.joinedRooms) this.op(name === undefined ? { op: 'join', room } : { op: 'join', room, name });
   }
 }

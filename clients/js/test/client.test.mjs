@@ -1041,3 +1041,38 @@ test('getToken: asked for each fresh session (not for resumes); Unauthorized ask
   g.ws().open();
   assert.deepEqual(g.ws().take('hello')[0].auth, enc('ok'));
 });
+
+test('Rooms: join() and leave() resolve with the gateway\'s answer or reject with its error; a join pending through a fresh session is answered there; once()', async () => {
+  const h = setup();
+  const rooms = new Rooms(h.client);
+  const { ws } = h.connect();
+  const send = (seq, obj) => ws.deliver(data(seq, JSON.stringify(obj)));
+  const me = { session: toHex(SID), user: 'anon-00010203', name: 'ann', state: 'active', rtt_ms: null };
+  let onceCalls = 0;
+  rooms.once('joined', () => { onceCalls += 1; });
+  const lobby = rooms.join('lobby', 'ann');
+  const vip = rooms.join('vip');
+  send(1, { ev: 'joined', room: 'lobby', you: me, members: [me], count: 1 });
+  send(2, { ev: 'error', op: 'join', code: 'forbidden', room: 'vip', message: 'not allowed in vip' });
+  assert.deepEqual(await lobby, { room: 'lobby', you: me, members: [me], count: 1 });
+  await assert.rejects(vip, (e) => e.name === 'RoomRequestError' && e.message === 'not allowed in vip' && e.detail.code === 'forbidden');
+  assert.deepEqual(rooms.rooms, ['lobby'], 'a refused join is not kept');
+  assert.equal(onceCalls, 1);
+  const left = rooms.leave('lobby');
+  send(3, { ev: 'left', room: 'lobby' });
+  assert.equal(await left, undefined);
+  // A join whose answer has not come when the session is replaced is answered by the fresh one.
+  const later = rooms.join('lobby');
+  ws.deliver({ type: 'close', code: 3001, retryAfterMs: 0, reason: 'overflow' });
+  h.clock.advance(500);
+  const w2 = h.ws();
+  w2.open();
+  w2.deliver(welcome({ sessionId: seqBytes(0x60, 16) }));
+  assert.deepEqual(w2.take('data').map((f) => JSON.parse(dec(f.payload))), [{ op: 'join', room: 'lobby' }]);
+  w2.deliver(data(1, JSON.stringify({ ev: 'joined', room: 'lobby', you: me, members: [me] })));
+  assert.equal((await later).room, 'lobby');
+  // A session that ends for good rejects what is still waiting.
+  const never = rooms.join('x');
+  h.client.close();
+  await assert.rejects(never, /session ended/);
+});
