@@ -83,6 +83,7 @@ impl Metrics {
             for (reason, n) in server.rejects() {
                 counter!("tether_rejects_total", "reason" => format!("{reason:?}")).absolute(n);
             }
+            counter!("tether_connections_rate_limited_total").absolute(server.rate_limited());
         });
         self.handle.render()
     }
@@ -101,6 +102,10 @@ fn describe() {
     describe_counter!("tether_expiries_total", "Sessions whose grace ran out without a resume");
     describe_counter!("tether_sessions_ended_total", "Sessions ended, by reason");
     describe_counter!("tether_rejects_total", "Handshakes refused, by reason");
+    describe_counter!(
+        "tether_connections_rate_limited_total",
+        "Connections closed at accept: their address opened too many (limits.connections_per_address)"
+    );
     describe_counter!("tether_messages_in_total", "Application messages received");
     describe_counter!("tether_messages_out_total", "Application messages queued to sessions");
     describe_counter!("tether_send_failures_total", "Messages that could not be queued (buffer full, session gone)");

@@ -298,6 +298,8 @@ async fn rooms_presence_auth_and_admin_api() {
         text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     };
     assert_eq!(metric("tether_rejects_total{reason=\"Unauthorized\"}"), 5.0, "{text}");
+    // Present from the start (loopback clients are never rate-limited).
+    assert!(text.lines().any(|l| l == "tether_connections_rate_limited_total 0"), "{text}");
     assert!(metric("tether_sessions_opened_total") >= 3.0);
     assert!(metric("tether_detections_total") >= 2.0);
     assert!(metric("tether_resumes_total") >= 1.0);
