@@ -277,6 +277,13 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     send(data: string | Uint8Array): number;
     /** Ends the session deliberately (CLOSE 3000 or a 4xxx code) and stops for good. */
     close(code?: number, reason?: string): void;
+    /**
+     * Starts again after the session ended for good (`close()`, `disconnect()`, a kick or a
+     * refusal): a fresh session, the backoff reset. Does nothing while the client is running.
+     */
+    connect(): void;
+    /** Ends the session (as `close()`); `connect()` opens a fresh one later. */
+    disconnect(reason?: string): void;
     /** probe_now (§8.7): probe a live link at once (dropped if unanswered), or retry at once while waiting. */
     probe(): void;
     /** Demo aid: drop the WebSocket without a CLOSE, and fail every attempt for `ms` (as a browser that went offline). */

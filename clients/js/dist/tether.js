@@ -666,6 +666,26 @@ export class TetherClient extends Emitter {
             this.endSession(now, 'local-close', reason, c, true, false);
         });
     }
+    /**
+     * Starts again after the session ended for good (`close()`, `disconnect()`, a kick or a
+     * refusal): a fresh session, the backoff reset. Does nothing while the client is running.
+     */
+    connect() {
+        this.input((now) => {
+            if (this.link.k !== 'closed')
+                return;
+            this.backoff.reset();
+            this.retryNotBefore = null;
+            this.serverSlow = false;
+            this.freshToken = this.tokenRetried = false;
+            this.offlineUntil = 0;
+            this.link = { k: 'waiting', until: now };
+            if (!this.unlisten)
+                this.listenToPage();
+        });
+    }
+    /** Ends the session (as `close()`); `connect()` opens a fresh one later. */
+    disconnect(reason = '') { this.close(CloseCode.Normal, reason); }
     /** probe_now (§8.7): probe a live link at once (dropped if unanswered), or retry at once while waiting. */
     probe() { this.input((now) => this.networkChange(now)); }
     /** Demo aid: drop the WebSocket without a CLOSE, and fail every attempt for `ms` (as a browser that went offline). */

@@ -714,6 +714,26 @@ export class TetherClient extends Emitter<TetherEventMap> {
     });
   }
 
+  /**
+   * Starts again after the session ended for good (`close()`, `disconnect()`, a kick or a
+   * refusal): a fresh session, the backoff reset. Does nothing while the client is running.
+   */
+  connect(): void {
+    this.input((now) => {
+      if (this.link.k !== 'closed') return;
+      this.backoff.reset();
+      this.retryNotBefore = null;
+      this.serverSlow = false;
+      this.freshToken = this.tokenRetried = false;
+      this.offlineUntil = 0;
+      this.link = { k: 'waiting', until: now };
+      if (!this.unlisten) this.listenToPage();
+    });
+  }
+
+  /** Ends the session (as `close()`); `connect()` opens a fresh one later. */
+  disconnect(reason = ''): void { this.close(CloseCode.Normal, reason); }
+
   /** probe_now (§8.7): probe a live link at once (dropped if unanswered), or retry at once while waiting. */
   probe(): void { this.input((now) => this.networkChange(now)); }
 

@@ -1076,3 +1076,35 @@ test('Rooms: join() and leave() resolve with the gateway\'s answer or reject wit
   h.client.close();
   await assert.rejects(never, /session ended/);
 });
+
+test('disconnect() ends the session; connect() opens a fresh one later (also after a refusal); connect() while running does nothing', async () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.client.disconnect('bye');
+  assert.equal(h.client.state, 'closed');
+  assert.deepEqual(ws.take('close').map((c) => c.code), [3000]);
+  assert.equal(h.of('ended').at(-1).reason, 'local-close');
+  h.clock.advance(60_000);
+  const n = h.sockets().length;
+  assert.equal(n, 1, 'closed stays closed');
+  h.client.connect();
+  h.clock.advance(0);
+  assert.equal(h.sockets().length, 2, 'a new attempt at once');
+  h.ws().open();
+  const hello = h.ws().take('hello')[0];
+  assert.equal(hello.resume, null, 'a fresh session');
+  h.ws().deliver(welcome({ sessionId: seqBytes(0x60, 16) }));
+  assert.equal(h.client.state, 'connected');
+  h.client.connect(); // running: nothing
+  h.clock.advance(1000);
+  assert.equal(h.sockets().length, 2);
+  // After a refusal (REJECT 7 on the fresh session), connect() tries again.
+  h.ws().deliver({ type: 'close', code: 3001, retryAfterMs: 0, reason: 'overflow' });
+  h.clock.advance(h.of('reconnecting').at(-1).delay);
+  h.ws().open();
+  h.ws().deliver({ type: 'reject', reason: 7, retryAfterMs: 0, minVersion: 1, maxVersion: 1, message: 'no' });
+  assert.equal(h.client.state, 'closed');
+  h.client.connect();
+  h.clock.advance(0);
+  assert.equal(h.sockets().length, 4);
+});
