@@ -96,7 +96,7 @@ pub(crate) fn load_or_make(path: &Path) -> Result<(String, bool)> {
     o.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let key = hex::encode(tether_runtime::client::entropy());
+    let key = crate::random_key();
     match o.open(path) {
         Ok(mut f) => {
             f.write_all(format!("{key}\n").as_bytes())

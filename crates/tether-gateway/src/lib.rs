@@ -209,7 +209,8 @@ pub(crate) fn tally(metrics: &Metrics, fates: Vec<Result<u64, SendError>>) -> De
     d
 }
 
-fn random_key() -> String {
+/// 64 random hex digits (generated admin keys, node ids).
+pub(crate) fn random_key() -> String {
     hex::encode(tether_runtime::client::entropy())
 }
 

@@ -412,6 +412,10 @@ impl Sim {
                 l.stid = Some(stid);
                 l.nat_last = now;
                 self.by_stid.insert(stid, c);
+                // As the runtime does over tcp://: reachable when TCP is open
+                // (racing stops, the handshake clock restarts, PROTOCOL §9.7),
+                // then connected, with no TLS or WebSocket step between.
+                self.client.handle_reachable(now, TransportId(c));
                 self.client.handle_connected(now, TransportId(c));
             }
             Ev::ConnectFail(c) => {
