@@ -471,7 +471,9 @@ async fn a_hello_whose_client_already_left_is_ignored_and_the_live_transport_kee
         live.write_all(&p).await.unwrap();
         assert!(matches!(read_frame(&mut live).await, Some(Frame::Pong { nonce: 7, .. })));
     }
-    // One resume only: the control's.
+    // One resume only: the control's. Events reach the log after the
+    // frames go out, so wait for the control's; a stale one would precede it.
+    slog.wait(Duration::from_secs(10), |e| matches!(e, ServerEvent::Resumed { .. }).then_some(())).await;
     let resumed = slog.snapshot().iter().filter(|(_, e)| matches!(e, ServerEvent::Resumed { .. })).count();
     assert_eq!(resumed, 1);
 }

@@ -84,6 +84,13 @@ async fn each_fresh_session_asks_the_token_source_and_resumes_do_not() {
     assert_ne!(first, second);
     assert_eq!(*seen.lock().unwrap(), ["tok-1", "tok-2"]);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // The server's log is written after its WELCOME goes out: wait for the
+    // second Opened, then check there was no third.
+    slog.wait(WAIT, |e| match e {
+        ServerEvent::Opened { session, .. } if *session == second => Some(()),
+        _ => None,
+    })
+    .await;
     let opened = slog.snapshot().iter().filter(|(_, e)| matches!(e, ServerEvent::Opened { .. })).count();
     assert_eq!(opened, 2);
     client.close();
