@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, TokenData, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tether_runtime::Authenticate;
 
 use crate::jwks::{self, Jwks};
@@ -16,6 +16,82 @@ use crate::jwks::{self, Jwks};
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// The display name (OIDC's `name`).
+    #[serde(default)]
+    name: Option<String>,
+    /// Rooms the user may join (`*` at the end: a prefix); absent: any.
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+    /// Rooms the user may say in; absent: those it may join.
+    #[serde(default)]
+    publish: Option<Vec<String>>,
+}
+
+/// Who a session is: its user id, display name and permissions. The
+/// runtime keeps it as the session's user (stored with the session, so it
+/// follows a resume to any node): the bare user id when there is nothing
+/// more, else compact JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Principal {
+    #[serde(rename = "u")]
+    pub(crate) user: String,
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+    /// Rooms it may join; None: any.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rooms: Option<Vec<String>>,
+    /// Rooms it may say in; None: those it may join.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) publish: Option<Vec<String>>,
+}
+
+impl Principal {
+    pub(crate) fn user(user: impl Into<String>) -> Self {
+        Principal { user: user.into(), ..Principal::default() }
+    }
+
+    pub(crate) fn encode(&self) -> Arc<str> {
+        let bare = self.name.is_none() && self.rooms.is_none() && self.publish.is_none();
+        if bare && !self.user.starts_with('{') {
+            return Arc::from(self.user.as_str());
+        }
+        // Cannot fail: strings and lists of strings.
+        Arc::from(serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// What [`Principal::encode`] made (empty: anonymous).
+    pub(crate) fn decode(s: &str) -> Self {
+        if s.starts_with('{') {
+            if let Ok(p) = serde_json::from_str(s) {
+                return p;
+            }
+        }
+        Principal::user(s)
+    }
+
+    pub(crate) fn may_join(&self, room: &str) -> bool {
+        self.rooms.as_deref().is_none_or(|r| matches(r, room))
+    }
+
+    pub(crate) fn may_say(&self, room: &str) -> bool {
+        match &self.publish {
+            Some(p) => matches(p, room),
+            None => self.may_join(room),
+        }
+    }
+}
+
+/// The user id of a session's stored user (None: anonymous).
+pub(crate) fn user_of(raw: Option<&str>) -> Option<String> {
+    raw.map(|r| Principal::decode(r).user).filter(|u| !u.is_empty())
+}
+
+/// A room name against permission patterns: equal, or a prefix before `*`.
+fn matches(patterns: &[String], room: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => p == room,
+    })
 }
 
 /// Users the operator banned, until when (kept in memory, like sessions).
@@ -155,16 +231,32 @@ pub(crate) fn anonymous_user(session: &str) -> String {
     format!("anon-{}", session.get(..8).unwrap_or(session))
 }
 
-impl Authenticate for JwtAuth {
-    fn authenticate(&self, credential: &[u8]) -> Result<Arc<str>, String> {
+impl JwtAuth {
+    /// Why this user may not open a session now, if banned.
+    pub(crate) fn banned(&self, user: &str) -> Option<String> {
+        let left = self.bans.remaining(user, Instant::now())?;
+        Some(format!(
+            "user {user} is banned by the operator for another {}",
+            humantime::format_duration(Duration::from_secs(left.as_secs().max(1)))
+        ))
+    }
+
+    /// Whether a token can be checked here (a secret or a key set).
+    pub(crate) fn checks_tokens(&self) -> bool {
+        self.key.is_some() || self.jwks.is_some()
+    }
+
+    /// Who the credential says the client is: the token's subject, or
+    /// anonymous (an empty user) for no credential where that is allowed.
+    pub(crate) fn principal(&self, credential: &[u8]) -> Result<Principal, String> {
         if credential.is_empty() {
             return if self.anonymous {
-                Ok(Arc::from(""))
+                Ok(Principal::default())
             } else {
                 Err("this gateway requires a token: pass a JWT from its operator's identity provider".into())
             };
         }
-        if self.key.is_none() && self.jwks.is_none() {
+        if !self.checks_tokens() {
             return Err("this gateway accepts anonymous clients only: connect without a token".into());
         }
         let token =
@@ -174,18 +266,24 @@ impl Authenticate for JwtAuth {
                 Err("the token's subject (sub) may not start with \"anon-\": that names anonymous users".into())
             }
             Ok(data) if !data.claims.sub.is_empty() && data.claims.sub.len() <= 128 => {
-                match self.bans.remaining(&data.claims.sub, Instant::now()) {
-                    Some(left) => Err(format!(
-                        "user {} is banned by the operator for another {}",
-                        data.claims.sub,
-                        humantime::format_duration(Duration::from_secs(left.as_secs().max(1)))
-                    )),
-                    None => Ok(Arc::from(data.claims.sub)),
+                match self.banned(&data.claims.sub) {
+                    Some(why) => Err(why),
+                    None => {
+                        let c = data.claims;
+                        let name = c.name.filter(|n| !n.is_empty() && n.len() <= 64);
+                        Ok(Principal { user: c.sub, name, rooms: c.rooms, publish: c.publish })
+                    }
                 }
             }
             Ok(_) => Err("the token's subject (sub) must be a user id of 1 to 128 bytes".into()),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Authenticate for JwtAuth {
+    fn authenticate(&self, credential: &[u8]) -> Result<Arc<str>, String> {
+        self.principal(credential).map(|p| p.encode())
     }
 }
 

@@ -10,14 +10,14 @@ use tether_proto::{SessionEnd, SessionId};
 use tether_runtime::store::StoreError;
 use tether_runtime::ServerEvent;
 
+use crate::protocol::Request;
 use crate::rooms::redis::{error_event, Done, RedisRooms};
-use crate::rooms::{self, Rooms};
-use crate::{end_label, participant_user, rtt_of, tally, Shared};
+use crate::{end_label, participant, rtt_of, tally, Shared};
 
 /// Retries a store operation while the store is away (the event loop waits:
 /// a busy application to the sessions, whose links stay up); gives up on
 /// any other error.
-async fn retry<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+pub(crate) async fn retry<T, F: std::future::Future<Output = Result<T, StoreError>>>(
     what: &str,
     mut op: impl FnMut() -> F,
 ) -> Result<T, StoreError> {
@@ -40,16 +40,17 @@ pub(crate) async fn on_event(s: &Shared, c: &RedisRooms, e: ServerEvent) {
     match e {
         ServerEvent::Opened { session, peer, kind, user } => {
             m.opened();
-            let user = participant_user(session, user);
-            tracing::info!(%session, %user, %peer, %kind, "session opened");
-            lock().opened(session, user.clone());
-            if let Err(e) = retry("a new member", || c.opened(session, &user)).await {
+            let who = participant(session, user);
+            tracing::info!(%session, user = %who.user, %peer, %kind, "session opened");
+            let (user, name) = (who.user.clone(), who.name.clone());
+            lock().opened_as(session, who);
+            if let Err(e) = retry("a new member", || c.opened(session, &user, name.as_deref())).await {
                 tracing::debug!(%session, %e, "member entry not written");
             }
         }
         ServerEvent::Message { session, seq, payload } => {
             m.message_in();
-            request(s, c, session, seq, &payload).await;
+            crate::hooks::requests::handle(s, session, seq, &payload).await;
         }
         ServerEvent::PingPayload { session, payload } => {
             if let Some(ms) = rtt_of(&payload) {
@@ -68,7 +69,7 @@ pub(crate) async fn on_event(s: &Shared, c: &RedisRooms, e: ServerEvent) {
         ServerEvent::Resumed { session, replayed, peer, kind, user } => {
             m.resumed(replayed);
             tracing::info!(%session, replayed, %peer, %kind, "session resumed");
-            lock().adopt(session, participant_user(session, user));
+            lock().adopt(session, participant(session, user));
             presence(s, c, session, "active").await;
         }
         ServerEvent::Orphaned { session } => {
@@ -116,28 +117,29 @@ async fn presence(s: &Shared, c: &RedisRooms, session: SessionId, state: &str) {
     }
 }
 
-/// A room request: one script that checks, changes the room, stores the
-/// answer and fan-out, and commits the client message, atomically.
-async fn request(s: &Shared, c: &RedisRooms, session: SessionId, seq: u64, payload: &[u8]) {
+/// A room request, read and checked: one script that checks, changes the
+/// room, stores the answer and fan-out, and commits the client message,
+/// atomically. `rate_checked`: its say token was taken before its hook.
+pub(crate) async fn request(
+    s: &Shared,
+    c: &RedisRooms,
+    session: SessionId,
+    seq: u64,
+    req: Request,
+    rate_checked: bool,
+) {
     let Some(fence) = s.server.fence(session) else { return };
     let m = &s.metrics;
-    let req = match rooms::parse(payload, s.max_say_bytes) {
-        Ok(r) => r,
-        Err(error) => return answer(s, session, seq, error).await,
-    };
     let op = req.op();
     let said = match &req {
-        crate::protocol::Request::Say { room, .. } => Some(room.clone()),
+        Request::Say { room, .. } => Some(room.clone()),
         _ => None,
     };
-    let now = Instant::now();
+    let now = (!rate_checked).then(Instant::now);
     match retry("a room request", || c.request(session, fence, seq, req.clone(), now)).await {
         Ok(Done::Sent(sent)) => {
             let d = tally(m, s.server.committed(session, seq, sent));
-            if let (Some(room), Some((undelivered, size, limit))) = (said, d.too_large) {
-                let answer = Rooms::too_large_for_members(room, undelivered, size, limit);
-                crate::deliver(&s.server, m, vec![(session, answer)]).await;
-            }
+            crate::hooks::requests::too_large(s, session, said, d).await;
         }
         Ok(Done::Before) => {
             // Committed by an attempt whose answer was lost: what it stored

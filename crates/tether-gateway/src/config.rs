@@ -46,7 +46,10 @@ pub struct Config {
     pub log: Log,
     pub drain: Drain,
     pub cluster: Cluster,
+    pub hooks: Hooks,
 }
+
+pub use crate::hooks::Settings as Hooks;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -472,6 +475,14 @@ impl Resolved {
             )),
             None => v.push("sessions in this process's memory (no [cluster])".into()),
         }
+        if let Some(url) = &c.hooks.url {
+            v.push(format!(
+                "backend hooks {} at {url}/<hook> (timeout {}, {} retries)",
+                c.hooks.call.join(", "),
+                humantime::format_duration(c.hooks.timeout),
+                c.hooks.retries
+            ));
+        }
         v.push(format!(
             "grace {}, auth: {}{}",
             humantime::format_duration(c.session.grace),
@@ -592,6 +603,7 @@ impl Config {
                 bail!("tls: {e}");
             }
         }
+        self.hooks.check()?;
         let lim = &self.limits;
         let rate_ok = lim.connections_per_address == 0.0
             || (lim.connections_per_address.is_finite()

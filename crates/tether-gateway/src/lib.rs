@@ -22,6 +22,7 @@ mod api;
 mod auth;
 mod cluster;
 pub mod config;
+mod hooks;
 mod jwks;
 pub mod keys;
 mod metrics;
@@ -65,6 +66,17 @@ pub(crate) struct Shared {
     /// Rooms in Redis (`[cluster]`); None: rooms in `rooms`.
     cluster: Option<Arc<rooms::redis::RedisRooms>>,
     max_say_bytes: usize,
+    /// The application's backend (`[hooks]`).
+    hooks: Option<Arc<hooks::Hooks>>,
+    /// The sessions' lanes through the backend, with hooks on.
+    lanes: Option<Arc<hooks::lanes::Lanes>>,
+}
+
+impl Shared {
+    /// The room table (in memory), or the participants held here (cluster).
+    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A started gateway: where it listens (ports chosen by the OS where the
@@ -230,7 +242,14 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     let r = config;
     let c = &r.cfg;
 
-    let mut opts = ServerOptions::new(r.core.clone());
+    let metrics = Arc::new(Metrics::new()?);
+    let hooks = hooks::Hooks::new(&c.hooks, metrics.clone())?;
+    let mut core = r.core.clone();
+    // With a backend, a client message is acknowledged once the backend
+    // handled it (and its effects are committed), not when it was read.
+    core.commit_acks |= hooks.is_some();
+    let lane_depth = core.receive_window.max_messages + 64;
+    let mut opts = ServerOptions::new(core);
     opts.tuning = SocketTuning::from_heartbeat(&r.heartbeat);
     opts.origins = if c.listen.allowed_origins.iter().any(|o| o == "*") {
         tether_runtime::transport::Origins::Any
@@ -249,21 +268,21 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     opts.log_heartbeats = c.log.heartbeats;
     opts.reuse_port = c.listen.reuse_port;
     let bans = auth::Bans::default();
-    opts.auth = Some(Arc::new(
-        auth::JwtAuth::new(
-            r.jwt_secret.as_deref(),
-            c.auth.anonymous,
-            c.auth.leeway,
-            c.auth.audience.as_deref(),
-            c.auth.issuer.as_deref(),
-            bans.clone(),
-        )
-        .with_jwks(c.auth.jwks_url.as_ref().map(|u| {
-            let set = jwks::Jwks::new(u.clone());
-            set.spawn_refresh(c.auth.jwks_refresh);
-            set
-        })),
-    ));
+    let jwt = auth::JwtAuth::new(
+        r.jwt_secret.as_deref(),
+        c.auth.anonymous,
+        c.auth.leeway,
+        c.auth.audience.as_deref(),
+        c.auth.issuer.as_deref(),
+        bans.clone(),
+    )
+    .with_jwks(c.auth.jwks_url.as_ref().map(|u| {
+        let set = jwks::Jwks::new(u.clone());
+        set.spawn_refresh(c.auth.jwks_refresh);
+        set
+    }));
+    let patience = c.session.handshake_timeout.mul_f64(0.8);
+    opts.auth = Some(Arc::new(hooks::connect::GatewayAuth { jwt, hooks: hooks.clone(), patience }));
     for (kind, addr) in
         [(Kind::Tcp, c.listen.tcp), (Kind::Ws, c.listen.ws), (Kind::Tls, c.listen.tls), (Kind::Wss, c.listen.wss)]
     {
@@ -300,7 +319,6 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
         cluster = Some(Arc::new(rooms::redis::RedisRooms::new(store.clone(), c.limits.clone())));
         opts.store = Some(store);
     }
-    let metrics = Arc::new(Metrics::new()?);
     // Before listening: a key file that cannot be made stops the start.
     let (admin_key, admin_key_file, admin_key_generated) = match &r.admin_key {
         keys::AdminKey::Off => (random_key(), None, false), // no admin API: never used
@@ -324,6 +342,8 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
         drain_window: c.drain.window,
         cluster,
         max_say_bytes: c.limits.max_say_bytes,
+        lanes: hooks.as_ref().map(|_| Arc::new(hooks::lanes::Lanes::new(lane_depth))),
+        hooks,
     };
 
     let mut tasks = Vec::new();
@@ -465,60 +485,58 @@ pub(crate) async fn commit(s: &Shared, session: SessionId, seq: u64, out: Out) -
 }
 
 async fn on_event(s: &Shared, e: ServerEvent) {
+    if let Some(lanes) = &s.lanes {
+        if let ServerEvent::Message { session, seq, payload } = e {
+            s.metrics.message_in();
+            return lanes.message(s, session, seq, payload);
+        }
+        lanes.event(s, &e);
+    }
     if let Some(c) = &s.cluster {
         return cluster::on_event(s, c, e).await;
     }
-    let lock = || s.rooms.lock().unwrap_or_else(|p| p.into_inner());
     let m = &s.metrics;
     let out = match e {
         ServerEvent::Opened { session, peer, kind, user } => {
             m.opened();
-            let user = participant_user(session, user);
-            tracing::info!(%session, %user, %peer, %kind, "session opened");
-            lock().opened(session, user);
+            let who = participant(session, user);
+            tracing::info!(%session, user = %who.user, %peer, %kind, "session opened");
+            s.rooms().opened_as(session, who);
             Vec::new()
         }
         ServerEvent::Message { session, seq, payload } => {
             m.message_in();
-            let reply = lock().request(session, &payload, std::time::Instant::now());
-            let Some(d) = commit(s, session, seq, reply.out).await else { return };
-            // A say that some members cannot take (their frame limit is too
-            // small for it) is not lost silently: the sayer is told.
-            if let (Some(room), Some((undelivered, size, limit))) = (reply.said, d.too_large) {
-                let answer = Rooms::too_large_for_members(room, undelivered, size, limit);
-                deliver(&s.server, m, vec![(session, answer)]).await;
-            }
-            return;
+            return hooks::requests::handle(s, session, seq, &payload).await;
         }
         ServerEvent::PingPayload { session, payload } => {
             if let Some(ms) = rtt_of(&payload) {
                 m.rtt(ms / 1000.0);
-                lock().rtt(session, ms);
+                s.rooms().rtt(session, ms);
             }
             Vec::new()
         }
         ServerEvent::Detached { session, reason } => {
             m.detected();
             tracing::info!(%session, %reason, "session detached; kept for a resume");
-            lock().detached(session)
+            s.rooms().detached(session)
         }
         ServerEvent::Resumed { session, replayed, peer, kind, user } => {
             m.resumed(replayed);
             tracing::info!(%session, replayed, %peer, %kind, "session resumed");
-            let mut rooms = lock();
-            rooms.adopt(session, participant_user(session, user));
+            let mut rooms = s.rooms();
+            rooms.adopt(session, participant(session, user));
             rooms.resumed(session)
         }
         ServerEvent::Moved { session } => {
             tracing::info!(%session, "session carried on by another node");
-            lock().forget(session);
+            s.rooms().forget(session);
             Vec::new()
         }
         ServerEvent::Ended { session, reason, unacked } => {
             let expired = matches!(reason, SessionEnd::Expired);
             m.ended(end_label(&reason));
             tracing::info!(%session, %reason, unacked = unacked.len(), "session ended");
-            lock().ended(session, expired)
+            s.rooms().ended(session, expired)
         }
         ServerEvent::Rejected { peer, reason } => {
             // At debug: a stream of bad tokens must not flood the log (the
@@ -531,9 +549,13 @@ async fn on_event(s: &Shared, e: ServerEvent) {
     deliver(&s.server, m, out).await;
 }
 
-/// The user a session is shown as: its authenticated id, or an anonymous name.
-pub(crate) fn participant_user(session: SessionId, user: Option<Arc<str>>) -> String {
-    user.filter(|u| !u.is_empty()).map_or_else(|| auth::anonymous_user(&session.to_string()), |u| u.to_string())
+/// A session as its rooms show it: its authenticated id (or an anonymous
+/// name), the display name and permissions it came with.
+pub(crate) fn participant(session: SessionId, user: Option<Arc<str>>) -> rooms::Who {
+    let p = user.as_deref().map(auth::Principal::decode).unwrap_or_default();
+    let perms = (p.rooms.is_some() || p.publish.is_some()).then(|| Arc::new(p.clone()));
+    let user = if p.user.is_empty() { auth::anonymous_user(&session.to_string()) } else { p.user };
+    rooms::Who { user, name: p.name, perms }
 }
 
 pub(crate) fn end_label(r: &SessionEnd) -> &'static str {

@@ -18,6 +18,7 @@ impl Metrics {
         let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full("tether_rtt_seconds".into()), &buckets)?
+            .set_buckets_for_metric(Matcher::Full("tether_hook_seconds".into()), &buckets)?
             .build_recorder();
         let handle = recorder.handle();
         let m = Metrics { recorder, handle };
@@ -58,6 +59,12 @@ impl Metrics {
     }
     pub(crate) fn send_failed(&self) {
         self.with(|| counter!("tether_send_failures_total").increment(1));
+    }
+    pub(crate) fn hook(&self, hook: &'static str, outcome: &'static str, seconds: f64) {
+        self.with(|| {
+            counter!("tether_hook_calls_total", "hook" => hook, "outcome" => outcome).increment(1);
+            histogram!("tether_hook_seconds", "hook" => hook).record(seconds);
+        });
     }
     pub(crate) fn rtt(&self, seconds: f64) {
         self.with(|| histogram!("tether_rtt_seconds").record(seconds));
@@ -106,6 +113,11 @@ fn describe() {
         "tether_connections_rate_limited_total",
         "Connections closed at accept: their address opened too many (limits.connections_per_address)"
     );
+    describe_counter!(
+        "tether_hook_calls_total",
+        "Backend hook calls by hook and outcome (ok, unavailable, garbage), retries included in one call"
+    );
+    describe_histogram!("tether_hook_seconds", Unit::Seconds, "Backend hook call durations, retries included");
     describe_counter!("tether_messages_in_total", "Application messages received");
     describe_counter!("tether_messages_out_total", "Application messages queued to sessions");
     describe_counter!("tether_send_failures_total", "Messages that could not be queued (buffer full, session gone)");

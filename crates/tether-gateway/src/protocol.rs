@@ -42,6 +42,17 @@ pub enum Request {
         /// The room (the asker must be a member).
         room: String,
     },
+    /// A request to the application's backend (the `rpc` hook), answered
+    /// by a `reply` with the same `id`.
+    Rpc {
+        /// Chosen by the client to match the reply.
+        id: u64,
+        /// What to do, 1 to 64 bytes.
+        method: String,
+        /// Any JSON value (absent: null).
+        #[serde(default)]
+        data: Value,
+    },
 }
 
 impl Request {
@@ -52,11 +63,12 @@ impl Request {
             Request::Leave { .. } => "leave",
             Request::Say { .. } => "say",
             Request::Members { .. } => "members",
+            Request::Rpc { .. } => "rpc",
         }
     }
 
     /// Every `op` there is.
-    pub const OPS: [&'static str; 4] = ["join", "leave", "say", "members"];
+    pub const OPS: [&'static str; 5] = ["join", "leave", "say", "members", "rpc"];
 }
 
 /// A member's link state, as its rooms see it.
@@ -140,8 +152,33 @@ pub enum Event {
         /// What the operator sent.
         body: Value,
     },
+    /// The answer to `rpc`: its `result`, or an `error`.
+    Reply {
+        /// The rpc's `id`.
+        id: u64,
+        /// What the backend answered (present when there is no error).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// Why there is no result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ReplyError>,
+    },
     /// A request could not be done, or not entirely.
     Error(Error),
+}
+
+/// Why an `rpc` has no result: the backend's own error code (any string),
+/// or the gateway's: `backend_unavailable` (the backend did not answer or
+/// answered garbage: nothing was done that the client can rely on; the
+/// client may call again, with the same effect for a backend that stores
+/// the idempotency key), `no_backend` (this gateway has no rpc hook),
+/// `bad_method` (not 1 to 64 bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyError {
+    /// Machine-readable.
+    pub code: String,
+    /// For people.
+    pub message: String,
 }
 
 impl Event {
@@ -154,12 +191,14 @@ impl Event {
             Event::Presence { .. } => "presence",
             Event::Message { .. } => "message",
             Event::Publish { .. } => "publish",
+            Event::Reply { .. } => "reply",
             Event::Error(_) => "error",
         }
     }
 
     /// Every `ev` there is.
-    pub const EVS: [&'static str; 7] = ["joined", "left", "members", "presence", "message", "publish", "error"];
+    pub const EVS: [&'static str; 8] =
+        ["joined", "left", "members", "presence", "message", "publish", "reply", "error"];
 
     /// The payload to send.
     pub fn to_bytes(&self) -> Bytes {
@@ -218,6 +257,16 @@ pub enum ErrorCode {
         /// The room said to.
         room: String,
     },
+    /// The session's permissions (from its token or the `connect` hook) or
+    /// the application's backend (the `join` or `say` hook) refused it.
+    Forbidden {
+        /// The room.
+        room: String,
+    },
+    /// The application's backend did not answer (or answered garbage)
+    /// within `hooks.timeout` and `hooks.retries`: nothing was done; send
+    /// the request again later.
+    BackendUnavailable,
     /// A `say` was delivered to the room, except to `undelivered` members
     /// (the sayer may be one) whose frame limit cannot hold it: the
     /// `message` event carrying it is `size` bytes, and the smallest of
@@ -246,12 +295,14 @@ impl ErrorCode {
             ErrorCode::RoomFull { .. } => "room_full",
             ErrorCode::NotMember { .. } => "not_member",
             ErrorCode::RateLimited { .. } => "rate_limited",
+            ErrorCode::Forbidden { .. } => "forbidden",
+            ErrorCode::BackendUnavailable => "backend_unavailable",
             ErrorCode::TooLargeForMembers { .. } => "too_large_for_members",
         }
     }
 
     /// Every `code` there is.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 11] = [
         "bad_request",
         "request_too_large",
         "bad_room",
@@ -260,6 +311,8 @@ impl ErrorCode {
         "room_full",
         "not_member",
         "rate_limited",
+        "forbidden",
+        "backend_unavailable",
         "too_large_for_members",
     ];
 }

@@ -28,6 +28,6 @@ pub mod tune;
 
 pub use client::{Client, ClientHandle, ClientOptions, Event};
 pub use endpoint::{DialConfig, Endpoint};
-pub use server::{Authenticate, ServerEvent, ServerHandle, ServerOptions};
+pub use server::{Applicant, Authenticate, Denial, ServerEvent, ServerHandle, ServerOptions};
 pub use transport::Kind;
 pub use tune::{Keepalive, SocketReport, SocketTuning};

@@ -5,6 +5,7 @@
 //! messages are the typed room protocol ([`crate::protocol`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use tether_proto::SessionId;
 
 pub(crate) mod redis;
 
+use crate::auth::Principal;
 use crate::config::Limits;
 use crate::protocol::{Error, ErrorCode, Event, Member, Request, State};
 
@@ -26,6 +28,17 @@ pub(crate) struct Participant {
     pub(crate) rooms: BTreeSet<String>,
     /// Token bucket for `say`: tokens left, and when it was last filled.
     says: (f64, Option<Instant>),
+    /// Rooms it may join and say in, when not every room.
+    pub(crate) perms: Option<Arc<Principal>>,
+}
+
+/// A session as it opens: its user id, the display name it starts with,
+/// and its permissions (from its token or the `connect` hook).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Who {
+    pub(crate) user: String,
+    pub(crate) name: Option<String>,
+    pub(crate) perms: Option<Arc<Principal>>,
 }
 
 /// Messages to send: (to, payload).
@@ -91,19 +104,50 @@ impl Rooms {
     }
 
     /// A session opened; `user` is its authenticated id.
+    #[cfg(test)]
     pub(crate) fn opened(&mut self, id: SessionId, user: String) {
-        let name = user.clone();
+        self.opened_as(id, Who { user, ..Who::default() });
+    }
+
+    /// A session opened, as `who`.
+    pub(crate) fn opened_as(&mut self, id: SessionId, who: Who) {
+        let name = who.name.unwrap_or_else(|| who.user.clone());
         let says = (self.limits.say_burst, None);
-        self.members
-            .insert(id, Participant { user, name, state: State::Active, rtt_ms: None, rooms: BTreeSet::new(), says });
+        let (state, rooms, perms) = (State::Active, BTreeSet::new(), who.perms);
+        self.members.insert(id, Participant { user: who.user, name, state, rtt_ms: None, rooms, says, perms });
     }
 
     /// A session resumed here that this node has not seen open (opened on
     /// another node, or before a restart): known from now on.
-    pub(crate) fn adopt(&mut self, id: SessionId, user: String) {
+    pub(crate) fn adopt(&mut self, id: SessionId, who: Who) {
         if !self.members.contains_key(&id) {
-            self.opened(id, user);
+            self.opened_as(id, who);
         }
+    }
+
+    /// Whether the session may do this request (its rooms permissions):
+    /// the refusal to answer with if not.
+    pub(crate) fn permitted(&self, id: SessionId, req: &Request) -> Refusal {
+        let Some(p) = self.members.get(&id).and_then(|m| m.perms.as_ref()) else { return Ok(()) };
+        match req {
+            Request::Join { room, .. } if !p.may_join(room) => Err(forbidden(room, "you may not join this room")),
+            Request::Say { room, .. } if !p.may_say(room) => {
+                Err(forbidden(room, "you may not say anything in this room"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The checks of a `say` before its hook: membership, then the rate
+    /// (a token is taken: [`Rooms::apply`] is then told `rate_checked`).
+    pub(crate) fn check_say(&mut self, id: SessionId, room: &str, now: Instant) -> Refusal {
+        if !self.rooms.get(room).is_some_and(|r| r.contains(&id)) {
+            return Err(refusal_text("say", room, "not_member", &self.limits));
+        }
+        if !self.may_say(id, now) {
+            return Err(rate_limited(room, &self.limits));
+        }
+        Ok(())
     }
 
     /// The member's client reported its RTT (on a PING).
@@ -214,30 +258,37 @@ impl Rooms {
     }
 
     /// A message from a session: one room-protocol request.
+    #[cfg(test)]
     pub(crate) fn request(&mut self, id: SessionId, payload: &[u8], now: Instant) -> Reply {
+        if !self.members.contains_key(&id) {
+            return Reply::default();
+        }
+        match parse(payload, self.limits.max_say_bytes) {
+            Ok(req) => self.apply(id, req, now, false),
+            Err(error) => Reply { out: vec![(id, error)], said: None },
+        }
+    }
+
+    /// A session's request, read and checked; `rate_checked` when
+    /// [`Rooms::check_say`] took its say token already.
+    pub(crate) fn apply(&mut self, id: SessionId, req: Request, now: Instant, rate_checked: bool) -> Reply {
         let mut out = Vec::new();
         if !self.members.contains_key(&id) {
             return Reply::default();
         }
-        let req = match parse(payload, self.limits.max_say_bytes) {
-            Ok(r) => r,
-            Err(error) => {
-                out.push((id, error));
-                return Reply { out, said: None };
-            }
-        };
         let op = req.op();
         let mut said = None;
         let refused = match req {
             Request::Join { room, name } => self.join(id, room, name, &mut out),
             Request::Leave { room } => self.leave(id, room, &mut out),
             Request::Say { room, body } => {
-                let r = self.say(id, room.clone(), body, now, &mut out);
+                let r = self.say(id, room.clone(), body, (!rate_checked).then_some(now), &mut out);
                 if r.is_ok() {
                     said = Some(room);
                 }
                 r
             }
+            Request::Rpc { .. } => Ok(()), // answered by the backend (hooks)
             Request::Members { room } => {
                 if self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
                     let (members, count) = self.listed(&room, id);
@@ -312,13 +363,13 @@ impl Rooms {
         Ok(())
     }
 
-    fn say(&mut self, id: SessionId, room: String, body: Value, now: Instant, out: &mut Out) -> Refusal {
+    /// A say; `now` to take a say token (None: taken before).
+    fn say(&mut self, id: SessionId, room: String, body: Value, now: Option<Instant>, out: &mut Out) -> Refusal {
         if !self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
             return Err(refusal_text("say", &room, "not_member", &self.limits));
         }
-        if !self.may_say(id, now) {
-            let message = format!("too many messages: at most {} per second; slow down", self.limits.say_rate);
-            return Err((ErrorCode::RateLimited { room }, message));
+        if now.is_some_and(|now| !self.may_say(id, now)) {
+            return Err(rate_limited(&room, &self.limits));
         }
         let (Some(ids), Some(from)) = (self.rooms.get(&room), self.member(id)) else { return Ok(()) };
         let payload = Event::Message { room, from, body }.to_bytes();
@@ -343,6 +394,22 @@ impl Rooms {
 pub(crate) type Refused = (ErrorCode, String);
 type Refusal = Result<(), Refused>;
 
+/// The refusal of a say beyond `limits.say_rate`.
+pub(crate) fn rate_limited(room: &str, limits: &Limits) -> Refused {
+    let message = format!("too many messages: at most {} per second; slow down", limits.say_rate);
+    (ErrorCode::RateLimited { room: room.to_owned() }, message)
+}
+
+/// A request the session's permissions (or the backend) do not allow.
+pub(crate) fn forbidden(room: &str, why: &str) -> Refused {
+    (ErrorCode::Forbidden { room: room.to_owned() }, why.to_owned())
+}
+
+/// An rpc handed to a room engine (rpcs go to the backend, never here).
+pub(crate) fn no_rpc_hook() -> Refused {
+    (ErrorCode::BadRequest, "rpc is answered by the application's backend (the rpc hook), not by rooms".into())
+}
+
 /// A client message as a room request, or the error event answering it
 /// (too large, not JSON, not a request).
 pub(crate) fn parse(payload: &[u8], limit: usize) -> Result<Request, Bytes> {
@@ -355,13 +422,13 @@ pub(crate) fn parse(payload: &[u8], limit: usize) -> Result<Request, Bytes> {
     }
     serde_json::from_slice(payload).map_err(|e| {
         let message =
-            format!("not a room request ({e}); send JSON with op join, leave, say or members (docs/GATEWAY.md)");
+            format!("not a room request ({e}); send JSON with op join, leave, say, members or rpc (docs/GATEWAY.md)");
         // The op it names, when it is JSON naming a known op (its fields
         // were wrong); "" when it cannot be read as one.
         let op = serde_json::from_slice::<serde_json::Value>(payload)
             .ok()
             .and_then(|v| v.get("op")?.as_str().map(str::to_owned))
-            .filter(|op| ["join", "leave", "say", "members"].contains(&op.as_str()))
+            .filter(|op| Request::OPS.contains(&op.as_str()))
             .unwrap_or_default();
         error(&op, ErrorCode::BadRequest, message)
     })

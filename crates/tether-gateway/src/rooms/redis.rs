@@ -21,7 +21,7 @@ use tether_runtime::store::StoreError;
 
 use super::{refusal_text, Refused};
 use crate::config::Limits;
-use crate::protocol::{Error, ErrorCode, Event, Request};
+use crate::protocol::{Error, Event, Request};
 
 fn script(body: &str) -> Script {
     Script::new(&format!("{}\n{}\n{body}", tether_cluster::COMMON_LUA, include_str!("lua/common.lua")))
@@ -156,9 +156,9 @@ impl RedisRooms {
     }
 
     /// A new session: its member entry.
-    pub(crate) async fn opened(&self, id: SessionId, user: &str) -> Result<(), StoreError> {
+    pub(crate) async fn opened(&self, id: SessionId, user: &str, name: Option<&str>) -> Result<(), StoreError> {
         let mut inv = self.scripts.opened.prepare_invoke();
-        inv.arg(self.prefix()).arg(id.to_string()).arg(user);
+        inv.arg(self.prefix()).arg(id.to_string()).arg(user).arg(name.unwrap_or(user));
         self.run(&inv).await.map(|_| ())
     }
 
@@ -171,7 +171,7 @@ impl RedisRooms {
         fence: u64,
         seq: u64,
         req: Request,
-        now: Instant,
+        now: Option<Instant>,
     ) -> Result<Done, StoreError> {
         let op = req.op();
         let (maxm, maxb) = self.replay();
@@ -180,6 +180,7 @@ impl RedisRooms {
             | Request::Leave { room }
             | Request::Say { room, .. }
             | Request::Members { room } => room.clone(),
+            Request::Rpc { .. } => return Ok(Done::Refused(super::no_rpc_hook())),
         };
         let (script, extra): (&Script, Vec<String>) = match req {
             Request::Join { room, name } => {
@@ -202,12 +203,12 @@ impl RedisRooms {
                 (&self.scripts.members, vec![room, self.limits.max_members_listed.to_string()])
             }
             Request::Say { room, body } => {
-                if !self.may_say(id, now) {
-                    let message = format!("too many messages: at most {} per second; slow down", self.limits.say_rate);
-                    return Ok(Done::Refused((ErrorCode::RateLimited { room }, message)));
+                if now.is_some_and(|now| !self.may_say(id, now)) {
+                    return Ok(Done::Refused(super::rate_limited(&room, &self.limits)));
                 }
                 return self.say(id, fence, seq, room, body).await;
             }
+            Request::Rpc { .. } => return Ok(Done::Refused(super::no_rpc_hook())),
         };
         let mut inv = script.prepare_invoke();
         inv.arg(self.prefix()).arg(id.to_string()).arg(self.node()).arg(fence).arg(seq).arg(maxm).arg(maxb);
@@ -228,6 +229,28 @@ impl RedisRooms {
         inv.arg(&room).arg(body);
         let v = self.run(&inv).await?;
         self.done(&v, "say", &room)
+    }
+
+    /// The checks of a `say` before its hook: membership (read from
+    /// Redis), then the rate (a token is taken: [`RedisRooms::request`] is
+    /// then given no `now`).
+    pub(crate) async fn check_say(
+        &self,
+        id: SessionId,
+        room: &str,
+        now: Instant,
+    ) -> Result<Result<(), Refused>, StoreError> {
+        let key = format!("{}:r:{room}", self.prefix());
+        let mut con = self.store.connection();
+        let score: Option<f64> =
+            redis::cmd("ZSCORE").arg(key).arg(id.to_string()).query_async(&mut con).await.map_err(err)?;
+        if score.is_none() {
+            return Ok(Err(refusal_text("say", room, "not_member", &self.limits)));
+        }
+        if !self.may_say(id, now) {
+            return Ok(Err(super::rate_limited(room, &self.limits)));
+        }
+        Ok(Ok(()))
     }
 
     fn may_say(&self, id: SessionId, now: Instant) -> bool {

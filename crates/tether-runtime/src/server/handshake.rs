@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::session::{self, Durable, Incoming, SessionCell};
-use super::{stored, Inner, ServerEvent};
+use super::{stored, Applicant, Denial, Inner, ServerEvent};
 use crate::driver::now;
 use crate::store::{ClaimRefused, Fence, SharedStore};
 use crate::transport::{self, ws, Io, Kind, RecvError, Transport};
@@ -134,6 +134,27 @@ async fn handshake(
             (RejectReason::Overloaded, inner.spread(inner.overload_retry, window))
         })
     });
+    // A new session's admission may need I/O (an application's backend):
+    // decided here, before anything is claimed, within the handshake's time.
+    let mut decided = None;
+    if let (Some(a), None) = (&inner.auth, refusal) {
+        if let Ok(Frame::Hello(h)) = Frame::decode(&bytes, inner.cfg.max_frame) {
+            let speaks = (h.min_version..=h.max_version).contains(&tether_proto::frame::VERSION);
+            if h.resume.is_none() && speaks {
+                let who = Applicant { credential: &h.auth, peer, kind };
+                match tokio::time::timeout_at(deadline, a.admit(who)).await {
+                    Ok(Ok(user)) => decided = Some(Ok(user)),
+                    Ok(Err(Denial::Refused(why))) => decided = Some(Err(why)),
+                    Ok(Err(Denial::Unavailable { message, retry_after })) => {
+                        let retry = inner.spread(retry_after, retry_after);
+                        return refuse(inner, t, peer, Refusal::reject(RejectReason::Overloaded, retry, &message))
+                            .await;
+                    }
+                    Err(_) => return refuse(inner, t, peer, Refusal::handshake_timeout()).await,
+                }
+            }
+        }
+    }
     let tid = TransportId(inner.next_tid.fetch_add(1, Ordering::Relaxed) + 1);
     // A fork: the shared generator is not held through the authenticator.
     let mut rng = inner.rng().fork();
@@ -145,9 +166,10 @@ async fn handshake(
         }
     }
     let mut claim = Claim { inner, kind, incoming: Some(Incoming { tid, transport: t, peer }) };
-    let authenticate = |hello: &tether_proto::frame::Hello| match &inner.auth {
-        None => Ok(None),
-        Some(a) => a.authenticate(&hello.auth).map(Some),
+    let authenticate = |hello: &tether_proto::frame::Hello| match (&inner.auth, decided) {
+        (None, _) => Ok(None),
+        (Some(_), Some(d)) => d.map(Some),
+        (Some(a), None) => a.authenticate(&hello.auth).map(Some),
     };
     let a = Admission { now: now(), tid, refusal, fresh_token };
     match admit(a, &inner.cfg, &mut rng, &bytes, &mut claim, authenticate) {

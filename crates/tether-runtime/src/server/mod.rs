@@ -104,12 +104,51 @@ pub struct ServerOptions {
 /// Decides who may open a session, from the credential in its HELLO
 /// (`auth`, opaque bytes, may be empty). Resumes are proven by the resume
 /// token instead and are not checked again. It runs on the handshake's
-/// task: keep it fast and non-blocking (no I/O); a panic costs only that
-/// handshake.
+/// task; a panic costs only that handshake.
 pub trait Authenticate: Send + Sync + 'static {
     /// The user id to attach to the session, or a refusal message saying
-    /// what was wrong and what to do (sent in REJECT Unauthorized).
+    /// what was wrong and what to do (sent in REJECT Unauthorized). Keep it
+    /// fast and non-blocking (no I/O); a decision that needs I/O (asking an
+    /// application's backend) belongs in [`Authenticate::admit`].
     fn authenticate(&self, credential: &[u8]) -> Result<Arc<str>, String>;
+
+    /// The same decision, asynchronously and with more to go on: called for
+    /// every HELLO that asks for a new session and that the server would
+    /// otherwise admit, within the handshake timeout (past it, the
+    /// transport is closed with HANDSHAKE_TIMEOUT). By default,
+    /// [`Authenticate::authenticate`].
+    fn admit<'a>(&'a self, who: Applicant<'a>) -> AdmitFuture<'a> {
+        Box::pin(std::future::ready(self.authenticate(who.credential).map_err(Denial::Refused)))
+    }
+}
+
+/// What [`Authenticate::admit`] returns.
+pub type AdmitFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<str>, Denial>> + Send + 'a>>;
+
+/// Who asks for a new session ([`Authenticate::admit`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Applicant<'a> {
+    /// The HELLO's `auth` field.
+    pub credential: &'a [u8],
+    /// The client's address, as the socket sees it.
+    pub peer: SocketAddr,
+    /// The transport it came over.
+    pub kind: Kind,
+}
+
+/// Why a new session was not admitted ([`Authenticate::admit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// Refused: REJECT 7 (Unauthorized) with this message.
+    Refused(String),
+    /// Not decided now (what decides is away): REJECT 5 (Overloaded) with
+    /// this message and `retry_after` plus up to as much again of jitter.
+    Unavailable {
+        /// What happened and what to do, for the client's user.
+        message: String,
+        /// The least the client waits before its next attempt.
+        retry_after: Duration,
+    },
 }
 
 impl std::fmt::Debug for ServerOptions {
