@@ -129,9 +129,7 @@ fn session_view(rooms: &Rooms, info: &tether_runtime::server::SessionInfo) -> ap
     let member = rooms.participant(info.id);
     api::Session {
         id: info.id.to_string(),
-        user: member
-            .map(|m| m.user.clone())
-            .or_else(|| info.user.as_deref().filter(|u| !u.is_empty()).map(str::to_owned)),
+        user: member.map(|m| m.user.clone()).or_else(|| crate::auth::user_of(info.user.as_deref())),
         state: if info.attached { api::Attachment::Attached } else { api::Attachment::Detached },
         transport: info.peer.map(|(k, _)| k.to_string()),
         peer: info.peer.map(|(_, a)| a.to_string()),
@@ -206,7 +204,7 @@ async fn kick(
     let Some(info) = sessions.iter().find(|i| i.id == id) else {
         return Err(ApiError(StatusCode::NOT_FOUND, GONE.into()));
     };
-    let user = info.user.as_deref().filter(|u| !u.is_empty()).map(str::to_owned).ok_or_else(|| {
+    let user = crate::auth::user_of(info.user.as_deref()).ok_or_else(|| {
         ApiError(
             StatusCode::BAD_REQUEST,
             "this session is anonymous: there is no user to ban; kick it without ban=".into(),
@@ -214,7 +212,7 @@ async fn kick(
     })?;
     s.bans.ban(&user, std::time::Instant::now() + d);
     let mut kicked = Vec::new();
-    for i in sessions.iter().filter(|i| i.user.as_deref() == Some(user.as_str())) {
+    for i in sessions.iter().filter(|i| crate::auth::user_of(i.user.as_deref()).as_deref() == Some(user.as_str())) {
         if s.server.close_session(i.id, CloseCode::Kicked, &reason) {
             kicked.push(i.id.to_string());
         }

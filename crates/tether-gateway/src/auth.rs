@@ -379,4 +379,29 @@ mod tests {
         assert!(a.authenticate(b"abc").unwrap_err().contains("anonymous clients only"));
         assert_eq!(anonymous_user("0123456789abcdef"), "anon-01234567");
     }
+
+    #[test]
+    fn claims_carry_the_display_name_and_room_permissions_through_the_session() {
+        let a = JwtAuth::new(Some(SECRET), false, Duration::from_secs(60), None, None, Bans::default());
+        let t = token(
+            SECRET,
+            Algorithm::HS256,
+            serde_json::json!({"sub": "ann", "exp": now() + 600, "name": "Ann", "rooms": ["lobby", "team:*"], "publish": ["team:*"]}),
+        );
+        let raw = a.authenticate(&t).unwrap();
+        let p = Principal::decode(&raw);
+        assert_eq!((p.user.as_str(), p.name.as_deref()), ("ann", Some("Ann")));
+        assert!(p.may_join("lobby") && p.may_join("team:red") && !p.may_join("staff") && !p.may_join("team"));
+        assert!(p.may_say("team:red") && !p.may_say("lobby"), "publish narrows what it may say in");
+        assert_eq!(user_of(Some(&raw)).as_deref(), Some("ann"));
+        // Without permissions or name: the bare user id, any room.
+        let plain =
+            a.authenticate(&token(SECRET, Algorithm::HS256, serde_json::json!({"sub": "bo", "exp": now() + 600})));
+        assert_eq!(&*plain.unwrap(), "bo");
+        assert!(Principal::decode("bo").may_join("anything") && Principal::decode("bo").may_say("anything"));
+        // A user id that looks like JSON is kept unambiguous.
+        let odd = Principal::user("{x}");
+        assert_eq!(Principal::decode(&odd.encode()), odd);
+        assert_eq!(user_of(Some("")), None, "anonymous");
+    }
 }

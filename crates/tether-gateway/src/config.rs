@@ -677,11 +677,12 @@ impl Config {
                 ));
             }
         }
-        if !self.auth.anonymous && jwt_secret.is_none() && self.auth.jwks_url.is_none() {
+        let connect_hook = self.hooks.url.is_some() && self.hooks.call.iter().any(|c| c == "connect");
+        if !self.auth.anonymous && jwt_secret.is_none() && self.auth.jwks_url.is_none() && !connect_hook {
             bail!(refuse(
                 "auth",
-                "anonymous = false and neither jwt_secret nor jwks_url: nobody could connect",
-                "set auth.jwt_secret_env (or jwt_secret) or auth.jwks_url, or allow anonymous clients",
+                "anonymous = false and neither jwt_secret, jwks_url nor a connect hook: nobody could connect",
+                "set auth.jwt_secret_env (or jwt_secret), auth.jwks_url or hooks.url, or allow anonymous clients",
             ));
         }
         for o in &self.listen.allowed_origins {

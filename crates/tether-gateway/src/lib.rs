@@ -439,6 +439,9 @@ async fn event_loop(
             }
         }
     };
+    if let Some(l) = &s.lanes {
+        l.stop();
+    }
     for t in tasks {
         t.abort();
         // Wait until it is gone, so that its listener is closed once `stopped` returns.

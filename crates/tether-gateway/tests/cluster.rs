@@ -4,6 +4,9 @@
 //! both members delivered exactly once, in order per sender.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/backend.rs"]
+#[allow(dead_code)]
+mod backend;
 #[path = "../../tether-cluster/tests/common/mod.rs"]
 mod redis_harness;
 
@@ -23,10 +26,15 @@ use tokio::net::TcpStream;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn gateway(redis: &str, node: &str, prefix: &str) -> Running {
+    gateway_with(redis, node, prefix, "").await
+}
+
+/// A node with more TOML (`extra`: whole tables).
+async fn gateway_with(redis: &str, node: &str, prefix: &str, extra: &str) -> Running {
     let text = format!(
         "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"off\"\n[session]\ngrace = \"30s\"\nmin_idle_timeout = \"500ms\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\nkey = \"admin-key-0123456789abcdef\"\n[demo]\nlisten = \"off\"\n\
-         [cluster]\nredis = \"{redis}\"\nnode_id = \"{node}\"\nkey_prefix = \"{prefix}\"\n"
+         [cluster]\nredis = \"{redis}\"\nnode_id = \"{node}\"\nkey_prefix = \"{prefix}\"\n{extra}"
     );
     let cfg = Config::parse(&text, "test").unwrap().resolve().unwrap();
     tether_gateway::run(cfg, std::future::pending()).await.expect("start a gateway node")
@@ -151,6 +159,49 @@ async fn a_room_spans_nodes_and_a_member_outlives_its_node_exactly_once() {
     assert_eq!(*alice.connected.lock().unwrap(), 1, "…and never started a new one");
     let left = bob.events.lock().unwrap().iter().any(|v| v["ev"] == "presence" && v["member"]["state"] == "left");
     assert!(!left, "the room never saw Alice leave");
+    drop(b);
+}
+
+/// With backend hooks: a node dies while the backend holds one of its
+/// member's says (stored, never answered) and more wait behind it. The
+/// member resumes on the other node, which hands the unacknowledged says
+/// to the backend again under the same idempotency keys: the backend
+/// stores each message once, and the room hears each once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hooks_a_node_death_mid_call_leaves_the_backend_each_message_once() {
+    let backend = backend::Backend::start().await;
+    *backend.record.hold.lock().unwrap() = Some(10);
+    let hooks = format!("{}call = [\"join\", \"say\", \"lifecycle\"]\n", backend::hooks_toml(&backend.url));
+    let redis = Redis::start();
+    let p = prefix();
+    let a = gateway_with(&redis.url, "a", &p, &hooks).await;
+    let b = gateway_with(&redis.url, "b", &p, &hooks).await;
+    let (a_tcp, b_tcp) = (a.session_addr(Kind::Tcp).unwrap(), b.session_addr(Kind::Tcp).unwrap());
+    let switch = Balancer::start(vec![a_tcp]).await;
+    let alice = member(switch.addr);
+    alice.send(json!({"op": "join", "room": "call", "name": "Alice"}));
+    alice.wait("alice joined", |v| v["ev"] == "joined").await;
+
+    let talk = |n: u64| alice.send(json!({"op": "say", "room": "call", "body": {"n": n}}));
+    (1..=20).for_each(talk);
+    tokio::time::timeout(WAIT, backend.record.held.notified()).await.expect("say 10 reaches the backend");
+    *backend.record.hold.lock().unwrap() = None;
+    switch.set(vec![b_tcp]);
+    drop(a); // dies waiting for the backend's answer to say 10
+    switch.cut();
+    (21..=30).for_each(talk);
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice.said_by("Alice ✓").len() < 30 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    exact(&alice.said_by("Alice ✓"), 30, "Alice hears herself");
+    let stored: Vec<u64> =
+        backend.record.stored.lock().unwrap().iter().map(|(_, v)| v["n"].as_u64().unwrap()).collect();
+    exact(&stored, 30, "the backend stores");
+    let repeats = *backend.record.repeats.lock().unwrap();
+    assert!(repeats >= 1, "node b handed say 10 (at least) to the backend again under its key");
+    assert!(*alice.resumed.lock().unwrap() >= 1 && *alice.connected.lock().unwrap() == 1, "one session throughout");
     drop(b);
 }
 

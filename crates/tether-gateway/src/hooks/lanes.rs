@@ -20,6 +20,13 @@ use crate::Shared;
 /// A lane without work this long ends (a new job starts another).
 const IDLE: Duration = Duration::from_secs(60);
 
+/// A lane: its generation, its queue, its task.
+struct Lane {
+    gen: u64,
+    tx: mpsc::Sender<Job>,
+    task: tokio::task::AbortHandle,
+}
+
 enum Job {
     Message { seq: u64, payload: Bytes },
     Lifecycle { key: String, body: Value },
@@ -27,7 +34,7 @@ enum Job {
 
 /// The lanes of the sessions with work for the backend.
 pub(crate) struct Lanes {
-    map: Mutex<HashMap<SessionId, (u64, mpsc::Sender<Job>)>>,
+    map: Mutex<HashMap<SessionId, Lane>>,
     next: std::sync::atomic::AtomicU64,
     /// Jobs a lane holds: a client keeping to its replay bound never fills it.
     depth: usize,
@@ -42,7 +49,7 @@ impl Lanes {
         Lanes { map: Mutex::default(), next: 0.into(), depth: depth.max(16) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, (u64, mpsc::Sender<Job>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Lane>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -51,7 +58,7 @@ impl Lanes {
     fn push(&self, s: &Shared, session: SessionId, job: Job) -> bool {
         let mut map = self.lock();
         let job = match map.get(&session) {
-            Some((_, tx)) => match tx.try_send(job) {
+            Some(lane) => match lane.tx.try_send(job) {
                 Ok(()) => return true,
                 Err(mpsc::error::TrySendError::Full(_)) => return false,
                 Err(mpsc::error::TrySendError::Closed(job)) => job, // ended a moment ago
@@ -61,9 +68,16 @@ impl Lanes {
         let (tx, rx) = mpsc::channel(self.depth);
         let _ = tx.try_send(job);
         let gen = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        map.insert(session, (gen, tx));
-        tokio::spawn(work(s.clone(), session, gen, rx));
+        let task = tokio::spawn(work(s.clone(), session, gen, rx)).abort_handle();
+        map.insert(session, Lane { gen, tx, task });
         true
+    }
+
+    /// Stops every lane at once (the gateway stopped).
+    pub(crate) fn stop(&self) {
+        for (_, lane) in self.lock().drain() {
+            lane.task.abort();
+        }
     }
 
     /// Ends the lane once its queued jobs are done.
@@ -74,7 +88,7 @@ impl Lanes {
     /// True (and the lane gone) if it is still this one and has no work.
     fn retire(&self, session: SessionId, gen: u64, rx: &mpsc::Receiver<Job>) -> bool {
         let mut map = self.lock();
-        if map.get(&session).is_some_and(|(g, _)| *g == gen) && rx.is_empty() {
+        if map.get(&session).is_some_and(|l| l.gen == gen) && rx.is_empty() {
             map.remove(&session);
             return true;
         }
