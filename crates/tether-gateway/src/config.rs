@@ -803,6 +803,44 @@ mod tests {
     }
 
     #[test]
+    fn the_production_example_is_valid_in_its_environment() {
+        let text = include_str!("../../../config/tether.production.toml");
+        let c = Config::parse(text, "config/tether.production.toml").unwrap();
+        for (var, value) in [
+            ("TETHER_ADMIN_KEY", "admin-0123456789abcdef"),
+            ("TETHER_METRICS_KEY", "metrics-0123456789abcdef"),
+            ("TETHER_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("TETHER_HOOK_AUTH", "Bearer backend-secret"),
+        ] {
+            // Only this test reads these variables.
+            std::env::set_var(var, value);
+        }
+        let r = c.resolve().unwrap();
+        assert!(!r.config().auth.anonymous);
+        assert!(r.metrics_key.is_some());
+        let summary = r.summary().join("\n");
+        assert!(summary.contains("backend hooks join, say, rpc, lifecycle"), "{summary}");
+        assert!(summary.contains("sessions kept in Redis"), "{summary}");
+    }
+
+    #[test]
+    fn hooks_are_checked() {
+        let e = err("[hooks]\nurl = \"localhost:8080\"");
+        assert!(e.contains("hooks.url") && e.contains("http://"), "{e}");
+        let e = err("[hooks]\nurl = \"http://127.0.0.1:8080\"\ncall = [\"publish\"]");
+        assert!(e.contains("hooks.call") && e.contains("connect, join, say, rpc and lifecycle"), "{e}");
+        let e = err("[hooks]\nurl = \"http://127.0.0.1:8080\"\ntimeout = \"5m\"");
+        assert!(e.contains("hooks.timeout"), "{e}");
+        let e = err("[hooks]\nurl = \"http://127.0.0.1:8080\"\nheaders_env = { x-k = \"TETHER_TEST_UNSET_VAR\" }");
+        assert!(e.contains("TETHER_TEST_UNSET_VAR"), "{e}");
+        // A connect hook can stand for tokens.
+        let r = Config::parse("[auth]\nanonymous = false\n[hooks]\nurl = \"http://127.0.0.1:8080/t\"", "t").unwrap();
+        r.resolve().unwrap();
+        let e = err("[auth]\nanonymous = false\n[hooks]\nurl = \"http://127.0.0.1:8080/t\"\ncall = [\"say\"]");
+        assert!(e.contains("nobody could connect"), "{e}");
+    }
+
+    #[test]
     fn values_are_read() {
         let c = Config::parse(
             "[session]\ngrace = \"90s\"\nenforce_idle = false\n[listen]\ntcp = \"off\"\n[log]\nheartbeats = true",

@@ -1,4 +1,4 @@
-//! Backend hooks (docs/GATEWAY.md §6): the application's backend hears what
+//! Backend hooks (docs/GATEWAY.md §10): the application's backend hears what
 //! clients ask and decides. Each hook is a JSON POST to `{hooks.url}/{hook}`
 //! with the configured headers and an `Idempotency-Key`: the same key for
 //! every attempt at the same client message (its session and sequence

@@ -1,7 +1,7 @@
 //! An application backend for the hook tests: a real HTTP server (axum on
 //! a loopback port) that decides as an application would and records every
 //! call. It stores each `say` once per idempotency key, as the docs tell
-//! backends to (docs/GATEWAY.md §6).
+//! backends to (docs/GATEWAY.md §10).
 //!
 //! - connect: credential `deny` is refused ("no entry for you"); `user:NAME`
 //!   is admitted as NAME, allowed to join `lobby`, `call` and `pub:*`.
