@@ -355,7 +355,7 @@ export interface Member {
     rtt_ms: number | null;
 }
 /** The gateway's error codes (GATEWAY.md §1.2); `not_json` is the client's own (the gateway sent something unreadable). */
-export type RoomErrorCode = 'bad_request' | 'request_too_large' | 'bad_room' | 'bad_name' | 'too_many_rooms' | 'room_full' | 'not_member' | 'rate_limited' | 'too_large_for_members' | 'not_json';
+export type RoomErrorCode = 'bad_request' | 'request_too_large' | 'bad_room' | 'bad_name' | 'too_many_rooms' | 'room_full' | 'not_member' | 'rate_limited' | 'forbidden' | 'backend_unavailable' | 'too_large_for_members' | 'not_json';
 /**
  * An `error` from the gateway: the request's `op` ('' if it could not be read), a `code`, and a `message`
  * for people; `room` when the request named one; `size` and `limit` (bytes) on `request_too_large` and
@@ -399,7 +399,26 @@ export interface RoomsEventMap {
         room: string | null;
         body: unknown;
     };
+    /** The answer to an `rpc`: `result`, or `error` (also settles the `rpc()` promise). */
+    reply: {
+        id: number;
+        result?: unknown;
+        error?: {
+            code: string;
+            message: string;
+        };
+    };
     error: RoomError;
+}
+/**
+ * An `rpc()` that got no result: `code` is the backend's own, or the gateway's (`backend_unavailable`,
+ * `no_backend`, `bad_method`, `reply_too_large`), or the client's: `timeout` (no reply in time; the
+ * backend may still act on it: the request is in the session, delivered exactly once) and
+ * `session_ended` (the session ended before the reply came).
+ */
+export declare class RpcError extends Error {
+    readonly code: string;
+    constructor(code: string, message: string);
 }
 /** A join or leave the gateway refused: its `error` event (`op`, `code`, `message`, …). */
 export declare class RoomRequestError extends Error {
@@ -413,6 +432,9 @@ export declare class Rooms extends Emitter<RoomsEventMap> {
     private pending;
     /** Joins and leaves waiting for the gateway's answer, oldest first (answers come in request order). */
     private waiting;
+    /** RPCs waiting for their reply, by id. */
+    private readonly calls;
+    private nextId;
     constructor(client: TetherClient);
     /** Rooms this client has joined (they are joined again if the session is replaced). */
     get rooms(): string[];
@@ -430,6 +452,14 @@ export declare class Rooms extends Emitter<RoomsEventMap> {
     say(room: string, body: unknown): void;
     /** Asks for the member list; answers come back in request order, so a FIFO matches them. */
     members(room: string): Promise<Member[]>;
+    /**
+     * Asks the application's backend (the gateway's `rpc` hook): resolves with its `result`, or rejects
+     * with an `RpcError` (its error, the gateway's, or `timeout` after `timeout` ms, 10 s by default).
+     * Sent while offline, it goes out on the resume, like every message.
+     */
+    rpc(method: string, data?: unknown, opts?: {
+        timeout?: number;
+    }): Promise<unknown>;
     private op;
     private fire;
     private onMessage;

@@ -1332,6 +1332,19 @@ function dropSocket(ws) {
     }
     catch { /* already closing */ }
 }
+/**
+ * An `rpc()` that got no result: `code` is the backend's own, or the gateway's (`backend_unavailable`,
+ * `no_backend`, `bad_method`, `reply_too_large`), or the client's: `timeout` (no reply in time; the
+ * backend may still act on it: the request is in the session, delivered exactly once) and
+ * `session_ended` (the session ended before the reply came).
+ */
+export class RpcError extends Error {
+    constructor(code, message) {
+        super(message);
+        this.code = code;
+        this.name = 'RpcError';
+    }
+}
 /** The optional fields of an `error` the client passes on, with their types. */
 const ERROR_FIELDS = { room: 'string', undelivered: 'number', size: 'number', limit: 'number' };
 function roomError(m) {
@@ -1359,6 +1372,9 @@ export class Rooms extends Emitter {
         this.pending = [];
         /** Joins and leaves waiting for the gateway's answer, oldest first (answers come in request order). */
         this.waiting = [];
+        /** RPCs waiting for their reply, by id. */
+        this.calls = new Map();
+        this.nextId = 1;
         client.on('message', (m) => this.onMessage(m.text()));
         client.on('ended', (e) => this.onEnded(e));
     }
@@ -1412,6 +1428,31 @@ export class Rooms extends Emitter {
             }
         });
     }
+    /**
+     * Asks the application's backend (the gateway's `rpc` hook): resolves with its `result`, or rejects
+     * with an `RpcError` (its error, the gateway's, or `timeout` after `timeout` ms, 10 s by default).
+     * Sent while offline, it goes out on the resume, like every message.
+     */
+    rpc(method, data, opts = {}) {
+        const id = this.nextId++;
+        const timeout = opts.timeout ?? 10000;
+        const p = new Promise((resolve, reject) => {
+            const timer = setTimeout(() => {
+                this.calls.delete(id);
+                reject(new RpcError('timeout', `no reply to ${method} within ${timeout} ms`));
+            }, timeout);
+            this.calls.set(id, { resolve, reject, timer });
+            try {
+                this.op(data === undefined ? { op: 'rpc', id, method } : { op: 'rpc', id, method, data });
+            }
+            catch (e) {
+                clearTimeout(timer);
+                this.calls.delete(id);
+                reject(e);
+            }
+        });
+        return p;
+    }
     op(msg) { this.client.send(JSON.stringify(msg)); }
     fire(type, detail) {
         this.dispatchEvent(new TetherEvent(type, detail));
@@ -1438,6 +1479,23 @@ export class Rooms extends Emitter {
             case 'presence': return this.fire('presence', { room: m.room, member: m.member });
             case 'message': return this.fire('roomMessage', { room: m.room, from: m.from, body: m.body });
             case 'publish': return this.fire('publish', { room: m.room ?? null, body: m.body });
+            case 'reply': {
+                const reply = { id: m.id };
+                if ('result' in m)
+                    reply.result = m.result;
+                if (m.error !== undefined)
+                    reply.error = { code: String(m.error.code ?? ''), message: String(m.error.message ?? '') };
+                const call = this.calls.get(m.id);
+                if (call) {
+                    this.calls.delete(m.id);
+                    clearTimeout(call.timer);
+                    if (reply.error)
+                        call.reject(new RpcError(reply.error.code, reply.error.message));
+                    else
+                        call.resolve(reply.result);
+                }
+                return this.fire('reply', reply);
+            }
             case 'members': {
                 const members = m.members ?? [];
                 const i = this.pending.findIndex((p) => p.room === m.room);
@@ -1460,6 +1518,11 @@ export class Rooms extends Emitter {
     }
     /** Membership belongs to the session: a fresh session joins the same rooms again. */
     onEnded(e) {
+        for (const [id, c] of this.calls) {
+            clearTimeout(c.timer);
+            this.calls.delete(id);
+            c.reject(new RpcError('session_ended', `the session ended (${e.reason}) before the reply`));
+        }
         const pending = this.pending;
         this.pending = [];
         for (const p of pending)

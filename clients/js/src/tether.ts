@@ -1331,7 +1331,7 @@ export interface Member { session: string; user: string; name: string; state: Me
 /** The gateway's error codes (GATEWAY.md §1.2); `not_json` is the client's own (the gateway sent something unreadable). */
 export type RoomErrorCode =
   | 'bad_request' | 'request_too_large' | 'bad_room' | 'bad_name' | 'too_many_rooms' | 'room_full'
-  | 'not_member' | 'rate_limited' | 'too_large_for_members' | 'not_json';
+  | 'not_member' | 'rate_limited' | 'forbidden' | 'backend_unavailable' | 'too_large_for_members' | 'not_json';
 
 /**
  * An `error` from the gateway: the request's `op` ('' if it could not be read), a `code`, and a `message`
@@ -1356,7 +1356,19 @@ export interface RoomsEventMap {
   presence: { room: string; member: Member };
   roomMessage: { room: string; from: Member; body: unknown };
   publish: { room: string | null; body: unknown };
+  /** The answer to an `rpc`: `result`, or `error` (also settles the `rpc()` promise). */
+  reply: { id: number; result?: unknown; error?: { code: string; message: string } };
   error: RoomError;
+}
+
+/**
+ * An `rpc()` that got no result: `code` is the backend's own, or the gateway's (`backend_unavailable`,
+ * `no_backend`, `bad_method`, `reply_too_large`), or the client's: `timeout` (no reply in time; the
+ * backend may still act on it: the request is in the session, delivered exactly once) and
+ * `session_ended` (the session ended before the reply came).
+ */
+export class RpcError extends Error {
+  constructor(readonly code: string, message: string) { super(message); this.name = 'RpcError'; }
 }
 
 /** The optional fields of an `error` the client passes on, with their types. */
@@ -1381,6 +1393,9 @@ export class Rooms extends Emitter<RoomsEventMap> {
   private pending: { room: string; resolve(m: Member[]): void; reject(e: Error): void }[] = [];
   /** Joins and leaves waiting for the gateway's answer, oldest first (answers come in request order). */
   private waiting: { op: 'join' | 'leave'; room: string; resolve(v: any): void; reject(e: Error): void }[] = [];
+  /** RPCs waiting for their reply, by id. */
+  private readonly calls = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: ReturnType<typeof setTimeout> }>();
+  private nextId = 1;
 
   constructor(readonly client: TetherClient) {
     super();
@@ -1430,6 +1445,27 @@ export class Rooms extends Emitter<RoomsEventMap> {
     });
   }
 
+  /**
+   * Asks the application's backend (the gateway's `rpc` hook): resolves with its `result`, or rejects
+   * with an `RpcError` (its error, the gateway's, or `timeout` after `timeout` ms, 10 s by default).
+   * Sent while offline, it goes out on the resume, like every message.
+   */
+  rpc(method: string, data?: unknown, opts: { timeout?: number } = {}): Promise<unknown> {
+    const id = this.nextId++;
+    const timeout = opts.timeout ?? 10_000;
+    const p = new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.calls.delete(id);
+        reject(new RpcError('timeout', `no reply to ${method} within ${timeout} ms`));
+      }, timeout);
+      this.calls.set(id, { resolve, reject, timer });
+      try {
+        this.op(data === undefined ? { op: 'rpc', id, method } : { op: 'rpc', id, method, data });
+      } catch (e) { clearTimeout(timer); this.calls.delete(id); reject(e); }
+    });
+    return p;
+  }
+
   private op(msg: object): void { this.client.send(JSON.stringify(msg)); }
 
   private fire<K extends keyof RoomsEventMap>(type: K, detail: RoomsEventMap[K]): void {
@@ -1453,6 +1489,19 @@ export class Rooms extends Emitter<RoomsEventMap> {
       case 'presence': return this.fire('presence', { room: m.room, member: m.member });
       case 'message': return this.fire('roomMessage', { room: m.room, from: m.from, body: m.body });
       case 'publish': return this.fire('publish', { room: m.room ?? null, body: m.body });
+      case 'reply': {
+        const reply: RoomsEventMap['reply'] = { id: m.id };
+        if ('result' in m) reply.result = m.result;
+        if (m.error !== undefined) reply.error = { code: String(m.error.code ?? ''), message: String(m.error.message ?? '') };
+        const call = this.calls.get(m.id);
+        if (call) {
+          this.calls.delete(m.id);
+          clearTimeout(call.timer);
+          if (reply.error) call.reject(new RpcError(reply.error.code, reply.error.message));
+          else call.resolve(reply.result);
+        }
+        return this.fire('reply', reply);
+      }
       case 'members': {
         const members = m.members ?? [];
         const i = this.pending.findIndex((p) => p.room === m.room);
@@ -1473,6 +1522,11 @@ export class Rooms extends Emitter<RoomsEventMap> {
 
   /** Membership belongs to the session: a fresh session joins the same rooms again. */
   private onEnded(e: TetherEventMap['ended']): void {
+    for (const [id, c] of this.calls) {
+      clearTimeout(c.timer);
+      this.calls.delete(id);
+      c.reject(new RpcError('session_ended', `the session ended (${e.reason}) before the reply`));
+    }
     const pending = this.pending;
     this.pending = [];
     for (const p of pending) p.reject(new Error(`the session ended (${e.reason})`));

@@ -1108,3 +1108,35 @@ test('disconnect() ends the session; connect() opens a fresh one later (also aft
   h.clock.advance(0);
   assert.equal(h.sockets().length, 4);
 });
+
+test('Rooms: rpc() sends op rpc with a fresh id, resolves with the result, rejects with an RpcError (the backend\'s, a timeout, the session ending)', async () => {
+  const h = setup();
+  const rooms = new Rooms(h.client);
+  const { ws } = h.connect();
+  const send = (seq, obj) => ws.deliver(data(seq, JSON.stringify(obj)));
+  const a = rooms.rpc('echo', { x: 1 });
+  const b = rooms.rpc('fail');
+  assert.deepEqual(ws.take('data').map((f) => JSON.parse(dec(f.payload))),
+    [{ op: 'rpc', id: 1, method: 'echo', data: { x: 1 } }, { op: 'rpc', id: 2, method: 'fail' }]);
+  const replies = [];
+  rooms.on('reply', (r) => replies.push(r));
+  // Replies settle by id, whatever their order.
+  send(1, { ev: 'reply', id: 2, error: { code: 'nope', message: 'failed on purpose' } });
+  send(2, { ev: 'reply', id: 1, result: { x: 1 } });
+  assert.deepEqual(await a, { x: 1 });
+  await assert.rejects(b, (e) => e.name === 'RpcError' && e.code === 'nope' && e.message === 'failed on purpose');
+  assert.deepEqual(replies, [{ id: 2, error: { code: 'nope', message: 'failed on purpose' } }, { id: 1, result: { x: 1 } }]);
+  // A null result is a result.
+  const c = rooms.rpc('nothing');
+  send(3, { ev: 'reply', id: 3, result: null });
+  assert.equal(await c, null);
+  // No reply in time: a timeout; a late reply is then only an event.
+  const late = rooms.rpc('slow', null, { timeout: 20 });
+  await assert.rejects(late, (e) => e.code === 'timeout');
+  send(4, { ev: 'reply', id: 4, result: 1 });
+  assert.deepEqual(replies.at(-1), { id: 4, result: 1 });
+  // The session ends: what waits is rejected.
+  const never = rooms.rpc('x');
+  h.client.close();
+  await assert.rejects(never, (e) => e.code === 'session_ended');
+});

@@ -18,12 +18,14 @@ const send = {
   leave: (rooms, m) => rooms.leave(m.room),
   say: (rooms, m) => rooms.say(m.room, m.body),
   members: (rooms, m) => { rooms.members(m.room).catch(() => {}); },
+  // The id is the client's to choose: start its counter at the example's.
+  rpc: (rooms, m) => { rooms.nextId = m.id; rooms.rpc(m.method, m.data, { timeout: 1 }).catch(() => {}); },
 };
 
 /** The Rooms event each gateway event becomes. */
 const eventOf = {
   joined: 'joined', left: 'left', members: 'members', presence: 'presence',
-  message: 'roomMessage', publish: 'publish', error: 'error',
+  message: 'roomMessage', publish: 'publish', reply: 'reply', error: 'error',
 };
 
 function connected() {
