@@ -45,14 +45,12 @@ done
 export TETHER_REDIS_URL="redis://127.0.0.1:$redis_port"
 step "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') on $TETHER_REDIS_URL"
 
-step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
-cargo test --workspace -- --skip lab_suite
-
-# The browser client: its TypeScript must build to exactly the committed
-# dist/tether.js (the gateway embeds that file), its unit tests run in node
-# (test/rooms-fixtures.test.mjs reads fixtures/room-protocol.json, as the
-# gateway's Rust test does), and the browser tests drive Debian's chromium
-# through playwright-core.
+# Node.js and Chromium: the example application's backend
+# (examples/chat-backend) runs in the gateway's tests; the browser client's
+# TypeScript must build to exactly the committed dist/tether.js (the gateway
+# embeds that file), its unit tests run in node (test/rooms-fixtures.test.mjs
+# reads fixtures/room-protocol.json, as the gateway's Rust test does), and the
+# browser tests drive Debian's chromium through playwright-core.
 need=()
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
@@ -63,6 +61,10 @@ if ((node_major < 20)); then
   echo "node $(node -v) is too old: playwright-core needs Node.js 20 or newer (Debian 12's nodejs is 18; install 20+, e.g. from NodeSource)" >&2
   exit 1
 fi
+
+step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
+cargo test --workspace -- --skip lab_suite
+
 step "browser client: npm ci, build, dist up to date, unit tests"
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 if ! git diff --quiet -- clients/js/dist; then

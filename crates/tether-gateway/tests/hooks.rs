@@ -8,23 +8,20 @@
 
 #[path = "common/backend.rs"]
 mod backend;
+#[path = "common/peer.rs"]
+mod peer;
 #[path = "../../tether-runtime/tests/common/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use backend::{hooks_toml, Backend};
-use bytes::Bytes;
+use peer::{connect, error_for, WAIT};
 use serde_json::{json, Value};
 use tether_gateway::{Config, Running};
-use tether_proto::{ClientConfig, ClientEvent, Profile, RejectReason, SessionEnd, TransportLoss};
-use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
+use tether_proto::{ClientEvent, RejectReason, SessionEnd, TransportLoss};
 use tether_runtime::Kind;
-use tokio::sync::mpsc;
-
-const WAIT: Duration = Duration::from_secs(15);
 
 /// A gateway whose only way in is the backend's `connect` hook (no
 /// anonymous clients, no JWT), with `hooks` as its `[hooks]` table.
@@ -35,65 +32,6 @@ async fn gateway(hooks: &str) -> Running {
     );
     let cfg = Config::parse(&text, "test config").unwrap().resolve().unwrap();
     tether_gateway::run(cfg, std::future::pending()).await.expect("start the gateway")
-}
-
-struct Peer {
-    handle: ClientHandle,
-    events: mpsc::UnboundedReceiver<ClientEvent>,
-}
-
-fn connect(addr: SocketAddr, credential: &str) -> Peer {
-    let mut core = ClientConfig::profile(Profile::Realtime);
-    core.auth = Bytes::from(credential.to_owned());
-    let mut opts = ClientOptions::new(core);
-    opts.watch_network = false;
-    let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
-    let handle = client.handle();
-    let (tx, events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(e) = client.next_event().await {
-            if let Event::Session(e) = e {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Peer { handle, events }
-}
-
-impl Peer {
-    async fn next(&mut self, what: &str, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(e)) if f(&e) => return e,
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("client stopped while waiting for {what}"),
-                Err(_) => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// The next room-protocol event matching `f`.
-    async fn msg(&mut self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let e = self.next(what, |e| matches!(e, ClientEvent::Message(_))).await;
-            let ClientEvent::Message(m) = e else { unreachable!() };
-            let v: Value = serde_json::from_slice(&m).unwrap();
-            if f(&v) {
-                return v;
-            }
-        }
-    }
-
-    fn send(&self, v: Value) {
-        self.handle.send(Bytes::from(v.to_string())).unwrap();
-    }
-}
-
-fn error_for(op: &'static str) -> impl Fn(&Value) -> bool {
-    move |v| v["ev"] == "error" && v["op"] == op
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
