@@ -66,6 +66,13 @@ pub struct Listen {
     /// sessions besides those served from the gateway's own host; `"*"`:
     /// any. Others get 403 at the upgrade.
     pub allowed_origins: Vec<String>,
+    /// Load balancers (addresses or networks, `"10.0.0.0/8"`) whose word on
+    /// the client's address is taken: a WebSocket upgrade's
+    /// `X-Forwarded-For`, and with `proxy_protocol` the PROXY header.
+    pub trusted_proxies: Vec<String>,
+    /// Connections from `trusted_proxies` begin with a PROXY protocol
+    /// header (version 1 or 2), required of them.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Listen {
@@ -78,6 +85,8 @@ impl Default for Listen {
             wss: Addr(None),
             reuse_port: false,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -341,6 +350,24 @@ fn in_section(section: &str, e: tether_proto::ConfigError) -> anyhow::Error {
 
 /// Reads a secret given inline or through an environment variable.
 impl Config {
+    /// The trusted load balancers, checked.
+    pub(crate) fn proxies(&self) -> Result<Option<tether_runtime::transport::TrustedProxies>> {
+        let l = &self.listen;
+        if l.trusted_proxies.is_empty() {
+            if l.proxy_protocol {
+                bail!(refuse(
+                    "listen.proxy_protocol",
+                    "is on but listen.trusted_proxies is empty",
+                    "list the load balancers' addresses (e.g. [\"10.0.0.0/8\"]): only their PROXY headers are believed",
+                ));
+            }
+            return Ok(None);
+        }
+        let p = tether_runtime::transport::TrustedProxies::parse(&l.trusted_proxies, l.proxy_protocol)
+            .map_err(|e| refuse("listen.trusted_proxies", e, "write addresses or networks in CIDR form"))?;
+        Ok(Some(p))
+    }
+
     /// Where the admin key comes from: the config, or a key file (checked
     /// now if it exists; made at start if not).
     fn admin_key(&self) -> Result<AdminKey> {
@@ -604,6 +631,7 @@ impl Config {
             }
         }
         self.hooks.check()?;
+        self.proxies()?;
         let lim = &self.limits;
         let rate_ok = lim.connections_per_address == 0.0
             || (lim.connections_per_address.is_finite()
@@ -833,6 +861,10 @@ mod tests {
         assert!(e.contains("hooks.timeout"), "{e}");
         let e = err("[hooks]\nurl = \"http://127.0.0.1:8080\"\nheaders_env = { x-k = \"TETHER_TEST_UNSET_VAR\" }");
         assert!(e.contains("TETHER_TEST_UNSET_VAR"), "{e}");
+        let e = err("[listen]\nproxy_protocol = true");
+        assert!(e.contains("listen.proxy_protocol") && e.contains("trusted_proxies"), "{e}");
+        let e = err("[listen]\ntrusted_proxies = [\"10.0.0.0/33\"]");
+        assert!(e.contains("listen.trusted_proxies") && e.contains("0 to 32"), "{e}");
         // A connect hook can stand for tokens.
         let r = Config::parse("[auth]\nanonymous = false\n[hooks]\nurl = \"http://127.0.0.1:8080/t\"", "t").unwrap();
         r.resolve().unwrap();

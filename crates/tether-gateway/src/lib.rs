@@ -256,6 +256,7 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     } else {
         tether_runtime::transport::Origins::same_host(c.listen.allowed_origins.clone())
     };
+    opts.proxies = c.proxies()?;
     opts.max_handshakes = c.limits.max_handshakes;
     opts.max_pending = c.limits.max_pending;
     opts.per_address = (c.limits.connections_per_address > 0.0).then_some(tether_runtime::server::PerAddress {

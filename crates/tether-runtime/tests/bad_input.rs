@@ -573,3 +573,61 @@ async fn connections_past_an_addresss_burst_are_closed_at_accept_others_are_serv
     assert!(matches!(from("127.0.0.2").await, Some(Frame::Welcome(_))), "another address is served");
     assert_eq!(server.rate_limited(), 2);
 }
+
+/// Behind a trusted load balancer speaking the PROXY protocol, a session's
+/// address is the client's from the header (version 1 and 2); a connection
+/// from the balancer without a header is closed unanswered, and one from
+/// elsewhere needs none (its own address is the truth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_proxy_protocol_header_names_the_client() {
+    let peer_of = |log: &common::Log<ServerEvent>, n: usize| {
+        let opened: Vec<SocketAddr> = log
+            .snapshot()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ServerEvent::Opened { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect();
+        opened.get(n).copied()
+    };
+    let mut opts = ServerOptions::new(server_core(SECS_10));
+    opts.proxies = Some(tether_runtime::transport::TrustedProxies::parse(&["127.0.0.0/8".into()], true).unwrap());
+    let (_server, log, addr) = start_server(Kind::Tcp, opts).await;
+    let mut h = Vec::new();
+    hello().encode_length_prefixed(&mut h);
+
+    let mut v1 = b"PROXY TCP4 203.0.113.9 10.0.0.1 4567 7400\r\n".to_vec();
+    v1.extend_from_slice(&h);
+    let mut s = raw(addr, &v1).await;
+    assert!(matches!(read_frame(&mut s).await, Some(Frame::Welcome(_))));
+    log.wait(SECS_10, |e| matches!(e, ServerEvent::Opened { .. }).then_some(())).await;
+    assert_eq!(peer_of(&log, 0), Some("203.0.113.9:4567".parse().unwrap()));
+
+    // Version 2, TCP over IPv6: signature, version/command, family, length, addresses, ports.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    let src: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
+    v2.extend_from_slice(&src.octets());
+    v2.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    v2.extend_from_slice(&[0x1f, 0x90, 0x1c, 0xe8]);
+    v2.extend_from_slice(&h);
+    let mut s2 = raw(addr, &v2).await;
+    assert!(matches!(read_frame(&mut s2).await, Some(Frame::Welcome(_))));
+    log.wait_from(1, SECS_10, |e| matches!(e, ServerEvent::Opened { .. }).then_some(())).await;
+    assert_eq!(peer_of(&log, 1), Some("[2001:db8::7]:8080".parse().unwrap()));
+
+    // From the trusted proxy, no header: closed without an answer.
+    let mut s3 = raw(addr, &h).await;
+    assert!(read_frame(&mut s3).await.is_none(), "a headerless connection from the proxy is refused");
+
+    // Another server trusting another network: this client's header is not
+    // believed (it is not read at all: the HELLO after it is garbage).
+    let mut opts = ServerOptions::new(server_core(SECS_10));
+    opts.proxies = Some(tether_runtime::transport::TrustedProxies::parse(&["10.0.0.0/8".into()], true).unwrap());
+    let (_server, log2, addr2) = start_server(Kind::Tcp, opts).await;
+    let mut direct = raw(addr2, &h).await;
+    assert!(matches!(read_frame(&mut direct).await, Some(Frame::Welcome(_))));
+    log2.wait(SECS_10, |e| matches!(e, ServerEvent::Opened { .. }).then_some(())).await;
+    assert!(peer_of(&log2, 0).is_some_and(|p| p.ip().is_loopback()), "a direct client is its own address");
+}

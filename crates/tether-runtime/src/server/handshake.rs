@@ -80,8 +80,8 @@ impl Drop for Pending {
 async fn handshake(
     inner: &Arc<Inner>,
     kind: Kind,
-    tcp: TcpStream,
-    peer: SocketAddr,
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let deadline = tokio::time::Instant::now() + inner.cfg.handshake_timeout;
@@ -90,6 +90,17 @@ async fn handshake(
     }
     let max = inner.cfg.max_frame;
     let left = PeerLeft::of(&tcp);
+    // From a trusted load balancer: the client's address it reports.
+    let proxy = inner.proxies.as_ref().filter(|p| p.trusts(peer.ip()));
+    if proxy.is_some_and(|p| p.proxy_protocol) {
+        match tokio::time::timeout_at(deadline, transport::proxied::read_header(&mut tcp)).await {
+            Ok(Ok(Some(client))) => peer = client,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return tracing::debug!(%e, %peer, "connection from a trusted proxy refused"),
+            Err(_) => return tracing::debug!(%peer, "no PROXY protocol header in time"),
+        }
+    }
+    let mut forwarded = None;
     let setup = async {
         let io = match (kind, &inner.tls) {
             (Kind::Tcp | Kind::Ws, _) => Io::Plain(tcp),
@@ -99,7 +110,9 @@ async fn handshake(
         Ok(match kind {
             Kind::Tcp | Kind::Tls => Transport::stream(io, max),
             Kind::Ws | Kind::Wss => {
-                Transport::ws(ws::server_handshake(io, max, &inner.origins).await?, kind == Kind::Wss, max)
+                let (ws, xff) = ws::server_handshake(io, max, &inner.origins, proxy).await?;
+                forwarded = xff;
+                Transport::ws(ws, kind == Kind::Wss, max)
             }
         })
     };
@@ -108,6 +121,9 @@ async fn handshake(
         Ok(Err(e)) => return tracing::debug!(%e, %peer, %kind, "connection set-up failed"),
         Err(_) => return tracing::debug!(%peer, %kind, "connection set-up timed out"),
     };
+    if let Some(ip) = forwarded {
+        peer = SocketAddr::new(ip, 0);
+    }
     let bytes = match tokio::time::timeout_at(deadline, t.recv()).await {
         Ok(Ok(b)) => b,
         Ok(Err(RecvError::Decode(e))) => return refuse(inner, t, peer, Refusal::decode(&e)).await,

@@ -96,6 +96,10 @@ pub struct ServerOptions {
     /// Which web pages may open WebSocket sessions (the upgrade's
     /// `Origin`); others get 403. Default: any.
     pub origins: crate::transport::Origins,
+    /// Load balancers whose word on the client's address is taken (a PROXY
+    /// protocol header, `X-Forwarded-For`). None (the default): the
+    /// socket's peer is the client.
+    pub proxies: Option<crate::transport::TrustedProxies>,
     /// New connections per client address; beyond, they are closed at
     /// accept, unanswered. None (the default): no limit.
     pub per_address: Option<PerAddress>,
@@ -183,6 +187,7 @@ impl ServerOptions {
             store: None,
             reuse_port: false,
             origins: crate::transport::Origins::Any,
+            proxies: None,
             per_address: None,
         }
     }
@@ -301,6 +306,7 @@ pub(crate) struct Inner {
     cfg: Arc<ServerConfig>,
     tuning: SocketTuning,
     origins: crate::transport::Origins,
+    proxies: Option<crate::transport::TrustedProxies>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     rng: Mutex<Rng>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionCell>>>,
@@ -439,6 +445,7 @@ impl Server {
             cfg: Arc::new(core),
             tuning: opts.tuning,
             origins: opts.origins,
+            proxies: opts.proxies,
             tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             rng: Mutex::new(rng),
             sessions: Mutex::new(HashMap::new()),

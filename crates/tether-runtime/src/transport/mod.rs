@@ -9,10 +9,12 @@
 //! back after a large frame, so an idle connection costs little memory.
 
 pub mod origin;
+pub mod proxied;
 mod stream;
 pub(crate) mod ws;
 
 pub use origin::Origins;
+pub use proxied::TrustedProxies;
 
 use std::io;
 use std::pin::Pin;

@@ -148,7 +148,14 @@ pub(crate) async fn client_handshake(url: &url::Url, io: Io, max_frame: u32) -> 
 /// The server side of the upgrade: reads the request head, checks it is a
 /// WebSocket upgrade offering `tether.v1`, answers 101, and wraps the
 /// connection. Anything else gets a plain HTTP error saying what is wrong.
-pub(crate) async fn server_handshake(mut io: Io, max_frame: u32, origins: &Origins) -> io::Result<WsStream> {
+/// The upgrade, answered; with the client's address from `X-Forwarded-For`
+/// when the connection came from a trusted proxy (`proxy`).
+pub(crate) async fn server_handshake(
+    mut io: Io,
+    max_frame: u32,
+    origins: &Origins,
+    proxy: Option<&super::TrustedProxies>,
+) -> io::Result<(WsStream, Option<std::net::IpAddr>)> {
     let mut head = Vec::with_capacity(1024);
     let end = loop {
         if head.len() >= MAX_REQUEST_HEAD {
@@ -171,7 +178,7 @@ pub(crate) async fn server_handshake(mut io: Io, max_frame: u32, origins: &Origi
         refuse(&mut io, "400 Bad Request", "data sent before the upgrade completed").await;
         return Err(io::Error::new(io::ErrorKind::InvalidData, "data sent before the WebSocket upgrade completed"));
     }
-    let accept = match check_upgrade(&head, origins) {
+    let (accept, forwarded) = match check_upgrade(&head, origins, proxy) {
         Ok(a) => a,
         Err((status, why)) => {
             refuse(&mut io, status, why).await;
@@ -184,10 +191,18 @@ pub(crate) async fn server_handshake(mut io: Io, max_frame: u32, origins: &Origi
     );
     io.write_all(resp.as_bytes()).await?;
     io.flush().await?;
-    WebSocket::from_stream(io, Role::Server, options(max_frame)).map_err(|e| io::Error::other(e.to_string()))
+    let ws =
+        WebSocket::from_stream(io, Role::Server, options(max_frame)).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok((ws, forwarded))
 }
 
-fn check_upgrade(head: &[u8], origins: &Origins) -> Result<String, (&'static str, &'static str)> {
+type Upgrade = (String, Option<std::net::IpAddr>);
+
+fn check_upgrade(
+    head: &[u8],
+    origins: &Origins,
+    proxy: Option<&super::TrustedProxies>,
+) -> Result<Upgrade, (&'static str, &'static str)> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
@@ -224,7 +239,8 @@ fn check_upgrade(head: &[u8], origins: &Origins) -> Result<String, (&'static str
     let mut h = Sha1::new();
     h.update(key);
     h.update(WS_GUID.as_bytes());
-    Ok(base64::engine::general_purpose::STANDARD.encode(h.finalize()))
+    let forwarded = proxy.and_then(|p| p.forwarded_for(get("x-forwarded-for")?));
+    Ok((base64::engine::general_purpose::STANDARD.encode(h.finalize()), forwarded))
 }
 
 async fn refuse(io: &mut Io, status: &str, why: &str) {
@@ -235,4 +251,33 @@ async fn refuse(io: &mut Io, status: &str, why: &str) {
     );
     let _ = io.write_all(resp.as_bytes()).await;
     let _ = io.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn upgrade(xff: &str) -> Vec<u8> {
+        format!(
+            "GET /t HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: tether.v1\r\n{xff}\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn x_forwarded_for_is_read_only_from_a_trusted_proxy() {
+        let trusted = super::super::TrustedProxies::parse(&["10.0.0.0/8".into()], false).unwrap();
+        let head = upgrade("X-Forwarded-For: 6.6.6.6, 198.51.100.4, 10.1.1.1\r\n");
+        let (accept, from) = check_upgrade(&head, &Origins::Any, Some(&trusted)).unwrap();
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "RFC 6455's example");
+        assert_eq!(from, Some("198.51.100.4".parse().unwrap()), "the nearest address not of a trusted proxy");
+        // Not from a trusted proxy (the caller passes None): ignored.
+        assert_eq!(check_upgrade(&head, &Origins::Any, None).unwrap().1, None);
+        // No header, or garbage: the socket's address stands.
+        assert_eq!(check_upgrade(&upgrade(""), &Origins::Any, Some(&trusted)).unwrap().1, None);
+        let junk = upgrade("X-Forwarded-For: not-an-address\r\n");
+        assert_eq!(check_upgrade(&junk, &Origins::Any, Some(&trusted)).unwrap().1, None);
+    }
 }
