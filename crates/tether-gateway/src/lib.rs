@@ -20,6 +20,7 @@
 mod admin;
 mod api;
 mod auth;
+pub mod client;
 mod cluster;
 pub mod config;
 mod hooks;
