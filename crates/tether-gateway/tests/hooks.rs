@@ -158,6 +158,38 @@ async fn a_backend_that_is_down_gets_typed_answers_and_nothing_is_done() {
     p.send(json!({"op": "rpc", "id": 9, "method": "echo"}));
     let r = p.msg("a reply", |v| v["ev"] == "reply").await;
     assert_eq!(r["error"]["code"], "backend_unavailable", "{r}");
+    drop(g);
+
+    // A backend that answers garbage: the same typed answers, not retried.
+    let b = Backend::start().await;
+    b.record.garbage.store(true, std::sync::atomic::Ordering::SeqCst);
+    let g = gateway(&hooks_toml(&b.url)).await;
+    let mut p = connect(g.session_addr(Kind::Tcp).unwrap(), "user:alice");
+    let e = p.next("a failed attempt", |e| matches!(e, ClientEvent::AttemptFailed { .. })).await;
+    assert!(format!("{e:?}").contains("answered something unexpected"), "{e:?}");
+    assert_eq!(b.record.calls("connect").len(), 1, "garbage is not retried");
+    drop(g);
+
+    // A slow backend: each attempt times out, the retry carries the same
+    // key, and the client is told nothing was done.
+    let b = Backend::start().await;
+    *b.record.hold.lock().unwrap() = Some(1);
+    let hooks = format!("{}timeout = \"200ms\"\nretries = 1\n", hooks_toml(&b.url).replace("timeout = \"2s\"\n", ""));
+    let g = gateway(&hooks).await;
+    let mut p = connect(g.session_addr(Kind::Tcp).unwrap(), "user:alice");
+    p.send(json!({"op": "join", "room": "lobby"}));
+    p.msg("joined", |v| v["ev"] == "joined").await;
+    p.send(json!({"op": "say", "room": "lobby", "body": {"n": 1}}));
+    let e = p.msg("a say error", error_for("say")).await;
+    assert_eq!(e["code"], "backend_unavailable", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("did not answer"), "{e}");
+    let keys: Vec<String> = b.record.calls("say").iter().map(|c| c.key.clone()).collect();
+    assert_eq!(keys.len(), 2, "one retry: {keys:?}");
+    assert_eq!(keys[0], keys[1], "a retry carries the same idempotency key");
+    *b.record.hold.lock().unwrap() = None;
+    p.send(json!({"op": "say", "room": "lobby", "body": {"n": 2}}));
+    let m = p.msg("a message", |v| v["ev"] == "message").await;
+    assert_eq!(m["body"]["n"], 2, "the refused say was not delivered: {m}");
 }
 
 /// Messages in flight at a slow backend while the transport is cut, again
@@ -203,4 +235,25 @@ async fn across_transport_losses_the_backend_stores_every_message_exactly_once()
     assert_eq!(stored, (1..=N).collect::<Vec<_>>(), "the backend stores each once, in order");
     assert_eq!(resumes, 4);
     assert_eq!(*b.record.repeats.lock().unwrap(), 0, "one node: no message is handed to the backend twice");
+
+    // The backend heard the session's life in order: opened, then each loss
+    // (detached, unless the resume came first and replaced the transport)
+    // and each resume, then closed.
+    alice.handle.close();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let life = loop {
+        let life: Vec<String> =
+            b.record.calls("lifecycle").iter().map(|c| c.body["event"].as_str().unwrap().to_owned()).collect();
+        if life.last().is_some_and(|e| e == "closed") || tokio::time::Instant::now() > deadline {
+            break life;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(life.first().map(String::as_str), Some("opened"), "{life:?}");
+    assert_eq!(life.last().map(String::as_str), Some("closed"), "{life:?}");
+    let middle = &life[1..life.len() - 1];
+    assert_eq!(middle.iter().filter(|e| *e == "resumed").count(), 4, "{life:?}");
+    assert!(middle.iter().all(|e| e == "detached" || e == "resumed"), "{life:?}");
+    assert!(middle.windows(2).all(|w| !(w[0] == "detached" && w[1] == "detached")), "{life:?}");
+    assert_eq!(middle.last().map(String::as_str), Some("resumed"), "{life:?}");
 }

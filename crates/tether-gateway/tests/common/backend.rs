@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse as _;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -41,6 +42,8 @@ pub struct Record {
     /// caller dies waiting); `held` is notified when it arrives.
     pub hold: Mutex<Option<u64>>,
     pub held: tokio::sync::Notify,
+    /// Answer every call with 200 and a body that is not JSON.
+    pub garbage: std::sync::atomic::AtomicBool,
 }
 
 impl Record {
@@ -84,12 +87,15 @@ async fn hook(
     Path(hook): Path<String>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> Result<Json<Value>, StatusCode> {
+) -> Result<axum::response::Response, StatusCode> {
     if headers.get("x-backend-secret").and_then(|v| v.to_str().ok()) != Some("s3cret") {
         return Err(StatusCode::UNAUTHORIZED);
     }
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     r.calls.lock().unwrap().push(Call { hook: hook.clone(), key: key.clone(), body: body.clone() });
+    if r.garbage.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok("<html>oops</html>".into_response());
+    }
     Ok(Json(match hook.as_str() {
         "connect" => match body["credential"].as_str().unwrap_or_default() {
             "deny" => json!({"allow": false, "reason": "no entry for you"}),
@@ -105,7 +111,7 @@ async fn hook(
         "say" => {
             let text = body["body"]["text"].as_str().unwrap_or_default().to_owned();
             if text == "forbidden" {
-                return Ok(Json(json!({"allow": false, "reason": "not in this room, please"})));
+                return Ok(Json(json!({"allow": false, "reason": "not in this room, please"})).into_response());
             }
             {
                 let mut stored = r.stored.lock().unwrap();
@@ -131,5 +137,6 @@ async fn hook(
         "rpc" if body["method"] == "echo" => json!({"result": body["data"]}),
         "rpc" => json!({"error": {"code": "nope", "message": "failed on purpose"}}),
         _ => json!({}),
-    }))
+    })
+    .into_response())
 }
