@@ -257,3 +257,37 @@ async fn across_transport_losses_the_backend_stores_every_message_exactly_once()
     assert!(middle.windows(2).all(|w| !(w[0] == "detached" && w[1] == "detached")), "{life:?}");
     assert_eq!(middle.last().map(String::as_str), Some("resumed"), "{life:?}");
 }
+
+/// A session that ends while its messages wait for the backend: those are
+/// not handed to it; the client gets them back, unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_when_the_session_ends_are_handed_back_not_to_the_backend() {
+    let b = Backend::start().await;
+    *b.record.hold.lock().unwrap() = Some(1);
+    let hooks = format!("{}retries = 0\n", hooks_toml(&b.url).replace("\"2s\"", "\"500ms\""));
+    let g = gateway(&hooks).await;
+    let mut p = connect(g.session_addr(Kind::Tcp).unwrap(), "user:alice");
+    p.send(json!({"op": "join", "room": "lobby"}));
+    p.msg("joined", |v| v["ev"] == "joined").await;
+    p.send(json!({"op": "say", "room": "lobby", "body": {"n": 1}}));
+    p.send(json!({"op": "rpc", "id": 2, "method": "echo"}));
+    p.send(json!({"op": "rpc", "id": 3, "method": "echo"}));
+    tokio::time::timeout(WAIT, b.record.held.notified()).await.expect("say 1 reaches the backend");
+    p.handle.close();
+    let e = p.next("the end", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
+    let ClientEvent::SessionEnded { unacked, .. } = e else { unreachable!() };
+    let back: Vec<Value> = unacked.iter().map(|m| serde_json::from_slice::<Value>(m).unwrap()).collect();
+    let waiting: Vec<(Value, Value)> =
+        back.iter().filter(|v| v["op"] != "join").map(|v| (v["op"].clone(), v["id"].clone())).collect();
+    let want = [(json!("say"), Value::Null), (json!("rpc"), json!(2)), (json!("rpc"), json!(3))];
+    assert_eq!(waiting, want, "none was acknowledged: {back:?}");
+    // The backend's lane goes on to its last job (the closed event): the
+    // waiting says were skipped by then.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !b.record.calls("lifecycle").iter().any(|c| c.body["event"] == "closed") {
+        assert!(tokio::time::Instant::now() < deadline, "no closed event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.record.calls("say").len(), 1, "the say under way");
+    assert!(b.record.calls("rpc").is_empty(), "the waiting rpcs never reached the backend");
+}

@@ -4,7 +4,8 @@
 //! session does (after its last job), or after a minute without work.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +21,13 @@ use crate::Shared;
 /// A lane without work this long ends (a new job starts another).
 const IDLE: Duration = Duration::from_secs(60);
 
-/// A lane: its generation, its queue, its task.
+/// A lane: its generation, its queue, its task, and whether its session
+/// ended (or moved to another node).
 struct Lane {
     gen: u64,
     tx: mpsc::Sender<Job>,
     task: tokio::task::AbortHandle,
+    gone: Arc<AtomicBool>,
 }
 
 enum Job {
@@ -67,9 +70,10 @@ impl Lanes {
         };
         let (tx, rx) = mpsc::channel(self.depth);
         let _ = tx.try_send(job);
-        let gen = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let task = tokio::spawn(work(s.clone(), session, gen, rx)).abort_handle();
-        map.insert(session, Lane { gen, tx, task });
+        let gen = self.next.fetch_add(1, Ordering::Relaxed);
+        let gone = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(work(s.clone(), session, gen, rx, gone.clone())).abort_handle();
+        map.insert(session, Lane { gen, tx, task, gone });
         true
     }
 
@@ -80,9 +84,14 @@ impl Lanes {
         }
     }
 
-    /// Ends the lane once its queued jobs are done.
+    /// Ends the lane once its queued jobs are done. Client messages still
+    /// queued are not handled: unacknowledged, they were handed back to the
+    /// client with the end of its session (or it sends them again to the
+    /// node that carries the session now).
     fn close(&self, session: SessionId) {
-        self.lock().remove(&session);
+        if let Some(lane) = self.lock().remove(&session) {
+            lane.gone.store(true, Ordering::SeqCst);
+        }
     }
 
     /// True (and the lane gone) if it is still this one and has no work.
@@ -155,7 +164,7 @@ impl Lanes {
     }
 }
 
-async fn work(s: Shared, session: SessionId, gen: u64, mut rx: mpsc::Receiver<Job>) {
+async fn work(s: Shared, session: SessionId, gen: u64, mut rx: mpsc::Receiver<Job>, gone: Arc<AtomicBool>) {
     loop {
         let job = match tokio::time::timeout(IDLE, rx.recv()).await {
             Ok(Some(job)) => job,
@@ -166,6 +175,9 @@ async fn work(s: Shared, session: SessionId, gen: u64, mut rx: mpsc::Receiver<Jo
             },
         };
         match job {
+            Job::Message { seq, .. } if gone.load(Ordering::SeqCst) => {
+                tracing::debug!(%session, seq, "client message of a session no longer here left unhandled");
+            }
             Job::Message { seq, payload } => super::requests::handle(&s, session, seq, &payload).await,
             Job::Lifecycle { key, body } => {
                 if let Some(h) = &s.hooks {
