@@ -35,6 +35,30 @@ pub(crate) struct RoomsArgs {
     /// report Redis's commands, CPU and memory too.
     #[arg(long)]
     redis: Option<String>,
+    /// Call backend hooks (join and say) on a backend in this process that
+    /// allows everything: what the hooks cost (docs/GATEWAY.md §10).
+    #[arg(long)]
+    hooks: bool,
+}
+
+/// A backend that allows every join and say, counting the calls.
+async fn allow_all_backend(calls: Arc<AtomicUsize>) -> Result<String> {
+    let app = axum::Router::new().route(
+        "/hooks/{hook}",
+        axum::routing::post(move || {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::Relaxed);
+                axum::Json(json!({"allow": true}))
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks", l.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    Ok(url)
 }
 
 /// Redis's counters, read with INFO.
@@ -111,7 +135,7 @@ mod tempdir {
 }
 
 impl Gateway {
-    fn start(members: usize, redis: Option<&str>) -> Result<(Gateway, String)> {
+    fn start(members: usize, redis: Option<&str>, hooks: Option<&str>) -> Result<(Gateway, String)> {
         let dir = std::env::temp_dir().join(format!("tether-bench-rooms-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("gw.toml");
@@ -119,8 +143,9 @@ impl Gateway {
             &cfg,
             format!(
                 "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"off\"\n[admin]\nlisten = \"off\"\n[demo]\nlisten = \"off\"\n\
-                 [limits]\nmax_room_members = {}\nsay_rate = 100000.0\nsay_burst = 100000.0\n[log]\nlevel = \"warn\"\n{}",
+                 [limits]\nmax_room_members = {}\nsay_rate = 100000.0\nsay_burst = 100000.0\n[log]\nlevel = \"warn\"\n{}{}",
                 members + 1,
+                hooks.map(|url| format!("[hooks]\nurl = \"{url}\"\ncall = [\"join\", \"say\"]\n")).unwrap_or_default(),
                 redis
                     .map(|url| format!(
                         "[cluster]\nredis = \"{url}\"\nnode_id = \"bench\"\nkey_prefix = \"bench{}\"\n",
@@ -210,7 +235,9 @@ pub(crate) async fn rooms(a: RoomsArgs) -> Result<()> {
         Some(p) => Some(p.usage().await?),
         None => None,
     };
-    let (gw, addr) = Gateway::start(a.members, a.redis.as_deref())?;
+    let hook_calls = Arc::new(AtomicUsize::new(0));
+    let hooks = if a.hooks { Some(allow_all_backend(hook_calls.clone()).await?) } else { None };
+    let (gw, addr) = Gateway::start(a.members, a.redis.as_deref(), hooks.as_deref())?;
     println!(
         "tether bench rooms: {} members, {} messages at {}/s, gateway at tcp://{addr}, {}",
         a.members,
@@ -221,6 +248,9 @@ pub(crate) async fn rooms(a: RoomsArgs) -> Result<()> {
             None => "in memory".to_owned(),
         }
     );
+    if let Some(url) = &hooks {
+        println!("  join and say hooks to an allow-all backend at {url}");
+    }
     let origin = Instant::now();
     let joined = Arc::new(AtomicUsize::new(0));
     let connected = Arc::new(AtomicUsize::new(0));
@@ -329,6 +359,9 @@ pub(crate) async fn rooms(a: RoomsArgs) -> Result<()> {
         lat.len()
     );
     println!("  gateway CPU during fan-out {:.2} s, RSS {} KiB", cpu2 - cpu1, rss2);
+    if a.hooks {
+        println!("  backend hook calls: {}", hook_calls.load(Ordering::Relaxed));
+    }
     if let Some(p) = probe.as_mut() {
         let calls = p.calls().await?;
         let total: u64 = calls.iter().map(|(_, c)| c).sum();
