@@ -18,7 +18,7 @@ use super::session::{self, Durable, Incoming, SessionCell};
 use super::{stored, Applicant, Denial, Inner, ServerEvent};
 use crate::driver::now;
 use crate::store::{ClaimRefused, Fence, SharedStore};
-use crate::transport::{self, ws, Io, Kind, RecvError, Transport};
+use crate::transport::{self, http, Io, Kind, RecvError, Transport};
 
 const REFUSAL_FLUSH: Duration = Duration::from_secs(1);
 
@@ -108,16 +108,26 @@ async fn handshake(
             (Kind::Tls | Kind::Wss, None) => return Err(std::io::Error::other("no TLS certificate configured")),
         };
         Ok(match kind {
-            Kind::Tcp | Kind::Tls => Transport::stream(io, max),
+            Kind::Tcp | Kind::Tls => Some(Transport::stream(io, max)),
             Kind::Ws | Kind::Wss => {
-                let (ws, xff) = ws::server_handshake(io, max, &inner.origins, proxy).await?;
-                forwarded = xff;
-                Transport::ws(ws, kind == Kind::Wss, max)
+                let tls = kind == Kind::Wss;
+                match http::accept(io, max, &inner.origins, proxy, &inner.routes, tls).await? {
+                    http::Accepted::Ws(ws, xff) => {
+                        forwarded = xff;
+                        Some(Transport::ws(*ws, tls, max))
+                    }
+                    http::Accepted::Http(t, xff) => {
+                        forwarded = xff;
+                        Some(t)
+                    }
+                    http::Accepted::Upstream => None, // POSTs of a fallback transport, served on their own
+                }
             }
         })
     };
     let mut t = match tokio::time::timeout_at(deadline, setup).await {
-        Ok(Ok(t)) => t,
+        Ok(Ok(Some(t))) => t,
+        Ok(Ok(None)) => return,
         Ok(Err(e)) => return tracing::debug!(%e, %peer, %kind, "connection set-up failed"),
         Err(_) => return tracing::debug!(%peer, %kind, "connection set-up timed out"),
     };

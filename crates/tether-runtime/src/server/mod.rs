@@ -307,6 +307,8 @@ pub(crate) struct Inner {
     tuning: SocketTuning,
     origins: crate::transport::Origins,
     proxies: Option<crate::transport::TrustedProxies>,
+    /// The open HTTP fallback transports (their POSTs' destinations).
+    routes: Arc<crate::transport::http::Routes>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     rng: Mutex<Rng>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionCell>>>,
@@ -446,6 +448,7 @@ impl Server {
             tuning: opts.tuning,
             origins: opts.origins,
             proxies: opts.proxies,
+            routes: Arc::default(),
             tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             rng: Mutex::new(rng),
             sessions: Mutex::new(HashMap::new()),

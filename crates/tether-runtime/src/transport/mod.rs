@@ -8,6 +8,7 @@
 //! `select!` branch losing) loses nothing. Buffers start small and shrink
 //! back after a large frame, so an idle connection costs little memory.
 
+pub(crate) mod http;
 pub mod origin;
 pub mod proxied;
 mod stream;
@@ -138,6 +139,7 @@ pub struct Transport {
 enum Inner {
     Stream(StreamTransport),
     Ws(Box<WsTransport>),
+    Http(Box<http::HttpTransport>),
 }
 
 impl Transport {
@@ -149,6 +151,17 @@ impl Transport {
     pub(crate) fn ws(ws: WsStream, tls: bool, max_frame: u32) -> Self {
         let kind = if tls { Kind::Wss } else { Kind::Ws };
         Transport { inner: Inner::Ws(Box::new(WsTransport::new(ws))), kind, max_frame }
+    }
+
+    pub(crate) fn http(t: http::HttpTransport, tls: bool, max_frame: u32) -> Self {
+        let kind = if tls { Kind::Wss } else { Kind::Ws };
+        Transport { inner: Inner::Http(Box::new(t)), kind, max_frame }
+    }
+
+    /// True for the HTTP fallback (PROTOCOL §2.4), reported as the
+    /// WebSocket listener's kind.
+    pub fn is_http_fallback(&self) -> bool {
+        matches!(self.inner, Inner::Http(_))
     }
 
     /// Which mapping this is.
@@ -167,6 +180,7 @@ impl Transport {
         match &self.inner {
             Inner::Stream(s) => Some(s.io().tcp()),
             Inner::Ws(w) => w.tcp(),
+            Inner::Http(h) => Some(h.tcp()),
         }
     }
 
@@ -175,6 +189,7 @@ impl Transport {
         match &mut self.inner {
             Inner::Stream(s) => s.queue(frame),
             Inner::Ws(w) => w.queue(frame),
+            Inner::Http(h) => h.queue(frame),
         }
     }
 
@@ -183,6 +198,7 @@ impl Transport {
         match &self.inner {
             Inner::Stream(s) => s.has_pending(),
             Inner::Ws(w) => w.has_pending(),
+            Inner::Http(h) => h.has_pending(),
         }
     }
 
@@ -204,6 +220,12 @@ impl Transport {
                 }
                 w.poll_recv(cx, max)
             }
+            Inner::Http(h) => {
+                if let Poll::Ready(Err(e)) = h.poll_write(cx) {
+                    return Poll::Ready(Err(e.into()));
+                }
+                h.poll_recv(cx, max)
+            }
         }
     }
 
@@ -212,17 +234,24 @@ impl Transport {
         match &mut self.inner {
             Inner::Stream(s) => s.poll_write(cx),
             Inner::Ws(w) => w.poll_write(cx),
+            Inner::Http(h) => h.poll_write(cx),
         }
     }
 
     /// Flushes what is queued, then closes the connection cleanly.
     pub async fn close(mut self) {
+        if let Inner::Http(h) = &mut self.inner {
+            h.queue_end();
+        }
         let _ = std::future::poll_fn(|cx| self.poll_flush(cx)).await;
         match &mut self.inner {
             Inner::Stream(s) => {
                 let _ = tokio::io::AsyncWriteExt::shutdown(s.io_mut()).await;
             }
             Inner::Ws(w) => w.close().await,
+            Inner::Http(h) => {
+                let _ = tokio::io::AsyncWriteExt::shutdown(h.io_mut()).await;
+            }
         }
     }
 

@@ -145,43 +145,51 @@ pub(crate) async fn client_handshake(url: &url::Url, io: Io, max_frame: u32) -> 
         .map_err(|e| io::Error::other(format!("WebSocket upgrade failed: {e}")))
 }
 
-/// The server side of the upgrade: reads the request head, checks it is a
+/// Reads an HTTP request head (up to the blank line, at most 8 KiB): the
+/// head and any bytes that came after it. A head too large is answered 431.
+pub(crate) async fn read_head(io: &mut Io, mut buf: Vec<u8>) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(pos + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() >= MAX_REQUEST_HEAD {
+            refuse(io, "431 Request Header Fields Too Large", "request head over 8 KiB", "").await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "HTTP request head over 8 KiB"));
+        }
+        let mut chunk = [0u8; 1024];
+        let want = chunk.len().min(MAX_REQUEST_HEAD - buf.len());
+        let n = io.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            let what = if buf.is_empty() { "closed before its request" } else { "closed mid-request" };
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, what));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The server side of the upgrade, its request head read: checks it is a
 /// WebSocket upgrade offering `tether.v1`, answers 101, and wraps the
-/// connection. Anything else gets a plain HTTP error saying what is wrong.
-/// The upgrade, answered; with the client's address from `X-Forwarded-For`
-/// when the connection came from a trusted proxy (`proxy`).
-pub(crate) async fn server_handshake(
+/// connection; with the client's address from `X-Forwarded-For` when the
+/// connection came from a trusted proxy (`proxy`). Anything else gets a
+/// plain HTTP error saying what is wrong.
+pub(crate) async fn upgrade(
     mut io: Io,
+    head: &[u8],
+    rest: &[u8],
     max_frame: u32,
     origins: &Origins,
     proxy: Option<&super::TrustedProxies>,
 ) -> io::Result<(WsStream, Option<std::net::IpAddr>)> {
-    let mut head = Vec::with_capacity(1024);
-    let end = loop {
-        if head.len() >= MAX_REQUEST_HEAD {
-            refuse(&mut io, "431 Request Header Fields Too Large", "request head over 8 KiB").await;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "HTTP request head over 8 KiB"));
-        }
-        let mut chunk = [0u8; 1024];
-        let want = chunk.len().min(MAX_REQUEST_HEAD - head.len());
-        let n = io.read(&mut chunk[..want]).await?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the WebSocket upgrade"));
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-    };
-    if end != head.len() {
+    if !rest.is_empty() {
         // A client must wait for 101 before sending frames.
-        refuse(&mut io, "400 Bad Request", "data sent before the upgrade completed").await;
+        refuse(&mut io, "400 Bad Request", "data sent before the upgrade completed", "").await;
         return Err(io::Error::new(io::ErrorKind::InvalidData, "data sent before the WebSocket upgrade completed"));
     }
-    let (accept, forwarded) = match check_upgrade(&head, origins, proxy) {
+    let (accept, forwarded) = match check_upgrade(head, origins, proxy) {
         Ok(a) => a,
         Err((status, why)) => {
-            refuse(&mut io, status, why).await;
+            refuse(&mut io, status, why, "").await;
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad WebSocket upgrade: {why}")));
         }
     };
@@ -196,9 +204,9 @@ pub(crate) async fn server_handshake(
     Ok((ws, forwarded))
 }
 
-type Upgrade = (String, Option<std::net::IpAddr>);
+pub(crate) type Upgrade = (String, Option<std::net::IpAddr>);
 
-fn check_upgrade(
+pub(crate) fn check_upgrade(
     head: &[u8],
     origins: &Origins,
     proxy: Option<&super::TrustedProxies>,
@@ -219,7 +227,7 @@ fn check_upgrade(
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
     if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
-        return Err(("426 Upgrade Required", "this port speaks tether over WebSocket only"));
+        return Err(("426 Upgrade Required", "this port speaks tether over WebSocket (or its HTTP fallback, POSTs with ?tether=stream or ?tether=send: PROTOCOL §2.4)"));
     }
     if !origins.allows(get("origin"), get("host")) {
         return Err((
@@ -243,10 +251,12 @@ fn check_upgrade(
     Ok((base64::engine::general_purpose::STANDARD.encode(h.finalize()), forwarded))
 }
 
-async fn refuse(io: &mut Io, status: &str, why: &str) {
+/// Answers an HTTP error (`extra`: more header lines, each ending in CRLF)
+/// and closes.
+pub(crate) async fn refuse(io: &mut Io, status: &str, why: &str, extra: &str) {
     let body = format!("{why}\n");
     let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
         body.len()
     );
     let _ = io.write_all(resp.as_bytes()).await;
