@@ -11,7 +11,12 @@ const wsPort = window.TETHER_WS_PORT ?? 7401;
 const url = q.get('ws') || `${window.TETHER_WS_SECURE ? 'wss' : 'ws'}://${location.hostname || '127.0.0.1'}:${wsPort}/`;
 const $ = (id) => document.getElementById(id);
 
-const client = new TetherClient(url, { token: q.get('token') || '', profile: q.get('profile') === 'default' ? 'default' : 'realtime' });
+const client = new TetherClient(url, {
+  token: q.get('token') || '',
+  profile: q.get('profile') === 'default' ? 'default' : 'realtime',
+  // While on the HTTP fallback, how often WebSocket is tried again (ms; the client's default 30 s).
+  upgradeCheck: Number(q.get('upgradeCheck')) || undefined,
+});
 const rooms = new Rooms(client);
 
 // Every event of the client and of the rooms (their names do not overlap),
@@ -65,8 +70,9 @@ function log(text, cls = '', who = '') {
   if (atBottom) el.scrollTop = el.scrollHeight;
 }
 const sid8 = (s) => (s || '').slice(0, 8);
-client.on('connected', (d) => log(`connected: new session ${sid8(d.session)}`, 'sys'));
-client.on('resumed', (d) => log(`resumed session ${sid8(d.session)} (${d.replayed} replayed)`, 'sys'));
+const over = (d) => (d.transport === 'http' ? ' over the HTTP fallback' : '');
+client.on('connected', (d) => log(`connected: new session ${sid8(d.session)}${over(d)}`, 'sys'));
+client.on('resumed', (d) => log(`resumed session ${sid8(d.session)} (${d.replayed} replayed)${over(d)}`, 'sys'));
 client.on('disconnected', (d) => log(`link lost (${d.reason}); the session waits for a resume`, 'sys'));
 client.on('ended', (d) => {
   const lost = d.unacked.length ? `; ${d.unacked.length} unsent message(s) handed back` : '';

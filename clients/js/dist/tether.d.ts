@@ -107,8 +107,22 @@ export declare function clipReason(text: string): string;
 export declare function toHex(b: Uint8Array): string;
 export declare function fromHex(s: string): Uint8Array;
 export type Profile = 'default' | 'realtime';
+/** What the client drives: a WebSocket, or the HTTP fallback's stand-in for one ({@link HttpSocket}). */
+export interface SocketLike {
+    readonly readyState: number;
+    readonly protocol: string;
+    binaryType: string;
+    onopen: ((e: Event) => unknown) | null;
+    onmessage: ((e: MessageEvent) => unknown) | null;
+    onclose: ((e: CloseEvent) => unknown) | null;
+    onerror: ((e: Event) => unknown) | null;
+    send(data: Uint8Array): void;
+    close(): void;
+}
+/** How a session is carried: a WebSocket (§2.2), or the HTTP fallback (§2.4). */
+export type TransportKind = 'websocket' | 'http';
 export type LinkState = 'connecting' | 'connected' | 'reconnecting' | 'expired' | 'closed';
-export type LossReason = 'closed' | 'heartbeat-timeout' | 'network-changed' | 'handshake-timeout' | 'peer-closed' | 'protocol-error' | 'rejected' | 'offline' | 'token';
+export type LossReason = 'closed' | 'heartbeat-timeout' | 'network-changed' | 'handshake-timeout' | 'peer-closed' | 'protocol-error' | 'rejected' | 'offline' | 'token' | 'upgrade';
 export type EndReason = 'expired' | 'refused' | 'peer-closed' | 'local-close' | 'sequence-violation' | 'incompatible';
 export interface TetherEventMap {
     state: {
@@ -117,10 +131,12 @@ export interface TetherEventMap {
     };
     connected: {
         session: string;
+        transport: TransportKind;
     };
     resumed: {
         session: string;
         replayed: number;
+        transport: TransportKind;
     };
     disconnected: {
         reason: LossReason;
@@ -202,6 +218,17 @@ export interface TetherOptions {
     storage?: StorageLike | null;
     storageKey?: string;
     WebSocketImpl?: typeof WebSocket;
+    /**
+     * The transports to use: WebSocket, and the HTTP fallback (§2.4: a streaming response and POSTs) for
+     * networks that let no WebSocket through. Default both: an attempt whose WebSocket fails before it
+     * opens (or, if no WebSocket ever opened here, stalls) tries the fallback at once, and a session on
+     * the fallback tries WebSocket again every `upgradeCheck` ms, moving there (a resume) when one opens.
+     */
+    transports?: TransportKind[];
+    /** While the session is on the HTTP fallback, how often a WebSocket is tried (ms, 30000). */
+    upgradeCheck?: number;
+    /** For tests: the HTTP fallback's socket (default: {@link HttpSocket}, over `fetch`). */
+    HttpImpl?: new (url: string) => SocketLike;
     /** For tests: a virtual clock and a deterministic random source. */
     clock?: Clock;
     random?: () => number;
@@ -227,6 +254,19 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private readonly storage;
     private readonly key;
     private readonly WS;
+    private readonly Http;
+    private readonly upgradeEvery;
+    /** The kind of the transport carrying (or last carrying) the session. */
+    private carrier;
+    /** Attempts start with the HTTP fallback: the last session transport was one. */
+    private preferHttp;
+    /** A WebSocket of this client has opened: a stall is then an outage, not a proxy. */
+    private wsOpened;
+    /** The current attempt has an HTTP fallback racer (or had one). */
+    private attemptHttp;
+    /** While on the fallback: when a WebSocket is tried next, and the one being tried. */
+    private upgradeAt;
+    private upgradeProbe;
     private readonly clock;
     private readonly random;
     private link;
@@ -240,7 +280,7 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private retryNotBefore;
     private offlineUntil;
     private nextTid;
-    /** The WebSocket carrying (or handshaking for) the session. */
+    /** The connection carrying (or handshaking for) the session. */
     private ws;
     /** The WebSockets being opened while `connecting`. */
     private racers;
@@ -266,6 +306,8 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     get state(): LinkState;
     /** The session id (32 hex digits), or null before the first WELCOME. */
     get sessionId(): string | null;
+    /** The kind of transport carrying the session (or that last did), null before the first. */
+    get transport(): TransportKind | null;
     /** The last round-trip time measured by PING/PONG, in ms. */
     get rtt(): number | null;
     /** Unacknowledged outgoing messages and their payload bytes. */
@@ -298,7 +340,7 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private startAttempt;
     /** Asks the application's `getToken` for a credential; the attempt starts when it answers. */
     private fetchToken;
-    /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
+    /** Opens one more connection for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
     private openRacer;
     /**
      * Time passed while connecting (§9.7): WebSockets opening for longer than the handshake timeout are
@@ -336,7 +378,12 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     /** Ends the session: tells the server (if connected and `sendClose`), hands back the unacked, restarts or stops. */
     private endSession;
     private sendFrame;
-    /** Abandons the current WebSocket and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
+    /**
+     * On the fallback: tries a WebSocket beside it. One that opens means WebSockets get through now: it
+     * is closed, and the session moves to a new WebSocket at once (a resume; nothing is lost).
+     */
+    private tryUpgrade;
+    /** Abandons the current connection and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
     private dropTransport;
     private listenToPage;
     /**
@@ -345,6 +392,33 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
      */
     private persist;
     private restore;
+}
+/**
+ * The HTTP fallback (PROTOCOL §2.4) behind the WebSocket interface the client drives: a streaming
+ * `POST ?tether=stream` brings the server's frames, and our frames go out in `POST ?tether=send`
+ * requests, one at a time (which keeps them in order). Both are simple cross-origin requests
+ * (text/plain), so a page needs no preflight. It "opens" when the stream's 200 arrives.
+ */
+export declare class HttpSocket implements SocketLike {
+    private readonly fetchImpl;
+    readyState: number;
+    readonly protocol = "tether.v1";
+    binaryType: string;
+    onopen: ((e: Event) => unknown) | null;
+    onmessage: ((e: MessageEvent) => unknown) | null;
+    onclose: ((e: CloseEvent) => unknown) | null;
+    onerror: ((e: Event) => unknown) | null;
+    private readonly abort;
+    private readonly target;
+    private queue;
+    private posting;
+    constructor(url: string, fetchImpl?: typeof fetch);
+    private request;
+    private stream;
+    send(data: Uint8Array): void;
+    private pump;
+    close(): void;
+    private gone;
 }
 export type MemberState = 'active' | 'reconnecting' | 'left' | 'expired';
 export interface Member {

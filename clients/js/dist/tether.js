@@ -484,6 +484,11 @@ class Racers {
         this.next = wait === null ? null : r.started + wait;
     }
     get(tid) { return this.list.find((r) => r.tid === tid); }
+    /** One racer, removed (to close). */
+    remove(tid) {
+        const i = this.list.findIndex((r) => r.tid === tid);
+        return i >= 0 ? this.list.splice(i, 1)[0] : undefined;
+    }
     /** Every racer, removed (to close, or one to keep); racing stops. */
     takeAll() {
         this.next = null;
@@ -578,6 +583,17 @@ export class TetherClient extends Emitter {
         this.tokenPending = false;
         /** The fresh session was refused as Unauthorized once already with a token from `getToken`. */
         this.tokenRetried = false;
+        /** The kind of the transport carrying (or last carrying) the session. */
+        this.carrier = null;
+        /** Attempts start with the HTTP fallback: the last session transport was one. */
+        this.preferHttp = false;
+        /** A WebSocket of this client has opened: a stall is then an outage, not a proxy. */
+        this.wsOpened = false;
+        /** The current attempt has an HTTP fallback racer (or had one). */
+        this.attemptHttp = false;
+        /** While on the fallback: when a WebSocket is tried next, and the one being tried. */
+        this.upgradeAt = null;
+        this.upgradeProbe = null;
         this.session = null;
         /** Set while a session has no transport: after this the server has surely expired it (§10.2). */
         this.resumableUntil = null;
@@ -587,7 +603,7 @@ export class TetherClient extends Emitter {
         this.retryNotBefore = null;
         this.offlineUntil = 0;
         this.nextTid = 0;
-        /** The WebSocket carrying (or handshaking for) the session. */
+        /** The connection carrying (or handshaking for) the session. */
         this.ws = null;
         /** The WebSockets being opened while `connecting`. */
         this.racers = new Racers();
@@ -617,10 +633,19 @@ export class TetherClient extends Emitter {
         this.getToken = opts.getToken ?? null;
         this.storage = opts.storage === undefined ? defaultStorage() : opts.storage;
         this.key = opts.storageKey ?? `tether:${url}`;
-        const WS = opts.WebSocketImpl ?? globalThis.WebSocket;
-        if (!WS)
-            throw new Error('no WebSocket implementation: pass opts.WebSocketImpl');
-        this.WS = WS;
+        const kinds = opts.transports ?? ['websocket', 'http'];
+        if (kinds.length === 0 || kinds.some((k) => k !== 'websocket' && k !== 'http')) {
+            throw new Error(`transports: ${JSON.stringify(kinds)}; use one or both of "websocket" and "http"`);
+        }
+        const WS = opts.WebSocketImpl ?? globalThis.WebSocket ?? null;
+        this.WS = kinds.includes('websocket') ? WS : null;
+        const canFetch = typeof globalThis.fetch === 'function';
+        this.Http = kinds.includes('http') ? opts.HttpImpl ?? (canFetch ? HttpSocket : null) : null;
+        if (!this.WS && !this.Http) {
+            throw new Error('no transport: this runtime has neither WebSocket nor fetch; pass opts.WebSocketImpl (e.g. the ws package)');
+        }
+        this.preferHttp = !this.WS;
+        this.upgradeEvery = opts.upgradeCheck ?? 30000;
         this.clock = opts.clock ?? systemClock;
         this.random = opts.random ?? Math.random;
         const now = this.clock.now();
@@ -635,6 +660,8 @@ export class TetherClient extends Emitter {
     get state() { return this.reported; }
     /** The session id (32 hex digits), or null before the first WELCOME. */
     get sessionId() { return this.session ? toHex(this.session.id) : null; }
+    /** The kind of transport carrying the session (or that last did), null before the first. */
+    get transport() { return this.carrier; }
     /** The last round-trip time measured by PING/PONG, in ms. */
     get rtt() { return this.lastRtt; }
     /** Unacknowledged outgoing messages and their payload bytes. */
@@ -744,7 +771,7 @@ export class TetherClient extends Emitter {
         let at = l.k === 'waiting' ? l.until
             : l.k === 'connecting' ? Math.min(l.deadline, this.racers.deadline(this.t.handshakeTimeout) ?? Infinity)
                 : l.k === 'handshaking' ? l.deadline
-                    : l.k === 'established' ? Math.min(this.hb.deadline(), this.inb.ackDue ?? Infinity)
+                    : l.k === 'established' ? Math.min(this.hb.deadline(), this.inb.ackDue ?? Infinity, this.upgradeAt ?? Infinity)
                         : null;
         if (this.resumableUntil !== null && l.k !== 'established')
             at = at === null ? this.resumableUntil : Math.min(at, this.resumableUntil);
@@ -777,6 +804,8 @@ export class TetherClient extends Emitter {
             this.lose(now, 'handshake-timeout', 'no WELCOME within the handshake timeout', false);
         }
         else if (l.k === 'established') {
+            if (this.upgradeAt !== null && now >= this.upgradeAt)
+                this.tryUpgrade(now);
             const a = this.hb.poll(now);
             if (a && 'ping' in a)
                 this.sendPing(a.ping);
@@ -798,7 +827,8 @@ export class TetherClient extends Emitter {
             return;
         }
         this.link = { k: 'connecting', started: now, deadline: now + this.t.handshakeTimeout };
-        this.openRacer(now);
+        this.attemptHttp = false;
+        this.openRacer(now, this.preferHttp && this.Http ? 'http' : this.WS ? 'websocket' : 'http');
     }
     /** Asks the application's `getToken` for a credential; the attempt starts when it answers. */
     fetchToken() {
@@ -836,11 +866,13 @@ export class TetherClient extends Emitter {
             });
         }, (e) => failed(`getToken() failed: ${String(e)}`));
     }
-    /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
-    openRacer(now) {
+    /** Opens one more connection for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
+    openRacer(now, kind) {
         const tid = ++this.nextTid;
         const c = this.raceCfg;
-        const racer = { tid, started: now, ws: null };
+        const racer = { tid, started: now, ws: null, kind };
+        if (kind === 'http')
+            this.attemptHttp = true;
         // A server that shed an attempt is not raced: one WebSocket at a time until a WELCOME (§9.7).
         this.racers.start(racer, c.maxInFlight > 1 && !this.serverSlow ? raceWait(c, this.pacingRtt) : null);
         const fail = () => this.clock.setTimeout(() => this.input((n) => this.transportClosed(n, tid)), 0);
@@ -850,7 +882,14 @@ export class TetherClient extends Emitter {
         } // simulated offline: new WebSockets fail at once
         let ws;
         try {
-            ws = new this.WS(this.url, SUBPROTOCOL);
+            if (kind === 'http' && this.Http)
+                ws = new this.Http(this.url);
+            else if (this.WS)
+                ws = new this.WS(this.url, SUBPROTOCOL);
+            else {
+                fail();
+                return;
+            }
         }
         catch {
             fail();
@@ -889,7 +928,11 @@ export class TetherClient extends Emitter {
             const oldest = this.racers.makeRoom(this.raceCfg.maxInFlight);
             if (oldest)
                 dropSocket(oldest.ws);
-            this.openRacer(now);
+            // A WebSocket that stalls where none ever opened may be a proxy holding the upgrade: the
+            // fallback races beside it (once a WebSocket has opened here, a stall is an outage).
+            const last = this.racers.list[this.racers.list.length - 1]?.kind ?? (this.preferHttp ? 'http' : 'websocket');
+            const http = this.Http && (last === 'http' || !this.WS || (!this.wsOpened && !this.attemptHttp));
+            this.openRacer(now, http ? 'http' : 'websocket');
         }
     }
     /** The open WebSocket carrying (or handshaking for) the session. */
@@ -903,6 +946,9 @@ export class TetherClient extends Emitter {
             if (r !== won)
                 dropSocket(r.ws);
         this.ws = won.ws;
+        this.carrier = won.kind;
+        if (won.kind === 'websocket')
+            this.wsOpened = true;
         if (this.ws && this.ws.protocol !== SUBPROTOCOL) {
             // §2.2: refuse a WebSocket on which tether.v1 was not agreed (browsers already fail those).
             this.lose(now, 'protocol-error', `the server did not agree to ${SUBPROTOCOL} (got "${this.ws.protocol}")`, false);
@@ -919,6 +965,15 @@ export class TetherClient extends Emitter {
         this.link = { k: 'handshaking', tid, started: won.started, deadline: won.started + this.t.handshakeTimeout, helloAt: now };
     }
     transportClosed(now, tid) {
+        // A WebSocket that fails before it opens, where the fallback has not been tried in this attempt:
+        // perhaps a proxy refusing upgrades. The fallback is tried at once, instead of failing the attempt.
+        const r = this.racers.get(tid);
+        if (r && r.kind === 'websocket' && this.link.k === 'connecting' && this.Http && !this.attemptHttp) {
+            this.racers.remove(tid);
+            dropSocket(r.ws);
+            this.openRacer(now, 'http');
+            return;
+        }
         // A WebSocket of the attempt that fails before opening means the path answers: racing is
         // pointless, the attempt fails (backoff) and every racer is closed (§9.7).
         if (this.currentTid() === tid || this.racers.get(tid)) {
@@ -1043,7 +1098,7 @@ export class TetherClient extends Emitter {
             if (beyondFrameLimit())
                 return;
             Object.assign(resuming, { token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs });
-            this.emit('resumed', { session: toHex(w.sessionId), replayed: Number(before - w.lastReceived) });
+            this.emit('resumed', { session: toHex(w.sessionId), replayed: Number(before - w.lastReceived), transport: this.carrier ?? 'websocket' });
         }
         else {
             // The server opened a new session although we asked to resume: the old one is gone (§5.1).
@@ -1055,10 +1110,13 @@ export class TetherClient extends Emitter {
             this.inb.reset();
             this.session = { id: w.sessionId, token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs };
             this.freshToken = this.tokenRetried = false; // the next fresh session asks getToken again
-            this.emit('connected', { session: toHex(w.sessionId) });
+            this.emit('connected', { session: toHex(w.sessionId), transport: this.carrier ?? 'websocket' });
         }
         this.inb.ackSent(); // the handshake carried our delivered count
         this.link = { k: 'established', tid, since: now };
+        // On the fallback, attempts start there, and WebSocket is tried again now and then (§2.4).
+        this.preferHttp = this.carrier === 'http';
+        this.upgradeAt = this.carrier === 'http' && this.WS ? now + this.upgradeEvery : null;
         this.hb.reset(now);
         this.resumableUntil = null;
         this.retryNotBefore = null;
@@ -1221,10 +1279,43 @@ export class TetherClient extends Emitter {
         }
         catch { /* the close event that follows reports the loss */ }
     }
-    /** Abandons the current WebSocket and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
+    /**
+     * On the fallback: tries a WebSocket beside it. One that opens means WebSockets get through now: it
+     * is closed, and the session moves to a new WebSocket at once (a resume; nothing is lost).
+     */
+    tryUpgrade(now) {
+        this.upgradeAt = now + this.upgradeEvery;
+        if (!this.WS || this.upgradeProbe)
+            return;
+        let probe;
+        try {
+            probe = new this.WS(this.url, SUBPROTOCOL);
+        }
+        catch {
+            return;
+        }
+        this.upgradeProbe = probe;
+        const done = (opened) => this.input((n) => {
+            if (this.upgradeProbe !== probe)
+                return;
+            this.upgradeProbe = null;
+            dropSocket(probe);
+            if (!opened || this.link.k !== 'established' || this.carrier !== 'http')
+                return;
+            this.preferHttp = false;
+            this.lose(n, 'upgrade', 'a WebSocket opened: the session moves there from the HTTP fallback', true);
+        });
+        probe.onopen = () => done(true);
+        probe.onclose = probe.onerror = () => done(false);
+    }
+    /** Abandons the current connection and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
     dropTransport() {
         dropSocket(this.ws);
         this.ws = null;
+        this.upgradeAt = null;
+        if (this.upgradeProbe)
+            dropSocket(this.upgradeProbe);
+        this.upgradeProbe = null;
         for (const r of this.racers.takeAll())
             dropSocket(r.ws);
     }
@@ -1322,7 +1413,128 @@ export class TetherClient extends Emitter {
         }
     }
 }
-/** Closes a WebSocket without a word, its handlers detached first so its late events never arrive. */
+/** A POST of the fallback carries at most this many bytes of frames (more frames wait for the next). */
+const HTTP_BATCH = 256 * 1024;
+/**
+ * The HTTP fallback (PROTOCOL §2.4) behind the WebSocket interface the client drives: a streaming
+ * `POST ?tether=stream` brings the server's frames, and our frames go out in `POST ?tether=send`
+ * requests, one at a time (which keeps them in order). Both are simple cross-origin requests
+ * (text/plain), so a page needs no preflight. It "opens" when the stream's 200 arrives.
+ */
+export class HttpSocket {
+    constructor(url, fetchImpl = (i, o) => fetch(i, o)) {
+        this.fetchImpl = fetchImpl;
+        this.readyState = 0;
+        this.protocol = SUBPROTOCOL;
+        this.binaryType = 'arraybuffer';
+        this.onopen = null;
+        this.onmessage = null;
+        this.onclose = null;
+        this.onerror = null;
+        this.abort = new AbortController();
+        this.queue = [];
+        this.posting = false;
+        this.target = new URL(url);
+        this.target.protocol = this.target.protocol === 'wss:' ? 'https:' : 'http:';
+        const id = new Uint8Array(16);
+        globalThis.crypto.getRandomValues(id);
+        this.target.searchParams.set('id', toHex(id));
+        void this.stream();
+    }
+    request(role, body) {
+        const u = new URL(this.target);
+        u.searchParams.set('tether', role);
+        return this.fetchImpl(u.toString(), {
+            method: 'POST', body: body, headers: { 'content-type': 'text/plain' }, signal: this.abort.signal, cache: 'no-store',
+        });
+    }
+    async stream() {
+        try {
+            const res = await this.request('stream', new Uint8Array(0));
+            if (res.status !== 200 || !res.body)
+                throw new Error(`the fallback stream was answered ${res.status}`);
+            if (this.readyState !== 0)
+                return;
+            this.readyState = 1;
+            this.onopen?.(new Event('open'));
+            const reader = res.body.getReader();
+            let buf = new Uint8Array(0);
+            for (;;) {
+                const { value, done } = await reader.read();
+                if (done || this.readyState !== 1)
+                    break;
+                buf = concatBytes([buf, value]);
+                while (buf.length >= 4) {
+                    const len = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0);
+                    if (buf.length < 4 + len)
+                        break;
+                    const frame = buf.slice(4, 4 + len);
+                    buf = buf.slice(4 + len);
+                    if (this.readyState !== 1)
+                        return;
+                    this.onmessage?.({ data: frame.buffer });
+                }
+            }
+        }
+        catch { /* reported as the end below */ }
+        this.gone();
+    }
+    send(data) {
+        if (this.readyState !== 1)
+            throw new Error('the fallback transport is not open');
+        const f = new Uint8Array(4 + data.length);
+        new DataView(f.buffer).setUint32(0, data.length);
+        f.set(data, 4);
+        this.queue.push(f);
+        void this.pump();
+    }
+    async pump() {
+        if (this.posting || this.queue.length === 0 || this.readyState !== 1)
+            return;
+        this.posting = true;
+        let n = 0;
+        let bytes = 0;
+        while (n < this.queue.length && (n === 0 || bytes + this.queue[n].length <= HTTP_BATCH))
+            bytes += this.queue[n++].length;
+        const body = concatBytes(this.queue.splice(0, n));
+        try {
+            const res = await this.request('send', body);
+            if (res.status !== 204)
+                throw new Error(`a fallback POST was answered ${res.status}`);
+        }
+        catch {
+            this.posting = false;
+            return this.gone();
+        }
+        this.posting = false;
+        void this.pump();
+    }
+    close() {
+        if (this.readyState >= 2)
+            return;
+        this.readyState = 3;
+        this.abort.abort();
+    }
+    gone() {
+        if (this.readyState >= 2)
+            return;
+        this.readyState = 3;
+        this.abort.abort();
+        this.onclose?.({ code: 1006 });
+    }
+}
+function concatBytes(parts) {
+    if (parts.length === 1)
+        return parts[0];
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+    }
+    return out;
+}
+/** Closes a connection without a word, its handlers detached first so its late events never arrive. */
 function dropSocket(ws) {
     if (!ws)
         return;

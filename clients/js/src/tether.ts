@@ -425,8 +425,24 @@ class Backoff {
   }
 }
 
-/** One WebSocket being opened for the current attempt; `ws` is null when it failed before it existed. */
-interface Racer { tid: number; started: number; ws: WebSocket | null }
+/** What the client drives: a WebSocket, or the HTTP fallback's stand-in for one ({@link HttpSocket}). */
+export interface SocketLike {
+  readonly readyState: number;
+  readonly protocol: string;
+  binaryType: string;
+  onopen: ((e: Event) => unknown) | null;
+  onmessage: ((e: MessageEvent) => unknown) | null;
+  onclose: ((e: CloseEvent) => unknown) | null;
+  onerror: ((e: Event) => unknown) | null;
+  send(data: Uint8Array): void;
+  close(): void;
+}
+
+/** How a session is carried: a WebSocket (§2.2), or the HTTP fallback (§2.4). */
+export type TransportKind = 'websocket' | 'http';
+
+/** One connection being opened for the current attempt; `ws` is null when it failed before it existed. */
+interface Racer { tid: number; started: number; ws: SocketLike | null; kind: TransportKind }
 
 /**
  * The WebSockets being opened for the current attempt, oldest first (§9.7). A connect that does not
@@ -444,6 +460,11 @@ class Racers {
     this.next = wait === null ? null : r.started + wait;
   }
   get(tid: number): Racer | undefined { return this.list.find((r) => r.tid === tid); }
+  /** One racer, removed (to close). */
+  remove(tid: number): Racer | undefined {
+    const i = this.list.findIndex((r) => r.tid === tid);
+    return i >= 0 ? this.list.splice(i, 1)[0] : undefined;
+  }
   /** Every racer, removed (to close, or one to keep); racing stops. */
   takeAll(): Racer[] {
     this.next = null;
@@ -478,13 +499,13 @@ function raceWait(c: Race, rtt: number | null): number {
 
 export type LinkState = 'connecting' | 'connected' | 'reconnecting' | 'expired' | 'closed';
 export type LossReason = 'closed' | 'heartbeat-timeout' | 'network-changed' | 'handshake-timeout' |
-  'peer-closed' | 'protocol-error' | 'rejected' | 'offline' | 'token';
+  'peer-closed' | 'protocol-error' | 'rejected' | 'offline' | 'token' | 'upgrade';
 export type EndReason = 'expired' | 'refused' | 'peer-closed' | 'local-close' | 'sequence-violation' | 'incompatible';
 
 export interface TetherEventMap {
   state: { state: LinkState; previous: LinkState };
-  connected: { session: string };
-  resumed: { session: string; replayed: number };
+  connected: { session: string; transport: TransportKind };
+  resumed: { session: string; replayed: number; transport: TransportKind };
   disconnected: { reason: LossReason; message: string };
   /** An attempt failed before the session was (re)established. */
   attemptfailed: { reason: LossReason; message: string };
@@ -570,6 +591,17 @@ export interface TetherOptions {
   storage?: StorageLike | null;
   storageKey?: string;
   WebSocketImpl?: typeof WebSocket;
+  /**
+   * The transports to use: WebSocket, and the HTTP fallback (§2.4: a streaming response and POSTs) for
+   * networks that let no WebSocket through. Default both: an attempt whose WebSocket fails before it
+   * opens (or, if no WebSocket ever opened here, stalls) tries the fallback at once, and a session on
+   * the fallback tries WebSocket again every `upgradeCheck` ms, moving there (a resume) when one opens.
+   */
+  transports?: TransportKind[];
+  /** While the session is on the HTTP fallback, how often a WebSocket is tried (ms, 30000). */
+  upgradeCheck?: number;
+  /** For tests: the HTTP fallback's socket (default: {@link HttpSocket}, over `fetch`). */
+  HttpImpl?: new (url: string) => SocketLike;
   /** For tests: a virtual clock and a deterministic random source. */
   clock?: Clock;
   random?: () => number;
@@ -617,7 +649,20 @@ export class TetherClient extends Emitter<TetherEventMap> {
   private tokenRetried = false;
   private readonly storage: StorageLike | null;
   private readonly key: string;
-  private readonly WS: typeof WebSocket;
+  private readonly WS: typeof WebSocket | null;
+  private readonly Http: (new (url: string) => SocketLike) | null;
+  private readonly upgradeEvery: number;
+  /** The kind of the transport carrying (or last carrying) the session. */
+  private carrier: TransportKind | null = null;
+  /** Attempts start with the HTTP fallback: the last session transport was one. */
+  private preferHttp = false;
+  /** A WebSocket of this client has opened: a stall is then an outage, not a proxy. */
+  private wsOpened = false;
+  /** The current attempt has an HTTP fallback racer (or had one). */
+  private attemptHttp = false;
+  /** While on the fallback: when a WebSocket is tried next, and the one being tried. */
+  private upgradeAt: number | null = null;
+  private upgradeProbe: WebSocket | null = null;
   private readonly clock: Clock;
   private readonly random: () => number;
 
@@ -632,8 +677,8 @@ export class TetherClient extends Emitter<TetherEventMap> {
   private retryNotBefore: number | null = null;
   private offlineUntil = 0;
   private nextTid = 0;
-  /** The WebSocket carrying (or handshaking for) the session. */
-  private ws: WebSocket | null = null;
+  /** The connection carrying (or handshaking for) the session. */
+  private ws: SocketLike | null = null;
   /** The WebSockets being opened while `connecting`. */
   private racers = new Racers();
   private pingPayload = new Uint8Array(0);
@@ -665,9 +710,19 @@ export class TetherClient extends Emitter<TetherEventMap> {
     this.getToken = opts.getToken ?? null;
     this.storage = opts.storage === undefined ? defaultStorage() : opts.storage;
     this.key = opts.storageKey ?? `tether:${url}`;
-    const WS = opts.WebSocketImpl ?? (globalThis as { WebSocket?: typeof WebSocket }).WebSocket;
-    if (!WS) throw new Error('no WebSocket implementation: pass opts.WebSocketImpl');
-    this.WS = WS;
+    const kinds = opts.transports ?? ['websocket', 'http'];
+    if (kinds.length === 0 || kinds.some((k) => k !== 'websocket' && k !== 'http')) {
+      throw new Error(`transports: ${JSON.stringify(kinds)}; use one or both of "websocket" and "http"`);
+    }
+    const WS = opts.WebSocketImpl ?? (globalThis as { WebSocket?: typeof WebSocket }).WebSocket ?? null;
+    this.WS = kinds.includes('websocket') ? WS : null;
+    const canFetch = typeof (globalThis as { fetch?: unknown }).fetch === 'function';
+    this.Http = kinds.includes('http') ? opts.HttpImpl ?? (canFetch ? HttpSocket : null) : null;
+    if (!this.WS && !this.Http) {
+      throw new Error('no transport: this runtime has neither WebSocket nor fetch; pass opts.WebSocketImpl (e.g. the ws package)');
+    }
+    this.preferHttp = !this.WS;
+    this.upgradeEvery = opts.upgradeCheck ?? 30_000;
     this.clock = opts.clock ?? systemClock;
     this.random = opts.random ?? Math.random;
     const now = this.clock.now();
@@ -684,6 +739,8 @@ export class TetherClient extends Emitter<TetherEventMap> {
   get state(): LinkState { return this.reported; }
   /** The session id (32 hex digits), or null before the first WELCOME. */
   get sessionId(): string | null { return this.session ? toHex(this.session.id) : null; }
+  /** The kind of transport carrying the session (or that last did), null before the first. */
+  get transport(): TransportKind | null { return this.carrier; }
   /** The last round-trip time measured by PING/PONG, in ms. */
   get rtt(): number | null { return this.lastRtt; }
   /** Unacknowledged outgoing messages and their payload bytes. */
@@ -790,7 +847,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
       l.k === 'waiting' ? l.until
         : l.k === 'connecting' ? Math.min(l.deadline, this.racers.deadline(this.t.handshakeTimeout) ?? Infinity)
           : l.k === 'handshaking' ? l.deadline
-            : l.k === 'established' ? Math.min(this.hb.deadline(), this.inb.ackDue ?? Infinity)
+            : l.k === 'established' ? Math.min(this.hb.deadline(), this.inb.ackDue ?? Infinity, this.upgradeAt ?? Infinity)
               : null;
     if (this.resumableUntil !== null && l.k !== 'established') at = at === null ? this.resumableUntil : Math.min(at, this.resumableUntil);
     return at;
@@ -819,6 +876,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
       this.serverSlow = true; // the WebSocket reached the server, which did not answer in time (§9.7)
       this.lose(now, 'handshake-timeout', 'no WELCOME within the handshake timeout', false);
     } else if (l.k === 'established') {
+      if (this.upgradeAt !== null && now >= this.upgradeAt) this.tryUpgrade(now);
       const a = this.hb.poll(now);
       if (a && 'ping' in a) this.sendPing(a.ping);
       else if (a) {
@@ -840,7 +898,8 @@ export class TetherClient extends Emitter<TetherEventMap> {
       return;
     }
     this.link = { k: 'connecting', started: now, deadline: now + this.t.handshakeTimeout };
-    this.openRacer(now);
+    this.attemptHttp = false;
+    this.openRacer(now, this.preferHttp && this.Http ? 'http' : this.WS ? 'websocket' : 'http');
   }
 
   /** Asks the application's `getToken` for a credential; the attempt starts when it answers. */
@@ -874,17 +933,22 @@ export class TetherClient extends Emitter<TetherEventMap> {
     }, (e) => failed(`getToken() failed: ${String(e)}`));
   }
 
-  /** Opens one more WebSocket for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
-  private openRacer(now: number): void {
+  /** Opens one more connection for the current attempt (§9.7). Every handler checks `tid`: a loser's late events do nothing. */
+  private openRacer(now: number, kind: TransportKind): void {
     const tid = ++this.nextTid;
     const c = this.raceCfg;
-    const racer: Racer = { tid, started: now, ws: null };
+    const racer: Racer = { tid, started: now, ws: null, kind };
+    if (kind === 'http') this.attemptHttp = true;
     // A server that shed an attempt is not raced: one WebSocket at a time until a WELCOME (§9.7).
     this.racers.start(racer, c.maxInFlight > 1 && !this.serverSlow ? raceWait(c, this.pacingRtt) : null);
     const fail = () => this.clock.setTimeout(() => this.input((n) => this.transportClosed(n, tid)), 0);
     if (now < this.offlineUntil) { fail(); return; } // simulated offline: new WebSockets fail at once
-    let ws: WebSocket;
-    try { ws = new this.WS(this.url, SUBPROTOCOL); } catch { fail(); return; }
+    let ws: SocketLike;
+    try {
+      if (kind === 'http' && this.Http) ws = new this.Http(this.url);
+      else if (this.WS) ws = new this.WS(this.url, SUBPROTOCOL) as unknown as SocketLike;
+      else { fail(); return; }
+    } catch { fail(); return; }
     ws.binaryType = 'arraybuffer';
     ws.onopen = () => this.input((n) => this.connected(n, tid));
     ws.onmessage = (e: MessageEvent) => this.input((n) => this.received(n, tid, e.data));
@@ -916,7 +980,11 @@ export class TetherClient extends Emitter<TetherEventMap> {
     if (this.racers.due(now) || this.racers.list.length === 0) {
       const oldest = this.racers.makeRoom(this.raceCfg.maxInFlight);
       if (oldest) dropSocket(oldest.ws);
-      this.openRacer(now);
+      // A WebSocket that stalls where none ever opened may be a proxy holding the upgrade: the
+      // fallback races beside it (once a WebSocket has opened here, a stall is an outage).
+      const last = this.racers.list[this.racers.list.length - 1]?.kind ?? (this.preferHttp ? 'http' : 'websocket');
+      const http = this.Http && (last === 'http' || !this.WS || (!this.wsOpened && !this.attemptHttp));
+      this.openRacer(now, http ? 'http' : 'websocket');
     }
   }
 
@@ -929,6 +997,8 @@ export class TetherClient extends Emitter<TetherEventMap> {
     if (this.link.k !== 'connecting' || !won) return;
     for (const r of this.racers.takeAll()) if (r !== won) dropSocket(r.ws);
     this.ws = won.ws;
+    this.carrier = won.kind;
+    if (won.kind === 'websocket') this.wsOpened = true;
     if (this.ws && this.ws.protocol !== SUBPROTOCOL) {
       // §2.2: refuse a WebSocket on which tether.v1 was not agreed (browsers already fail those).
       this.lose(now, 'protocol-error', `the server did not agree to ${SUBPROTOCOL} (got "${this.ws.protocol}")`, false);
@@ -946,6 +1016,15 @@ export class TetherClient extends Emitter<TetherEventMap> {
   }
 
   private transportClosed(now: number, tid: number): void {
+    // A WebSocket that fails before it opens, where the fallback has not been tried in this attempt:
+    // perhaps a proxy refusing upgrades. The fallback is tried at once, instead of failing the attempt.
+    const r = this.racers.get(tid);
+    if (r && r.kind === 'websocket' && this.link.k === 'connecting' && this.Http && !this.attemptHttp) {
+      this.racers.remove(tid);
+      dropSocket(r.ws);
+      this.openRacer(now, 'http');
+      return;
+    }
     // A WebSocket of the attempt that fails before opening means the path answers: racing is
     // pointless, the attempt fails (backoff) and every racer is closed (§9.7).
     if (this.currentTid() === tid || this.racers.get(tid)) {
@@ -1053,7 +1132,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
       }
       if (beyondFrameLimit()) return;
       Object.assign(resuming, { token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs });
-      this.emit('resumed', { session: toHex(w.sessionId), replayed: Number(before - w.lastReceived) });
+      this.emit('resumed', { session: toHex(w.sessionId), replayed: Number(before - w.lastReceived), transport: this.carrier ?? 'websocket' });
     } else {
       // The server opened a new session although we asked to resume: the old one is gone (§5.1).
       if (resuming) this.endSession(now, 'expired', 'the server opened a new session instead of resuming', null, false, true);
@@ -1062,10 +1141,13 @@ export class TetherClient extends Emitter<TetherEventMap> {
       this.inb.reset();
       this.session = { id: w.sessionId, token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs };
       this.freshToken = this.tokenRetried = false; // the next fresh session asks getToken again
-      this.emit('connected', { session: toHex(w.sessionId) });
+      this.emit('connected', { session: toHex(w.sessionId), transport: this.carrier ?? 'websocket' });
     }
     this.inb.ackSent(); // the handshake carried our delivered count
     this.link = { k: 'established', tid, since: now };
+    // On the fallback, attempts start there, and WebSocket is tried again now and then (§2.4).
+    this.preferHttp = this.carrier === 'http';
+    this.upgradeAt = this.carrier === 'http' && this.WS ? now + this.upgradeEvery : null;
     this.hb.reset(now);
     this.resumableUntil = null;
     this.retryNotBefore = null;
@@ -1221,10 +1303,35 @@ export class TetherClient extends Emitter<TetherEventMap> {
     try { ws.send(encodeFrame(f)); } catch { /* the close event that follows reports the loss */ }
   }
 
-  /** Abandons the current WebSocket and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
+  /**
+   * On the fallback: tries a WebSocket beside it. One that opens means WebSockets get through now: it
+   * is closed, and the session moves to a new WebSocket at once (a resume; nothing is lost).
+   */
+  private tryUpgrade(now: number): void {
+    this.upgradeAt = now + this.upgradeEvery;
+    if (!this.WS || this.upgradeProbe) return;
+    let probe: WebSocket;
+    try { probe = new this.WS(this.url, SUBPROTOCOL); } catch { return; }
+    this.upgradeProbe = probe;
+    const done = (opened: boolean) => this.input((n) => {
+      if (this.upgradeProbe !== probe) return;
+      this.upgradeProbe = null;
+      dropSocket(probe as unknown as SocketLike);
+      if (!opened || this.link.k !== 'established' || this.carrier !== 'http') return;
+      this.preferHttp = false;
+      this.lose(n, 'upgrade', 'a WebSocket opened: the session moves there from the HTTP fallback', true);
+    });
+    probe.onopen = () => done(true);
+    probe.onclose = probe.onerror = () => done(false);
+  }
+
+  /** Abandons the current connection and any still opening, at once: nothing they still carry is read again (§2.3, §7.6). */
   private dropTransport(): void {
     dropSocket(this.ws);
     this.ws = null;
+    this.upgradeAt = null;
+    if (this.upgradeProbe) dropSocket(this.upgradeProbe as unknown as SocketLike);
+    this.upgradeProbe = null;
     for (const r of this.racers.takeAll()) dropSocket(r.ws);
   }
 
@@ -1316,8 +1423,122 @@ export class TetherClient extends Emitter<TetherEventMap> {
   }
 }
 
-/** Closes a WebSocket without a word, its handlers detached first so its late events never arrive. */
-function dropSocket(ws: WebSocket | null): void {
+/** A POST of the fallback carries at most this many bytes of frames (more frames wait for the next). */
+const HTTP_BATCH = 256 * 1024;
+
+/**
+ * The HTTP fallback (PROTOCOL §2.4) behind the WebSocket interface the client drives: a streaming
+ * `POST ?tether=stream` brings the server's frames, and our frames go out in `POST ?tether=send`
+ * requests, one at a time (which keeps them in order). Both are simple cross-origin requests
+ * (text/plain), so a page needs no preflight. It "opens" when the stream's 200 arrives.
+ */
+export class HttpSocket implements SocketLike {
+  readyState = 0;
+  readonly protocol = SUBPROTOCOL;
+  binaryType = 'arraybuffer';
+  onopen: ((e: Event) => unknown) | null = null;
+  onmessage: ((e: MessageEvent) => unknown) | null = null;
+  onclose: ((e: CloseEvent) => unknown) | null = null;
+  onerror: ((e: Event) => unknown) | null = null;
+  private readonly abort = new AbortController();
+  private readonly target: URL;
+  private queue: Uint8Array[] = [];
+  private posting = false;
+
+  constructor(url: string, private readonly fetchImpl: typeof fetch = (i, o) => fetch(i, o)) {
+    this.target = new URL(url);
+    this.target.protocol = this.target.protocol === 'wss:' ? 'https:' : 'http:';
+    const id = new Uint8Array(16);
+    globalThis.crypto.getRandomValues(id);
+    this.target.searchParams.set('id', toHex(id));
+    void this.stream();
+  }
+
+  private request(role: 'stream' | 'send', body: Uint8Array): Promise<Response> {
+    const u = new URL(this.target);
+    u.searchParams.set('tether', role);
+    return this.fetchImpl(u.toString(), {
+      method: 'POST', body: body as BodyInit, headers: { 'content-type': 'text/plain' }, signal: this.abort.signal, cache: 'no-store',
+    });
+  }
+
+  private async stream(): Promise<void> {
+    try {
+      const res = await this.request('stream', new Uint8Array(0));
+      if (res.status !== 200 || !res.body) throw new Error(`the fallback stream was answered ${res.status}`);
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.onopen?.(new Event('open'));
+      const reader = res.body.getReader();
+      let buf: Uint8Array = new Uint8Array(0);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.readyState !== 1) break;
+        buf = concatBytes([buf, value]);
+        while (buf.length >= 4) {
+          const len = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0);
+          if (buf.length < 4 + len) break;
+          const frame = buf.slice(4, 4 + len);
+          buf = buf.slice(4 + len);
+          if (this.readyState !== 1) return;
+          this.onmessage?.({ data: frame.buffer } as MessageEvent);
+        }
+      }
+    } catch { /* reported as the end below */ }
+    this.gone();
+  }
+
+  send(data: Uint8Array): void {
+    if (this.readyState !== 1) throw new Error('the fallback transport is not open');
+    const f = new Uint8Array(4 + data.length);
+    new DataView(f.buffer).setUint32(0, data.length);
+    f.set(data, 4);
+    this.queue.push(f);
+    void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    if (this.posting || this.queue.length === 0 || this.readyState !== 1) return;
+    this.posting = true;
+    let n = 0;
+    let bytes = 0;
+    while (n < this.queue.length && (n === 0 || bytes + this.queue[n].length <= HTTP_BATCH)) bytes += this.queue[n++].length;
+    const body = concatBytes(this.queue.splice(0, n));
+    try {
+      const res = await this.request('send', body);
+      if (res.status !== 204) throw new Error(`a fallback POST was answered ${res.status}`);
+    } catch {
+      this.posting = false;
+      return this.gone();
+    }
+    this.posting = false;
+    void this.pump();
+  }
+
+  close(): void {
+    if (this.readyState >= 2) return;
+    this.readyState = 3;
+    this.abort.abort();
+  }
+
+  private gone(): void {
+    if (this.readyState >= 2) return;
+    this.readyState = 3;
+    this.abort.abort();
+    this.onclose?.({ code: 1006 } as CloseEvent);
+  }
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+
+/** Closes a connection without a word, its handlers detached first so its late events never arrive. */
+function dropSocket(ws: SocketLike | null): void {
   if (!ws) return;
   ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
   try { ws.close(); } catch { /* already closing */ }

@@ -28,7 +28,7 @@ test('handshake: HELLO per spec, WELCOME → connected, session stored', () => {
   ws.deliver(welcome());
   assert.equal(h.client.state, 'connected');
   assert.equal(h.client.sessionId, toHex(SID));
-  assert.deepEqual(h.of('connected'), [{ session: toHex(SID) }]);
+  assert.deepEqual(h.of('connected'), [{ session: toHex(SID), transport: 'websocket' }]);
   assert.deepEqual(h.of('state').map((s) => s.state), ['connected']);
   const s = stored(h);
   assert.equal(s.id, toHex(SID));
@@ -99,7 +99,7 @@ test('resume after a drop: RESUME HELLO, token rotation persisted, exact replay,
   assert.equal(ws2.sent.length, 0, 'nothing but HELLO before WELCOME');
 
   ws2.deliver(welcome({ resumed: true, token: TOKEN2, lastReceived: 2n }));
-  assert.deepEqual(h.of('resumed'), [{ session: toHex(SID), replayed: 2 }]);
+  assert.deepEqual(h.of('resumed'), [{ session: toHex(SID), replayed: 2, transport: 'websocket' }]);
   assert.deepEqual(ws2.take('data'), [data(3, 'c'), data(4, 'd')], 'only what the server lacks, in order');
   assert.equal(stored(h).token, toHex(TOKEN2), 'the rotated token is persisted at once');
 
@@ -1139,4 +1139,89 @@ test('Rooms: rpc() sends op rpc with a fresh id, resolves with the result, rejec
   const never = rooms.rpc('x');
   h.client.close();
   await assert.rejects(never, (e) => e.code === 'session_ended');
+});
+
+test('HTTP fallback: a WebSocket refused before it opens tries the fallback at once; the session runs there, starts there again, and moves back to WebSocket once one opens', async () => {
+  const { FakeHttpSocket } = await import('./harness.mjs');
+  // upgradeCheck well inside the heartbeat's idle interval: the fake server never answers PINGs.
+  const h = setup({ client: { transports: ['websocket', 'http'], HttpImpl: FakeHttpSocket, upgradeCheck: 5_000 } });
+  const kinds = () => h.sockets().map((s) => s.kind ?? 'websocket');
+  h.clock.advance(0);
+  h.ws().fail(); // a proxy refusing the upgrade
+  assert.deepEqual(kinds(), ['websocket', 'http'], 'the fallback at once, no backoff');
+  assert.equal(h.of('attemptfailed').length, 0);
+  const http = h.ws();
+  assert.ok(http.url === 'ws://test/', 'the fallback socket gets the same URL');
+  http.open();
+  assert.equal(http.take('hello').length, 1, 'HELLO goes out on the fallback');
+  http.deliver(welcome());
+  assert.equal(h.client.transport, 'http');
+  assert.deepEqual(h.of('connected'), [{ session: toHex(SID), transport: 'http' }]);
+  // Messages flow on it.
+  h.client.send('over http');
+  assert.deepEqual(http.take('data').map((f) => dec(f.payload)), ['over http']);
+  // Lost: the next attempt starts on the fallback (the proxy is still there).
+  http.drop();
+  h.clock.advance(h.of('reconnecting').at(-1).delay);
+  assert.equal(h.ws().kind, 'http');
+  const http2 = h.ws();
+  http2.open();
+  http2.take('hello');
+  http2.deliver(welcome({ resumed: true, token: seqBytes(0x40, 32) }));
+  assert.equal(h.of('resumed').at(-1).transport, 'http');
+  // Every upgradeCheck a WebSocket is tried beside it; one refused changes nothing.
+  h.clock.advance(5_000);
+  const probe = h.ws();
+  assert.equal(probe.kind, undefined, 'a WebSocket probe');
+  probe.fail();
+  assert.equal(h.client.transport, 'http');
+  assert.equal(http2.closed, false);
+  // One that opens: the probe is closed, the session moves to a WebSocket at once (a resume).
+  h.clock.advance(5_000);
+  const probe2 = h.ws();
+  probe2.open();
+  assert.ok(probe2.closed && http2.closed, 'the probe and the fallback closed');
+  assert.equal(h.of('disconnected').at(-1).reason, 'upgrade');
+  h.clock.advance(0);
+  const ws = h.ws();
+  assert.equal(ws.kind, undefined);
+  ws.open();
+  assert.ok(ws.take('hello')[0].resume, 'a resume');
+  ws.deliver(welcome({ resumed: true, token: seqBytes(0x60, 32) }));
+  assert.equal(h.client.transport, 'websocket');
+  assert.equal(h.of('resumed').at(-1).transport, 'websocket');
+  h.clock.advance(15_000);
+  assert.equal(h.sockets().length, 6, 'no more probes once on WebSocket');
+});
+
+test('HTTP fallback: a WebSocket that stalls where none ever opened races the fallback; once a WebSocket opened here, a stall races WebSockets only', async () => {
+  const { FakeHttpSocket } = await import('./harness.mjs');
+  const h = setup({ client: { transports: ['websocket', 'http'], HttpImpl: FakeHttpSocket } });
+  const kinds = () => h.sockets().map((s) => s.kind ?? 'websocket');
+  h.clock.advance(0);
+  h.clock.advance(750);
+  assert.deepEqual(kinds(), ['websocket', 'http'], 'the fallback beside a stalled first WebSocket');
+  h.ws().open();
+  assert.equal(h.sockets()[0].closed, true, 'the stalled WebSocket is closed when the fallback wins');
+  h.ws().take('hello');
+  h.ws().deliver(welcome());
+  assert.equal(h.client.transport, 'http');
+  // A client whose WebSocket has opened before: stalls race WebSockets.
+  const h2 = setup({ client: { transports: ['websocket', 'http'], HttpImpl: FakeHttpSocket } });
+  const { ws } = h2.connect();
+  ws.drop();
+  h2.clock.advance(h2.of('reconnecting').at(-1).delay);
+  h2.clock.advance(750);
+  assert.deepEqual(h2.sockets().slice(1).map((s) => s.kind ?? 'websocket'), ['websocket', 'websocket']);
+});
+
+test('HTTP fallback: transports ["http"] uses the fallback only; an empty or unknown list is refused', async () => {
+  const { FakeHttpSocket } = await import('./harness.mjs');
+  const h = setup({ client: { transports: ['http'], HttpImpl: FakeHttpSocket } });
+  h.clock.advance(0);
+  assert.equal(h.ws().kind, 'http');
+  h.ws().fail();
+  assert.equal(h.sockets().length, 1, 'no WebSocket is tried');
+  assert.throws(() => setup({ client: { transports: [] } }), /transports/);
+  assert.throws(() => setup({ client: { transports: ['carrier-pigeon'] } }), /transports/);
 });

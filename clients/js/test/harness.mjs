@@ -64,6 +64,12 @@ export class FakeWebSocket {
   take(type) { const out = this.sent.filter((f) => !type || f.type === type); this.sent = this.sent.filter((f) => type && f.type !== type); return out; }
 }
 
+/** The HTTP fallback's socket, faked the same way (`kind` tells them apart). */
+export class FakeHttpSocket extends FakeWebSocket {
+  kind = 'http';
+  constructor(url) { super(url, undefined); }
+}
+
 export const seqBytes = (from, n) => Uint8Array.from({ length: n }, (_, i) => (from + i) & 0xff);
 export const SID = seqBytes(0, 16);
 export const enc = (s) => new TextEncoder().encode(s);
@@ -85,7 +91,7 @@ export function setup(opts = {}) {
   const storage = opts.storage ?? new MemoryStorage();
   let r = 0.5;
   const client = new TetherClient('ws://test/', {
-    WebSocketImpl: FakeWebSocket, clock, storage, random: () => r, ...opts.client,
+    WebSocketImpl: FakeWebSocket, transports: ['websocket'], clock, storage, random: () => r, ...opts.client,
   });
   const events = [];
   for (const type of ['state', 'connected', 'resumed', 'disconnected', 'attemptfailed', 'reconnecting', 'message', 'rtt', 'ended']) {
