@@ -84,7 +84,14 @@ test('offline 20 s then online: the same session, nothing lost or duplicated, re
 
     await new Promise((r) => setTimeout(r, 1000));
     await ctxA.setOffline(true);
-    await new Promise((r) => setTimeout(r, 20000));
+    await new Promise((r) => setTimeout(r, 10000));
+    // What the page shows offline: a message typed now is marked queued,
+    // and the next retry counts down.
+    await a.fill('#msg', 'typed while offline');
+    await a.click('#send');
+    assert.match(await a.textContent('#outbox li'), /queued \(offline\)\s*typed while offline/);
+    await until('a retry countdown', 10000, async () => /retry #\d+ in \d+\.\d s/.test(await a.textContent('#retry')));
+    await new Promise((r) => setTimeout(r, 10000));
     await a.screenshot({ path: join(shots, 'demo-offline.png') });
     await ctxA.setOffline(false);
     // Back: resumed (or, if the stalled socket survived, still connected).
@@ -97,6 +104,13 @@ test('offline 20 s then online: the same session, nothing lost or duplicated, re
     assert.ok(after >= 0 && after <= 1000, `resumed ${after} ms after online (bound 1000 ms)`);
     assert.equal(await a.evaluate(() => window.tether.client.sessionId), session, 'a new session was opened');
     assert.equal((await eventsOf(a, 'connected')).length, 1, 'connected more than once: not the same session');
+    // The queued mark clears once the gateway has the message; the timeline shows the outage and the resume.
+    await until('the outbox emptied', 10000, async () => (await a.$$eval('#outbox li', (l) => l.length)) === 0);
+    assert.equal(await a.textContent('#retry'), '');
+    await until('the timeline drew the outage', 5000, async () => Number(await a.getAttribute('#timeline', 'data-resumes')) >= 1);
+    const down = Number(await a.getAttribute('#timeline', 'data-down-ms'));
+    assert.ok(down >= 15000 && down <= 40000, `the timeline shows ${down} ms down for a 20 s outage`);
+    await a.screenshot({ path: join(shots, 'demo-after-outage.png') });
 
     // Stop both streams, let them drain, and account for every message.
     await a.evaluate(() => clearInterval(window.sayTimer));
@@ -118,6 +132,32 @@ test('offline 20 s then online: the same session, nothing lost or duplicated, re
     console.log(`${sent} messages up, ${published} down, across a 20 s outage`);
     await ctxA.close();
     await ctxB.close();
+  } finally {
+    g.child.kill('SIGKILL');
+  }
+});
+
+test('a session ended by the gateway (kicked): the page says closed and offers Reconnect, which opens a fresh session; a say before any join is explained', async () => {
+  const g = await startGateway('60s');
+  try {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await page.goto(`${g.demo}?ws=${encodeURIComponent(g.ws)}`);
+    await page.waitForFunction(() => window.tether?.client?.state === 'connected', null, { timeout: 15000 });
+    await page.fill('#msg', 'hello?');
+    await page.click('#send');
+    await until('the page explains', 5000, async () => (await page.textContent('#log')).includes('join a room first'));
+    const first = await page.evaluate(() => window.tether.client.sessionId);
+    assert.equal(await page.isVisible('#reconnect'), false);
+    await admin(g, 'DELETE', `/v1/sessions/${first}?reason=test`);
+    await page.waitForFunction(() => window.tether.client.state === 'closed', null, { timeout: 15000 });
+    await until('the Reconnect button', 5000, () => page.isVisible('#reconnect'));
+    await page.screenshot({ path: join(shots, 'demo-closed.png') });
+    await page.click('#reconnect');
+    await page.waitForFunction(() => window.tether.client.state === 'connected', null, { timeout: 15000 });
+    assert.notEqual(await page.evaluate(() => window.tether.client.sessionId), first, 'a fresh session');
+    assert.equal(await page.isVisible('#reconnect'), false);
+    await ctx.close();
   } finally {
     g.child.kill('SIGKILL');
   }

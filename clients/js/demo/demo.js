@@ -53,6 +53,26 @@ function renderStatus() {
 for (const type of ['state', 'connected', 'resumed', 'rtt', 'ended']) client.on(type, renderStatus);
 renderStatus();
 
+// ───── retry countdown and reconnect button ─────
+let retryAt = null;
+let attempt = 0;
+client.on('reconnecting', (d) => { retryAt = performance.now() + d.delay; attempt = d.attempt + 1; });
+client.on('connected', () => { retryAt = null; });
+client.on('resumed', () => { retryAt = null; });
+function renderRetry() {
+  const el = $('retry');
+  const st = client.state;
+  if (st === 'connected' || st === 'closed' || retryAt === null) el.textContent = '';
+  else {
+    const left = retryAt - performance.now();
+    el.textContent = left > 50 ? `retry #${attempt} in ${(left / 1000).toFixed(1)} s` : `attempt #${attempt}…`;
+  }
+  $('reconnect').hidden = st !== 'closed';
+}
+setInterval(renderRetry, 200);
+client.on('state', renderRetry);
+$('reconnect').addEventListener('click', () => { retryAt = null; client.connect(); });
+
 // ───── log ─────
 function log(text, cls = '', who = '') {
   const li = document.createElement('li');
@@ -149,17 +169,76 @@ $('join-form').addEventListener('submit', (e) => { e.preventDefault(); join(); }
 $('leave').addEventListener('click', () => {
   try { if (room) rooms.leave(room); } catch (err) { log(`cannot leave: ${err.message}`, 'sys'); }
 });
+// ───── outbox: what the gateway has not acknowledged yet ─────
+const outbox = new Map(); // seq → li
+function markOutbox() {
+  const label = client.state === 'connected' ? 'sending…' : 'queued (offline)';
+  for (const li of outbox.values()) if (li.dataset.state !== 'lost') li.querySelector('.mark').textContent = label;
+}
+client.on('acked', ({ seq }) => {
+  for (const [s, li] of outbox) if (s <= seq) { li.remove(); outbox.delete(s); }
+});
+client.on('state', markOutbox);
+client.on('ended', () => {
+  // Handed back unacknowledged: they will not be delivered.
+  for (const li of outbox.values()) { li.dataset.state = 'lost'; li.querySelector('.mark').textContent = 'not delivered'; }
+  outbox.clear();
+});
+
 $('send-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const text = $('msg').value;
-  if (!text || !room) return;
+  if (!text) return;
+  if (!room) { log('join a room first: messages go to the members of a room', 'sys'); return; }
   try {
-    rooms.say(room, { text });
+    const seq = rooms.say(room, { text });
+    const li = document.createElement('li');
+    li.dataset.seq = String(seq);
+    li.innerHTML = '<span class="mark"></span> ';
+    li.append(text);
+    $('outbox').append(li);
+    outbox.set(seq, li);
+    markOutbox();
     $('msg').value = '';
   } catch (err) {
     log(`not sent: ${err.message}`, 'sys');
   }
 });
+
+// ───── timeline: link state, RTT and resumes over the last minute ─────
+const WINDOW = 60_000;
+const samples = []; // {t, state, rtt}
+const resumes = []; // t
+client.on('resumed', () => resumes.push(performance.now()));
+function renderTimeline() {
+  const now = performance.now();
+  samples.push({ t: now, state: client.state, rtt: client.state === 'connected' ? client.rtt : null });
+  while (samples.length && samples[0].t < now - WINDOW) samples.shift();
+  while (resumes.length && resumes[0] < now - WINDOW) resumes.shift();
+  const x = (t) => ((t - (now - WINDOW)) / WINDOW) * 600;
+  const color = { connected: '#1f8a4c', connecting: '#e0a43a', reconnecting: '#e0a43a', expired: '#c53030', closed: '#c53030' };
+  const parts = [];
+  let down = 0;
+  // One bar per run of the same state.
+  for (let i = 0; i < samples.length;) {
+    const a = samples[i];
+    let j = i + 1;
+    while (j < samples.length && samples[j].state === a.state) j++;
+    const end = samples[j]?.t ?? now;
+    if (a.state !== 'connected') down += end - a.t;
+    parts.push(`<rect x="${x(a.t).toFixed(1)}" y="40" width="${Math.max(0.5, x(end) - x(a.t)).toFixed(1)}" height="20" fill="${color[a.state]}"/>`);
+    i = j;
+  }
+  const pts = samples.filter((p) => p.rtt !== null).map((p) => `${x(p.t).toFixed(1)},${(36 - Math.min(p.rtt, 500) / 500 * 32).toFixed(1)}`);
+  if (pts.length > 1) parts.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="#6b7380" stroke-width="1.5"/>`);
+  for (const t of resumes) parts.push(`<line x1="${x(t).toFixed(1)}" x2="${x(t).toFixed(1)}" y1="2" y2="62" stroke="#2b6cb0" stroke-width="2"/>`);
+  const svg = $('timeline');
+  svg.innerHTML = parts.join('');
+  svg.dataset.downMs = String(Math.round(down));
+  svg.dataset.resumes = String(resumes.length);
+}
+setInterval(renderTimeline, 500);
+renderTimeline();
 $('offline').addEventListener('click', () => {
   const button = $('offline');
   log('offline for 10 s (simulated)', 'sys');

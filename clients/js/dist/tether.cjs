@@ -1162,6 +1162,7 @@ class TetherClient extends Emitter {
         return this.protocolError(now, CloseCode.ProtocolError, "WELCOME resumed a session that was not asked for");
       }
       const before = this.out.lastAssigned();
+      const ackedBefore = this.out.acked;
       const err = this.out.rewind(w.lastReceived);
       if (err) {
         this.link = { k: "established", tid, since: now };
@@ -1170,6 +1171,7 @@ class TetherClient extends Emitter {
       if (beyondFrameLimit())
         return;
       Object.assign(resuming, { token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs });
+      this.noteAcked(ackedBefore);
       this.emit("resumed", { session: toHex(w.sessionId), replayed: Number(before - w.lastReceived), transport: this.carrier ?? "websocket" });
     } else {
       if (resuming)
@@ -1220,10 +1222,12 @@ class TetherClient extends Emitter {
         ack = f.ack;
         break;
       case "ping": {
+        const acked2 = this.out.acked;
         const err2 = this.out.onAck(f.ack);
         if (err2)
           return this.endSession(now, "sequence-violation", err2, CloseCode.SequenceViolation, true, true);
         this.dirtyOut = true;
+        this.noteAcked(acked2);
         this.sendFrame({ type: "pong", nonce: f.nonce, ack: this.inb.ackSent(), payload: new Uint8Array(0) });
         break;
       }
@@ -1238,11 +1242,18 @@ class TetherClient extends Emitter {
     if (ack === null)
       return;
     const before = this.out.buf.length;
+    const acked = this.out.acked;
     const err = this.out.onAck(ack);
     if (err)
       return this.endSession(now, "sequence-violation", err, CloseCode.SequenceViolation, true, true);
     if (this.out.buf.length !== before)
       this.dirtyOut = true;
+    this.noteAcked(acked);
+  }
+  /** Reports an ack that moved past `before`. */
+  noteAcked(before) {
+    if (this.out.acked > before)
+      this.emit("acked", { seq: Number(this.out.acked) });
   }
   onRtt(ms) {
     this.pacingRtt = ms;
@@ -1683,8 +1694,9 @@ class Rooms extends Emitter {
     if (i >= 0)
       settle(this.waiting.splice(i, 1)[0]);
   }
+  /** Says `body` in `room`; the message's sequence number (`acked` reports when the gateway has it). */
   say(room, body) {
-    this.op({ op: "say", room, body });
+    return this.client.send(JSON.stringify({ op: "say", room, body }));
   }
   /** Asks for the member list; answers come back in request order, so a FIFO matches them. */
   members(room) {

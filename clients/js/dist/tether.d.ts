@@ -151,6 +151,10 @@ export interface TetherEventMap {
         attempt: number;
         delay: number;
     };
+    /** The server has every message this client sent up to `seq` (the number `send` returned): they will not be sent again. */
+    acked: {
+        seq: number;
+    };
     message: {
         data: Uint8Array;
         seq: number;
@@ -364,6 +368,8 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private onHandshakeFrame;
     private onWelcome;
     private onEstablishedFrame;
+    /** Reports an ack that moved past `before`. */
+    private noteAcked;
     private onRtt;
     private onClose;
     private protocolError;
@@ -523,7 +529,8 @@ export declare class Rooms extends Emitter<RoomsEventMap> {
     private ask;
     /** Settles the oldest request waiting for `op` (on `room`, when given). */
     private answer;
-    say(room: string, body: unknown): void;
+    /** Says `body` in `room`; the message's sequence number (`acked` reports when the gateway has it). */
+    say(room: string, body: unknown): number;
     /** Asks for the member list; answers come back in request order, so a FIFO matches them. */
     members(room: string): Promise<Member[]>;
     /**

@@ -1090,6 +1090,7 @@ export class TetherClient extends Emitter {
                 return this.protocolError(now, CloseCode.ProtocolError, 'WELCOME resumed a session that was not asked for');
             }
             const before = this.out.lastAssigned();
+            const ackedBefore = this.out.acked;
             const err = this.out.rewind(w.lastReceived);
             if (err) {
                 this.link = { k: 'established', tid, since: now };
@@ -1098,6 +1099,7 @@ export class TetherClient extends Emitter {
             if (beyondFrameLimit())
                 return;
             Object.assign(resuming, { token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs });
+            this.noteAcked(ackedBefore); // the server's last_received acknowledges what it has
             this.emit('resumed', { session: toHex(w.sessionId), replayed: Number(before - w.lastReceived), transport: this.carrier ?? 'websocket' });
         }
         else {
@@ -1152,10 +1154,12 @@ export class TetherClient extends Emitter {
                 break;
             case 'ping': {
                 // The ack first: a PING acknowledging data never sent ends the session (3003) unanswered (§8.2).
+                const acked = this.out.acked;
                 const err = this.out.onAck(f.ack);
                 if (err)
                     return this.endSession(now, 'sequence-violation', err, CloseCode.SequenceViolation, true, true);
                 this.dirtyOut = true;
+                this.noteAcked(acked);
                 this.sendFrame({ type: 'pong', nonce: f.nonce, ack: this.inb.ackSent(), payload: new Uint8Array(0) });
                 break;
             }
@@ -1168,11 +1172,18 @@ export class TetherClient extends Emitter {
         if (ack === null)
             return;
         const before = this.out.buf.length;
+        const acked = this.out.acked;
         const err = this.out.onAck(ack);
         if (err)
             return this.endSession(now, 'sequence-violation', err, CloseCode.SequenceViolation, true, true);
         if (this.out.buf.length !== before)
             this.dirtyOut = true;
+        this.noteAcked(acked);
+    }
+    /** Reports an ack that moved past `before`. */
+    noteAcked(before) {
+        if (this.out.acked > before)
+            this.emit('acked', { seq: Number(this.out.acked) });
     }
     onRtt(ms) {
         this.pacingRtt = ms;
@@ -1626,7 +1637,8 @@ export class Rooms extends Emitter {
         if (i >= 0)
             settle(this.waiting.splice(i, 1)[0]);
     }
-    say(room, body) { this.op({ op: 'say', room, body }); }
+    /** Says `body` in `room`; the message's sequence number (`acked` reports when the gateway has it). */
+    say(room, body) { return this.client.send(JSON.stringify({ op: 'say', room, body })); }
     /** Asks for the member list; answers come back in request order, so a FIFO matches them. */
     members(room) {
         return new Promise((resolve, reject) => {

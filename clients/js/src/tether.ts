@@ -510,6 +510,8 @@ export interface TetherEventMap {
   /** An attempt failed before the session was (re)established. */
   attemptfailed: { reason: LossReason; message: string };
   reconnecting: { attempt: number; delay: number };
+  /** The server has every message this client sent up to `seq` (the number `send` returned): they will not be sent again. */
+  acked: { seq: number };
   message: { data: Uint8Array; seq: number; text(): string };
   rtt: { ms: number };
   /** The session ended; `unacked` are our messages the server never acknowledged, oldest first. */
@@ -1125,6 +1127,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
         return this.protocolError(now, CloseCode.ProtocolError, 'WELCOME resumed a session that was not asked for');
       }
       const before = this.out.lastAssigned();
+      const ackedBefore = this.out.acked;
       const err = this.out.rewind(w.lastReceived);
       if (err) {
         this.link = { k: 'established', tid, since: now };
@@ -1132,6 +1135,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
       }
       if (beyondFrameLimit()) return;
       Object.assign(resuming, { token: w.token, idleMs: w.idleTimeoutMs, graceMs: w.graceMs });
+      this.noteAcked(ackedBefore); // the server's last_received acknowledges what it has
       this.emit('resumed', { session: toHex(w.sessionId), replayed: Number(before - w.lastReceived), transport: this.carrier ?? 'websocket' });
     } else {
       // The server opened a new session although we asked to resume: the old one is gone (§5.1).
@@ -1182,9 +1186,11 @@ export class TetherClient extends Emitter<TetherEventMap> {
       case 'ack': ack = f.ack; break;
       case 'ping': {
         // The ack first: a PING acknowledging data never sent ends the session (3003) unanswered (§8.2).
+        const acked = this.out.acked;
         const err = this.out.onAck(f.ack);
         if (err) return this.endSession(now, 'sequence-violation', err, CloseCode.SequenceViolation, true, true);
         this.dirtyOut = true;
+        this.noteAcked(acked);
         this.sendFrame({ type: 'pong', nonce: f.nonce, ack: this.inb.ackSent(), payload: new Uint8Array(0) });
         break;
       }
@@ -1194,9 +1200,16 @@ export class TetherClient extends Emitter<TetherEventMap> {
     }
     if (ack === null) return;
     const before = this.out.buf.length;
+    const acked = this.out.acked;
     const err = this.out.onAck(ack);
     if (err) return this.endSession(now, 'sequence-violation', err, CloseCode.SequenceViolation, true, true);
     if (this.out.buf.length !== before) this.dirtyOut = true;
+    this.noteAcked(acked);
+  }
+
+  /** Reports an ack that moved past `before`. */
+  private noteAcked(before: bigint): void {
+    if (this.out.acked > before) this.emit('acked', { seq: Number(this.out.acked) });
   }
 
   private onRtt(ms: number): void {
@@ -1656,7 +1669,8 @@ export class Rooms extends Emitter<RoomsEventMap> {
     const i = this.waiting.findIndex((w) => w.op === op && (room === undefined || w.room === room));
     if (i >= 0) settle(this.waiting.splice(i, 1)[0]);
   }
-  say(room: string, body: unknown): void { this.op({ op: 'say', room, body }); }
+  /** Says `body` in `room`; the message's sequence number (`acked` reports when the gateway has it). */
+  say(room: string, body: unknown): number { return this.client.send(JSON.stringify({ op: 'say', room, body })); }
 
   /** Asks for the member list; answers come back in request order, so a FIFO matches them. */
   members(room: string): Promise<Member[]> {

@@ -1225,3 +1225,23 @@ test('HTTP fallback: transports ["http"] uses the fallback only; an empty or unk
   assert.throws(() => setup({ client: { transports: [] } }), /transports/);
   assert.throws(() => setup({ client: { transports: ['carrier-pigeon'] } }), /transports/);
 });
+
+test('acked: reported as the server acknowledges (ACK, PONG, PING, and a resume\'s last_received), once per advance', () => {
+  const h = setup();
+  const acked = [];
+  h.client.on('acked', (d) => acked.push(d.seq));
+  const { ws } = h.connect();
+  for (const m of ['a', 'b', 'c', 'd']) h.client.send(m);
+  ws.deliver({ type: 'ack', ack: 1n });
+  ws.deliver({ type: 'ack', ack: 1n }); // no advance: nothing
+  ws.deliver({ type: 'ping', nonce: 1, ack: 2n, payload: new Uint8Array(0) });
+  assert.deepEqual(acked, [1, 2]);
+  ws.drop();
+  h.clock.advance(h.of('reconnecting').at(-1).delay);
+  const w2 = h.ws();
+  w2.open();
+  w2.take('hello');
+  w2.deliver(welcome({ resumed: true, lastReceived: 3n, token: seqBytes(0x40, 32) }));
+  assert.deepEqual(acked, [1, 2, 3], 'the resume acknowledged the third');
+  assert.deepEqual(w2.take('data').map((f) => dec(f.payload)), ['d'], 'only the fourth is sent again');
+});
