@@ -531,7 +531,8 @@ fn compose() -> (Vec<(String, String)>, Vec<PathBuf>, String) {
 /// health check asks) and passes `config check` in the image's environment;
 /// the compose nodes' configs pass it in the environment compose gives
 /// them, are distinct cluster nodes, trust the balancer's pinned address
-/// for PROXY headers, and HAProxy sends them one on the session ports.
+/// for PROXY headers, and HAProxy sends them one on the session ports (and
+/// keeps each HTTP-fallback transport on one node).
 #[test]
 fn the_deploy_configs_pass_config_check_where_they_run() {
     let docker = dockerfile();
@@ -580,6 +581,12 @@ fn the_deploy_configs_pass_config_check_where_they_run() {
         servers += 1;
     }
     assert_eq!(servers, 3 * mounts.len(), "a server line per node on 7400, 7401 and 7403");
+    // The WebSocket port also serves the HTTP fallback, whose requests for
+    // one transport must meet on one node: they are hashed on its id.
+    let backends = haproxy.split("\nbackend ").skip(1).map(|b| b.split("\nfrontend ").next().unwrap());
+    let ws = backends.into_iter().find(|b| b.contains(":7401")).expect("a backend for port 7401");
+    let ws: Vec<&str> = ws.lines().map(|l| l.split('#').next().unwrap().trim()).collect();
+    assert!(ws.contains(&"mode http") && ws.contains(&"balance url_param id"), "haproxy.cfg, port 7401: {ws:?}");
 }
 
 // ---------------------------------------------------------------------------
