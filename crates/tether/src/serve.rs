@@ -99,15 +99,23 @@ pub(crate) async fn serve(a: Args) -> Result<()> {
     if let Some(addr) = g.demo {
         out!("  demo page on http://{addr}/");
     }
+    // SIGHUP (`systemctl reload`) reloads what can be reloaded, and never
+    // stops the gateway (its default action would).
     #[cfg(unix)]
-    if let Some(tls) = g.tls.clone() {
-        out!("  SIGHUP reloads the TLS certificate and key (open sessions keep theirs)");
+    {
+        let tls = g.tls.clone();
+        if tls.is_some() {
+            out!("  SIGHUP reloads the TLS certificate and key (open sessions keep theirs)");
+        }
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match tls.reload() {
-                    Ok(()) => tracing::info!("TLS certificate and key reloaded; new handshakes use them"),
-                    Err(e) => tracing::error!(%e, "TLS certificate not reloaded; still serving the previous one"),
+                match &tls {
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!("TLS certificate and key reloaded; new handshakes use them"),
+                        Err(e) => tracing::error!(%e, "TLS certificate not reloaded; still serving the previous one"),
+                    },
+                    None => tracing::info!("SIGHUP: nothing to reload (no [tls]); still serving"),
                 }
             }
         });

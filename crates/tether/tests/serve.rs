@@ -222,6 +222,28 @@ async fn heartbeat_frames_are_logged_only_when_asked() {
     }
 }
 
+/// SIGHUP (`systemctl reload`) without TLS configured reloads nothing and
+/// does not stop the gateway (SIGHUP's default action would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_tls_keeps_serving() {
+    let mut g = start_gateway("", Stdio::piped());
+    let pid = g.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let stderr = BufReader::new(g.child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("nothing to reload") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(WAIT).expect("the gateway logs the SIGHUP");
+    assert!(g.child.try_wait().unwrap().is_none(), "the gateway stopped on SIGHUP");
+    assert_eq!(get(g.admin, "/health", "").await, 200);
+}
+
 /// SIGTERM (what service managers send) drains like Ctrl-C: the attached
 /// client is told to come back later, the drain is reported on stdout, and
 /// the gateway exits cleanly.
