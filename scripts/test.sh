@@ -65,6 +65,14 @@ fi
 step "tests (unit, integration, doc; includes 1000 fixed fault schedules)"
 cargo test --workspace -- --skip lab_suite
 
+# The client runtime builds for Windows too (its network watcher there is
+# if-watch's): checked with the mingw-w64 C compiler that ring's build needs.
+# (macOS is not checked: ring's build needs Apple's SDK.)
+step "cargo check -p tether-runtime --target x86_64-pc-windows-gnu"
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || install_debs gcc-mingw-w64-x86-64
+rustup target list --installed | grep -qx x86_64-pc-windows-gnu || rustup target add x86_64-pc-windows-gnu
+cargo check -q -p tether-runtime --target x86_64-pc-windows-gnu
+
 step "browser client: npm ci, build, dist up to date, unit tests"
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 if ! git diff --quiet -- clients/js/dist; then

@@ -1,21 +1,29 @@
-//! The network watcher (Linux): subscribes to rtnetlink's link, address and
-//! route notifications and tells the client at once, so a returning network
-//! triggers an immediate probe or reconnect instead of waiting out a backoff
-//! (the seeds' "react when the network comes back").
+//! The network watcher: tells the client at once when the machine's network
+//! changes, so a returning network triggers an immediate probe or reconnect
+//! instead of waiting out a backoff (the seeds' "react when the network
+//! comes back").
 //!
-//! Only the message type is read (a netlink header is 16 bytes); the core
-//! decides what a change means. A burst of notifications (one link change
-//! brings several) is folded into at most one signal per 100 ms, with a
-//! trailing signal so the last state is never missed.
+//! - Linux: rtnetlink's link, address and route notifications. Only the
+//!   message type is read (a netlink header is 16 bytes); the core decides
+//!   what a change means.
+//! - Elsewhere (macOS, Windows, the BSDs): address changes, through the
+//!   `if-watch` crate (routing sockets, `NotifyIpInterfaceChange`).
+//!
+//! A burst of notifications (one link change brings several) is folded into
+//! at most one signal per 100 ms, with a trailing signal so the last state
+//! is never missed.
+
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::client::{Event, Watched};
 
+/// Signals are at least this far apart.
+const QUIET: Duration = Duration::from_millis(100);
+
 #[cfg(target_os = "linux")]
 pub(crate) fn spawn(watched: Watched, events: mpsc::Sender<Event>) {
-    use std::time::Duration;
-
     use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 
     const RTMGRP_LINK: u32 = 0x1;
@@ -23,7 +31,6 @@ pub(crate) fn spawn(watched: Watched, events: mpsc::Sender<Event>) {
     const RTMGRP_IPV4_ROUTE: u32 = 0x40;
     const RTMGRP_IPV6_IFADDR: u32 = 0x100;
     const RTMGRP_IPV6_ROUTE: u32 = 0x400;
-    const QUIET: Duration = Duration::from_millis(100);
 
     let socket = TokioSocket::new(NETLINK_ROUTE).and_then(|mut s| {
         let groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
@@ -37,41 +44,79 @@ pub(crate) fn spawn(watched: Watched, events: mpsc::Sender<Event>) {
             return;
         }
     };
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(fold(rx, watched, events));
     tokio::spawn(async move {
-        let mut last_signal: Option<tokio::time::Instant> = None;
-        let mut pending = false;
-        loop {
-            let wait = match (pending, last_signal) {
-                (true, Some(t)) => t + QUIET,
-                _ => tokio::time::Instant::now() + Duration::from_secs(3600),
-            };
-            tokio::select! {
-                r = socket.recv_from_full() => {
-                    let Ok((buf, _)) = r else { return };
-                    if !is_change(&buf) {
-                        continue;
-                    }
-                    if last_signal.is_some_and(|t| t.elapsed() < QUIET) {
-                        pending = true;
-                        continue;
-                    }
-                }
-                () = tokio::time::sleep_until(wait) => {
-                    if !pending { continue; }
-                }
+        while let Ok((buf, _)) = socket.recv_from_full().await {
+            if is_change(&buf) && tx.try_send(()).is_err() && tx.is_closed() {
+                return;
             }
-            pending = false;
-            last_signal = Some(tokio::time::Instant::now());
-            if !watched.notify() {
-                return; // the client is gone
-            }
-            let _ = events.try_send(Event::NetworkChanged);
         }
     });
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn spawn(_watched: Watched, _events: mpsc::Sender<Event>) {}
+pub(crate) fn spawn(watched: Watched, events: mpsc::Sender<Event>) {
+    use futures_util::StreamExt as _;
+
+    let mut watcher = match if_watch::tokio::IfWatcher::new() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(%e, "no network watcher; call network_changed() yourself");
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(fold(rx, watched, events));
+    tokio::spawn(async move {
+        // The first events list the addresses already there: not changes.
+        let settled = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Some(e) = watcher.next().await {
+            match e {
+                Ok(_) if tokio::time::Instant::now() < settled => {}
+                Ok(_) => {
+                    if tx.try_send(()).is_err() && tx.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(%e, "network watcher error"),
+            }
+        }
+    });
+}
+
+/// Folds change notices into signals to the client (at most one per
+/// `QUIET`, the last one never lost); ends when the client is gone.
+async fn fold(mut changes: mpsc::Receiver<()>, watched: Watched, events: mpsc::Sender<Event>) {
+    let mut last_signal: Option<tokio::time::Instant> = None;
+    let mut pending = false;
+    loop {
+        let wait = match (pending, last_signal) {
+            (true, Some(t)) => t + QUIET,
+            _ => tokio::time::Instant::now() + Duration::from_secs(3600),
+        };
+        tokio::select! {
+            c = changes.recv() => {
+                if c.is_none() {
+                    return;
+                }
+                if last_signal.is_some_and(|t| t.elapsed() < QUIET) {
+                    pending = true;
+                    continue;
+                }
+            }
+            () = tokio::time::sleep_until(wait) => {
+                if !pending { continue; }
+            }
+        }
+        pending = false;
+        last_signal = Some(tokio::time::Instant::now());
+        if !watched.notify() {
+            return; // the client is gone
+        }
+        let _ = events.try_send(Event::NetworkChanged);
+    }
+}
 
 /// True if any netlink message in `buf` is a link, address or route change.
 #[cfg(target_os = "linux")]

@@ -102,9 +102,16 @@ pub struct SocketReport {
 }
 
 impl SocketReport {
-    /// Reads the options back from `s`.
+    /// Reads the options back from `s` (Windows cannot report the
+    /// keepalive timings: an `Unsupported` error there).
     pub fn read(s: &TcpStream) -> io::Result<Self> {
         let sock = SockRef::from(s);
+        #[cfg(windows)]
+        if sock.keepalive()? {
+            let what = "Windows does not report TCP keepalive timings back";
+            return Err(io::Error::new(io::ErrorKind::Unsupported, what));
+        }
+        #[cfg(not(windows))]
         let keepalive = if sock.keepalive()? {
             Some(Keepalive {
                 idle: sock.tcp_keepalive_time()?,
@@ -114,6 +121,8 @@ impl SocketReport {
         } else {
             None
         };
+        #[cfg(windows)]
+        let keepalive = None;
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let user_timeout = sock.tcp_user_timeout()?;
         #[cfg(not(any(target_os = "linux", target_os = "android")))]

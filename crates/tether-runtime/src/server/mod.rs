@@ -403,7 +403,13 @@ fn listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
     let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     if reuse_port {
+        #[cfg(unix)]
         s.set_reuse_port(true)?;
+        #[cfg(not(unix))]
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "listen.reuse_port (SO_REUSEPORT) needs a Unix system; turn it off",
+        ));
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
