@@ -23,12 +23,33 @@ pub struct Addr(pub Option<SocketAddr>);
 impl<'de> Deserialize<'de> for Addr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s == "off" {
-            return Ok(Addr(None));
+        listen_addr(&s).map(Addr).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A listener's address: `IP:PORT` (`[::1]:7400` for IPv6), `localhost:PORT`
+/// (127.0.0.1), or `off`. Other host names are not resolved: a listener
+/// binds one address, and a name may stand for several or change.
+fn listen_addr(s: &str) -> std::result::Result<Option<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    if let Ok(a) = s.parse() {
+        return Ok(Some(a));
+    }
+    let examples = "e.g. \"127.0.0.1:7400\" (this host only), \"0.0.0.0:7400\" (every interface), \"[::]:7400\", \"localhost:7400\", or \"off\"";
+    match s.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => match port.parse::<u16>() {
+            Ok(p) => Ok(Some(SocketAddr::from(([127, 0, 0, 1], p)))),
+            Err(_) => Err(format!("{s:?}: {port:?} is not a port number (0 to 65535); write {examples}")),
+        },
+        Some((host, port)) if host.parse::<std::net::Ipv6Addr>().is_ok() => {
+            Err(format!("{s:?}: an IPv6 address takes brackets before the port; write \"[{host}]:{port}\""))
         }
-        s.parse().map(|a| Addr(Some(a))).map_err(|_| {
-            serde::de::Error::custom(format!("{s:?} is not HOST:PORT; write e.g. \"127.0.0.1:7400\", or \"off\""))
-        })
+        Some((host, port)) if port.parse::<u16>().is_ok() => Err(format!(
+            "{s:?}: {host:?} is not an IP address (host names other than localhost are not resolved: a listener binds one address); write {examples}"
+        )),
+        _ => Err(format!("{s:?} is not an IP address and port; write {examples}")),
     }
 }
 
@@ -921,6 +942,26 @@ mod tests {
         assert!(r.summary().iter().any(|l| l.contains("pages of the gateway's own host only")));
     }
 
+    /// `localhost:PORT` is what people write: it binds 127.0.0.1. Other
+    /// names are refused saying the real rule (an IP address), not that
+    /// the value lacks a port.
+    #[test]
+    fn listeners_take_localhost_and_say_that_names_are_not_resolved() {
+        let c = Config::parse("[listen]\ntcp = \"localhost:7400\"\nws = \"LOCALHOST:7401\"", "t").unwrap();
+        assert_eq!(c.listen.tcp, Addr(Some("127.0.0.1:7400".parse().unwrap())));
+        assert_eq!(c.listen.ws, Addr(Some("127.0.0.1:7401".parse().unwrap())));
+        c.resolve().unwrap();
+        let c = Config::parse("[admin]\nlisten = \"[::1]:7402\"", "t").unwrap();
+        assert_eq!(c.admin.listen, Addr(Some("[::1]:7402".parse().unwrap())));
+        let e = err("[listen]\ntcp = \"gateway.example.com:7400\"");
+        assert!(e.contains("is not an IP address") && e.contains("not resolved") && e.contains("0.0.0.0:7400"), "{e}");
+        assert!(!e.contains("HOST:PORT"), "{e}");
+        let e = err("[listen]\ntcp = \"localhost:http\"");
+        assert!(e.contains("is not a port number"), "{e}");
+        let e = err("[listen]\ntcp = \"::1:7400\"");
+        assert!(e.contains("[::1]:7400"), "{e}");
+    }
+
     #[test]
     fn bad_settings_name_the_field_and_the_fix() {
         assert!(err("[session]\ngraec = \"1s\"").contains("unknown field `graec`"));
@@ -928,7 +969,7 @@ mod tests {
         let e = err("[session]\ngrace = \"60\"");
         assert!(e.contains("grace"), "{e}");
         let e = err("[listen]\ntcp = \"localhost\"");
-        assert!(e.contains("HOST:PORT"), "{e}");
+        assert!(e.contains("is not an IP address and port") && e.contains("\"127.0.0.1:7400\""), "{e}");
         let e = err("[listen]\ntcp = \"off\"\nws = \"off\"");
         assert!(e.contains("listen: every listener is off"), "{e}");
         let e = err("[listen]\nwss = \"127.0.0.1:7443\"");
