@@ -369,8 +369,73 @@ fn in_section(section: &str, e: tether_proto::ConfigError) -> anyhow::Error {
     refuse(&format!("{section}.{key}"), &e.problem, &e.fix)
 }
 
+/// The shortest `session.grace`: a client's way back (its first backoff
+/// step, a round trip, a handshake) takes a good part of a second, so a
+/// shorter grace would end sessions at every blip instead of resuming them.
+const MIN_GRACE: Duration = Duration::from_secs(1);
+
+/// The smallest `session.replay_max_bytes` whatever the other limits: room
+/// for the gateway's largest messages (a `joined` list of 100 members is
+/// about 32 KiB, a `say` up to 16 KiB) several at a time, while the
+/// client's acknowledgement is on its way.
+const MIN_REPLAY_BYTES: usize = 64 * 1024;
+
+/// The smallest `session.replay_max_messages`: clients acknowledge every 32
+/// messages (or 50 ms), so a smaller buffer ends sessions in an ordinary
+/// burst (a join's answer and presence, a few says) on a good link.
+const MIN_REPLAY_MESSAGES: usize = 64;
+
+/// What a gateway message adds around a `say`'s body or a member list (the
+/// event's keys, the room's name, the sender as a member): at most this.
+const ENVELOPE_BYTES: usize = 1024;
+
+/// About the most one member takes in a `joined` or `members` list.
+const MEMBER_BYTES: usize = 320;
+
 /// Reads a secret given inline or through an environment variable.
 impl Config {
+    /// The session settings the core does not judge: a grace long enough
+    /// for a client to come back, replay bounds that hold the gateway's own
+    /// messages.
+    fn check_session(&self) -> Result<()> {
+        let s = &self.session;
+        if s.grace < MIN_GRACE {
+            bail!(refuse(
+                "session.grace",
+                format!(
+                    "{} is too short: a client needs a backoff step, a round trip and a handshake to come back, so every blip would end its session",
+                    humantime::format_duration(s.grace)
+                ),
+                "use at least 1s (60s is typical; it is how long an outage may last without losing the session)",
+            ));
+        }
+        let lim = &self.limits;
+        let say = lim.max_say_bytes.saturating_add(ENVELOPE_BYTES);
+        let list = lim.max_members_listed.saturating_mul(MEMBER_BYTES).saturating_add(ENVELOPE_BYTES);
+        let min_bytes = MIN_REPLAY_BYTES.max(say).max(list);
+        if s.replay_max_bytes < min_bytes {
+            bail!(refuse(
+                "session.replay_max_bytes",
+                format!(
+                    "{} bytes cannot hold the gateway's own messages (a say of limits.max_say_bytes = {} with its envelope is up to {say} bytes, a joined list of limits.max_members_listed = {} members up to {list}): sessions would end (CLOSE 3001) at their first join",
+                    s.replay_max_bytes, lim.max_say_bytes, lim.max_members_listed
+                ),
+                &format!("use at least {min_bytes} (64 KiB, or more for larger says and lists; 1048576 is the default)"),
+            ));
+        }
+        if s.replay_max_messages < MIN_REPLAY_MESSAGES {
+            bail!(refuse(
+                "session.replay_max_messages",
+                format!(
+                    "{} is too few: clients acknowledge every 32 messages (or 50 ms), so an ordinary burst (a join's answer and presence, a few says) would end sessions (CLOSE 3001) on a good link",
+                    s.replay_max_messages
+                ),
+                &format!("use at least {MIN_REPLAY_MESSAGES} (4096 is the default)"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The trusted load balancers, checked.
     pub(crate) fn proxies(&self) -> Result<Option<tether_runtime::transport::TrustedProxies>> {
         let l = &self.listen;
@@ -562,6 +627,7 @@ impl Config {
     /// Checks the settings work together and resolves secrets.
     pub fn resolve(self) -> Result<Resolved> {
         let s = &self.session;
+        self.check_session()?;
         let core = ServerConfig {
             grace: s.grace,
             handshake_timeout: s.handshake_timeout,
@@ -960,6 +1026,34 @@ mod tests {
         assert!(e.contains("is not a port number"), "{e}");
         let e = err("[listen]\ntcp = \"::1:7400\"");
         assert!(e.contains("[::1]:7400"), "{e}");
+    }
+
+    /// Replay bounds too small for the gateway's own messages would end
+    /// every session at its first join (CLOSE 3001): refused, naming the
+    /// smallest that works.
+    #[test]
+    fn replay_bounds_must_hold_the_gateways_messages() {
+        let e = err("[session]\nreplay_max_bytes = 10");
+        assert!(e.contains("session.replay_max_bytes") && e.contains("at least 65536"), "{e}");
+        assert!(e.contains("CLOSE 3001"), "{e}");
+        let e = err("[session]\nreplay_max_messages = 4");
+        assert!(e.contains("session.replay_max_messages") && e.contains("at least 64"), "{e}");
+        // Larger says need a larger buffer.
+        let e = err("[session]\nreplay_max_bytes = 100000\n[limits]\nmax_say_bytes = 200000");
+        assert!(e.contains("at least 201024"), "{e}");
+        let r = Config::parse("[session]\nreplay_max_bytes = 65536\nreplay_max_messages = 64", "t").unwrap();
+        r.resolve().unwrap();
+    }
+
+    /// A grace shorter than a client's way back would turn every blip into
+    /// a lost session.
+    #[test]
+    fn a_grace_under_a_second_is_refused() {
+        for g in ["1ms", "999ms", "0s"] {
+            let e = err(&format!("[session]\ngrace = \"{g}\""));
+            assert!(e.contains("session.grace") && e.contains("at least 1s"), "{g}: {e}");
+        }
+        Config::parse("[session]\ngrace = \"1s\"", "t").unwrap().resolve().unwrap();
     }
 
     #[test]
