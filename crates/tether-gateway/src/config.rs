@@ -392,6 +392,44 @@ const ENVELOPE_BYTES: usize = 1024;
 /// About the most one member takes in a `joined` or `members` list.
 const MEMBER_BYTES: usize = 320;
 
+/// Levels a `log.level` directive may end with.
+const LEVELS: &str = "error, warn, info, debug, trace or off";
+
+/// Checks a `log.level` filter. `EnvFilter` takes a word alone as a target
+/// name (logs of a module called so, at trace), so a misspelt level such as
+/// "verbose" would silence every log: each directive must be a level, or a
+/// target (with optional span) and `=level`.
+fn check_log_filter(level: &str) -> Result<()> {
+    use tracing_subscriber::filter::LevelFilter;
+    let fix = format!(
+        "write a level ({LEVELS}) or a list of target=level with an optional default level, e.g. \"info\" or \"tether=debug,warn\""
+    );
+    if level.trim().is_empty() {
+        bail!(refuse("log.level", "is empty", &fix));
+    }
+    for d in level.split(',').map(str::trim) {
+        // The level follows the last `=` outside a span's `[...]`.
+        let tail = d.rsplit_once(']').map_or(d, |(_, t)| t);
+        let ok = match tail.rsplit_once('=') {
+            Some((_, lvl)) => !lvl.is_empty() && lvl.parse::<LevelFilter>().is_ok(),
+            // `target[span]` alone is explicit syntax (at trace); a bare
+            // word must be a level.
+            None if d.contains('[') => true,
+            None => !d.is_empty() && d.parse::<LevelFilter>().is_ok(),
+        };
+        if !ok {
+            let what = if d.contains('=') {
+                format!("{level:?}: {d:?} does not end with a level ({LEVELS})")
+            } else {
+                format!("{level:?}: {d:?} is not a level ({LEVELS}); a word alone would be read as a target and silence every other log")
+            };
+            bail!(refuse("log.level", what, &fix));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| refuse("log.level", format!("{level:?}: {e}"), &fix))?;
+    Ok(())
+}
+
 /// Reads a secret given inline or through an environment variable.
 impl Config {
     /// The session settings the core does not judge: a grace long enough
@@ -824,13 +862,7 @@ impl Config {
         if self.log.format != "text" && self.log.format != "json" {
             bail!(refuse("log.format", format!("{:?} is unknown", self.log.format), "use \"text\" or \"json\""));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
-            refuse(
-                "log.level",
-                format!("{:?}: {e}", self.log.level),
-                "use a level such as \"info\" or \"tether=debug,info\"",
-            )
-        })?;
+        check_log_filter(&self.log.level)?;
         if self.drain.window.is_zero() {
             bail!(refuse("drain.window", "is 0", "spread reconnects over a few seconds, e.g. \"5s\""));
         }
@@ -1054,6 +1086,23 @@ mod tests {
             assert!(e.contains("session.grace") && e.contains("at least 1s"), "{g}: {e}");
         }
         Config::parse("[session]\ngrace = \"1s\"", "t").unwrap().resolve().unwrap();
+    }
+
+    /// `EnvFilter` reads a word alone as a target name, so "verbose" would
+    /// silence every log: every directive must name a level.
+    #[test]
+    fn log_level_must_name_levels() {
+        for bad in ["verbose", "tether", "info,verbose", "tether=loud", "tether=", "", " "] {
+            let e = err(&format!("[log]\nlevel = \"{bad}\""));
+            assert!(e.contains("log.level") && e.contains("error, warn, info, debug, trace"), "{bad:?}: {e}");
+        }
+        let e = err("[log]\nlevel = \"verbose\"");
+        assert!(e.contains("\"verbose\" is not a level"), "{e}");
+        for good in
+            ["info", "DEBUG", "warn,tether=debug", "tether_gateway=trace,tether_runtime=debug,info", "off", "t[s]"]
+        {
+            Config::parse(&format!("[log]\nlevel = \"{good}\""), "t").unwrap().resolve().unwrap();
+        }
     }
 
     #[test]
