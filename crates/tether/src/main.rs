@@ -13,6 +13,8 @@ mod connect;
 mod serve;
 mod simulate;
 
+use std::io::Write as _;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -89,8 +91,24 @@ enum BenchCmd {
     Load(bench::LoadArgs),
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+/// Errors are the user's to fix (a bad config, an unreachable server), so
+/// they are printed as `error: ` and their causes on one line, and the exit
+/// status is 1 — never with the backtrace anyhow captures when
+/// `RUST_BACKTRACE` is set, which is for bugs: a panic still shows one.
+/// Usage errors are clap's (exit status 2).
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // stderr closed too: nothing more to say.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Simulate { outage, kind, profile, grace, seed } => {
             simulate::simulate(outage, kind, profile.into(), grace, seed)
         }
