@@ -114,7 +114,15 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Serve(a) => runtime()?.block_on(serve::serve(a)),
         Command::Config(c) => serve::config_cmd(c),
-        Command::Connect(a) => runtime()?.block_on(connect::run(a)),
+        Command::Connect(a) => {
+            let rt = runtime()?;
+            let r = rt.block_on(connect::run(a));
+            // Without waiting for the thread reading stdin: its read cannot
+            // be cancelled, and would hold the exit until the next line
+            // when the session ended by itself (a kick, a refusal).
+            rt.shutdown_background();
+            r
+        }
         Command::Bench(BenchCmd::Memory(a)) => bench::memory(a),
         Command::Bench(BenchCmd::Rooms(a)) => runtime()?.block_on(bench::rooms(a)),
         Command::Bench(BenchCmd::Cluster(a)) => runtime()?.block_on(bench::cluster(a)),
