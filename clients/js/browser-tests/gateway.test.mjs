@@ -163,6 +163,29 @@ test('a session ended by the gateway (kicked): the page says closed and offers R
   }
 });
 
+test('a page that goes away leaves its room within seconds, not at the end of the grace (CLOSE 1001 on pagehide)', async () => {
+  const g = await startGateway('60s');
+  try {
+    const ctxA = await browser.newContext();
+    const ctxB = await browser.newContext();
+    const a = await openDemo(ctxA, g, 'Ann');
+    const b = await openDemo(ctxB, g, 'Ben');
+    const ben = await b.evaluate(() => window.tether.client.sessionId);
+    await until('Ann sees Ben', 10000, async () => (await a.$$eval('#members li', (l) => l.length)) === 2);
+    const left = Date.now();
+    await b.goto('about:blank'); // the tab moves on (as closing it): pagehide, not persisted
+    await until('Ben expired in Ann\'s room', 20000, async () =>
+      (await eventsOf(a, 'presence')).some((e) => e.detail.member.session === ben && e.detail.member.state === 'expired'));
+    const after = Date.now() - left;
+    console.log(`Ben's session expired ${after} ms after his page went away (grace 60 s, leaveGrace 10 s)`);
+    assert.ok(after < 20000, `${after} ms`);
+    await ctxA.close();
+    await ctxB.close();
+  } finally {
+    g.child.kill('SIGKILL');
+  }
+});
+
 test('a page reload resumes the same session; the room sees a blip, not a leave', async () => {
   const g = await startGateway('60s');
   try {

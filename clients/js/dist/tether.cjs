@@ -735,6 +735,7 @@ class TetherClient extends Emitter {
     }
     this.preferHttp = !this.WS;
     this.upgradeEvery = opts.upgradeCheck ?? 3e4;
+    this.leaveMs = Math.max(0, Math.min(opts.leaveGrace ?? 1e4, 4294967295));
     this.clock = opts.clock ?? systemClock;
     this.random = opts.random ?? Math.random;
     const now = this.clock.now();
@@ -813,6 +814,22 @@ class TetherClient extends Emitter {
   /** Ends the session (as `close()`); `connect()` opens a fresh one later. */
   disconnect(reason = "") {
     this.close(CloseCode.Normal, reason);
+  }
+  /**
+   * The page is going away (called on `pagehide`, unless the page is kept in the back-forward cache):
+   * the server keeps the session `leaveGrace` ms only (CLOSE 1001, §6.2), enough for a reload to
+   * resume it. The session is kept here too, for that reload.
+   */
+  leaving() {
+    this.input((now) => {
+      if (this.link.k !== "established" || !this.session || this.leaveMs === 0)
+        return;
+      this.sendFrame({ type: "close", code: CloseCode.GoingAway, retryAfterMs: this.leaveMs, reason: "the page is going away" });
+      this.dropTransport();
+      this.resumableUntil = now + this.leaveMs;
+      this.link = { k: "waiting", until: now + Math.min(this.leaveMs, 1e3) };
+      this.dirtyCore = true;
+    });
   }
   /** probe_now (§8.7): probe a live link at once (dropped if unanswered), or retry at once while waiting. */
   probe() {
@@ -1406,7 +1423,9 @@ class TetherClient extends Emitter {
       if (e.persisted)
         change();
     };
-    const hide = () => {
+    const hide = (e) => {
+      if (!e.persisted)
+        this.leaving();
       this.dirtyCore = true;
       this.persist();
     };

@@ -231,6 +231,13 @@ export interface TetherOptions {
     transports?: TransportKind[];
     /** While the session is on the HTTP fallback, how often a WebSocket is tried (ms, 30000). */
     upgradeCheck?: number;
+    /**
+     * When the page goes away (`pagehide`: a reload, or the tab closing; a page cannot tell which), the
+     * server is asked to keep the session this long only (CLOSE 1001, §6.2) instead of its whole grace:
+     * a reload resumes within it, and a closed tab leaves its rooms within seconds (ms, 10000; 0: keep
+     * the whole grace).
+     */
+    leaveGrace?: number;
     /** For tests: the HTTP fallback's socket (default: {@link HttpSocket}, over `fetch`). */
     HttpImpl?: new (url: string) => SocketLike;
     /** For tests: a virtual clock and a deterministic random source. */
@@ -260,6 +267,7 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     private readonly WS;
     private readonly Http;
     private readonly upgradeEvery;
+    private readonly leaveMs;
     /** The kind of the transport carrying (or last carrying) the session. */
     private carrier;
     /** Attempts start with the HTTP fallback: the last session transport was one. */
@@ -330,6 +338,12 @@ export declare class TetherClient extends Emitter<TetherEventMap> {
     connect(): void;
     /** Ends the session (as `close()`); `connect()` opens a fresh one later. */
     disconnect(reason?: string): void;
+    /**
+     * The page is going away (called on `pagehide`, unless the page is kept in the back-forward cache):
+     * the server keeps the session `leaveGrace` ms only (CLOSE 1001, §6.2), enough for a reload to
+     * resume it. The session is kept here too, for that reload.
+     */
+    leaving(): void;
     /** probe_now (§8.7): probe a live link at once (dropped if unanswered), or retry at once while waiting. */
     probe(): void;
     /** Demo aid: drop the WebSocket without a CLOSE, and fail every attempt for `ms` (as a browser that went offline). */

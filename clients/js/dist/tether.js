@@ -646,6 +646,7 @@ export class TetherClient extends Emitter {
         }
         this.preferHttp = !this.WS;
         this.upgradeEvery = opts.upgradeCheck ?? 30000;
+        this.leaveMs = Math.max(0, Math.min(opts.leaveGrace ?? 10000, 4294967295));
         this.clock = opts.clock ?? systemClock;
         this.random = opts.random ?? Math.random;
         const now = this.clock.now();
@@ -713,6 +714,23 @@ export class TetherClient extends Emitter {
     }
     /** Ends the session (as `close()`); `connect()` opens a fresh one later. */
     disconnect(reason = '') { this.close(CloseCode.Normal, reason); }
+    /**
+     * The page is going away (called on `pagehide`, unless the page is kept in the back-forward cache):
+     * the server keeps the session `leaveGrace` ms only (CLOSE 1001, §6.2), enough for a reload to
+     * resume it. The session is kept here too, for that reload.
+     */
+    leaving() {
+        this.input((now) => {
+            if (this.link.k !== 'established' || !this.session || this.leaveMs === 0)
+                return;
+            this.sendFrame({ type: 'close', code: CloseCode.GoingAway, retryAfterMs: this.leaveMs, reason: 'the page is going away' });
+            this.dropTransport();
+            this.resumableUntil = now + this.leaveMs; // the server gives up then
+            // Should the page live on after all, it resumes shortly.
+            this.link = { k: 'waiting', until: now + Math.min(this.leaveMs, 1000) };
+            this.dirtyCore = true;
+        });
+    }
     /** probe_now (§8.7): probe a live link at once (dropped if unanswered), or retry at once while waiting. */
     probe() { this.input((now) => this.networkChange(now)); }
     /** Demo aid: drop the WebSocket without a CLOSE, and fail every attempt for `ms` (as a browser that went offline). */
@@ -1340,8 +1358,14 @@ export class TetherClient extends Emitter {
             change(); };
         const shown = (e) => { if (e.persisted)
             change(); };
-        // The page may be reloaded: save the local-expiry deadline as it stands now.
-        const hide = () => { this.dirtyCore = true; this.persist(); };
+        // The page may be reloaded, or closed: the server keeps the session a few seconds only (a
+        // page in the back-forward cache keeps it whole), and the local-expiry deadline is saved.
+        const hide = (e) => {
+            if (!e.persisted)
+                this.leaving();
+            this.dirtyCore = true;
+            this.persist();
+        };
         g.addEventListener('online', change);
         g.addEventListener('offline', change);
         g.document.addEventListener('visibilitychange', visible);

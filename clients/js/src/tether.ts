@@ -602,6 +602,13 @@ export interface TetherOptions {
   transports?: TransportKind[];
   /** While the session is on the HTTP fallback, how often a WebSocket is tried (ms, 30000). */
   upgradeCheck?: number;
+  /**
+   * When the page goes away (`pagehide`: a reload, or the tab closing; a page cannot tell which), the
+   * server is asked to keep the session this long only (CLOSE 1001, §6.2) instead of its whole grace:
+   * a reload resumes within it, and a closed tab leaves its rooms within seconds (ms, 10000; 0: keep
+   * the whole grace).
+   */
+  leaveGrace?: number;
   /** For tests: the HTTP fallback's socket (default: {@link HttpSocket}, over `fetch`). */
   HttpImpl?: new (url: string) => SocketLike;
   /** For tests: a virtual clock and a deterministic random source. */
@@ -654,6 +661,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
   private readonly WS: typeof WebSocket | null;
   private readonly Http: (new (url: string) => SocketLike) | null;
   private readonly upgradeEvery: number;
+  private readonly leaveMs: number;
   /** The kind of the transport carrying (or last carrying) the session. */
   private carrier: TransportKind | null = null;
   /** Attempts start with the HTTP fallback: the last session transport was one. */
@@ -725,6 +733,7 @@ export class TetherClient extends Emitter<TetherEventMap> {
     }
     this.preferHttp = !this.WS;
     this.upgradeEvery = opts.upgradeCheck ?? 30_000;
+    this.leaveMs = Math.max(0, Math.min(opts.leaveGrace ?? 10_000, 0xffff_ffff));
     this.clock = opts.clock ?? systemClock;
     this.random = opts.random ?? Math.random;
     const now = this.clock.now();
@@ -792,6 +801,23 @@ export class TetherClient extends Emitter<TetherEventMap> {
 
   /** Ends the session (as `close()`); `connect()` opens a fresh one later. */
   disconnect(reason = ''): void { this.close(CloseCode.Normal, reason); }
+
+  /**
+   * The page is going away (called on `pagehide`, unless the page is kept in the back-forward cache):
+   * the server keeps the session `leaveGrace` ms only (CLOSE 1001, §6.2), enough for a reload to
+   * resume it. The session is kept here too, for that reload.
+   */
+  leaving(): void {
+    this.input((now) => {
+      if (this.link.k !== 'established' || !this.session || this.leaveMs === 0) return;
+      this.sendFrame({ type: 'close', code: CloseCode.GoingAway, retryAfterMs: this.leaveMs, reason: 'the page is going away' });
+      this.dropTransport();
+      this.resumableUntil = now + this.leaveMs; // the server gives up then
+      // Should the page live on after all, it resumes shortly.
+      this.link = { k: 'waiting', until: now + Math.min(this.leaveMs, 1000) };
+      this.dirtyCore = true;
+    });
+  }
 
   /** probe_now (§8.7): probe a live link at once (dropped if unanswered), or retry at once while waiting. */
   probe(): void { this.input((now) => this.networkChange(now)); }
@@ -1356,8 +1382,13 @@ export class TetherClient extends Emitter<TetherEventMap> {
     const change = () => this.probe();
     const visible = () => { if (g.document.visibilityState === 'visible') change(); };
     const shown = (e: Event) => { if ((e as PageTransitionEvent).persisted) change(); };
-    // The page may be reloaded: save the local-expiry deadline as it stands now.
-    const hide = () => { this.dirtyCore = true; this.persist(); };
+    // The page may be reloaded, or closed: the server keeps the session a few seconds only (a
+    // page in the back-forward cache keeps it whole), and the local-expiry deadline is saved.
+    const hide = (e: Event) => {
+      if (!(e as PageTransitionEvent).persisted) this.leaving();
+      this.dirtyCore = true;
+      this.persist();
+    };
     g.addEventListener('online', change);
     g.addEventListener('offline', change);
     g.document.addEventListener('visibilitychange', visible);

@@ -1245,3 +1245,23 @@ test('acked: reported as the server acknowledges (ACK, PONG, PING, and a resume\
   assert.deepEqual(acked, [1, 2, 3], 'the resume acknowledged the third');
   assert.deepEqual(w2.take('data').map((f) => dec(f.payload)), ['d'], 'only the fourth is sent again');
 });
+
+test('leaving() (pagehide): CLOSE 1001 asking the server to keep the session leaveGrace only; the session is kept here for a reload; leaveGrace 0 does nothing', () => {
+  const h = setup();
+  const { ws } = h.connect();
+  h.client.leaving();
+  const [close] = ws.take('close');
+  assert.deepEqual([close.code, close.retryAfterMs], [1001, 10000]);
+  assert.equal(ws.closed, true);
+  assert.equal(h.client.state, 'reconnecting');
+  assert.ok(stored(h).id, 'the session is kept for the reload');
+  h.clock.advance(1000);
+  const w2 = h.ws();
+  w2.open();
+  assert.ok(w2.take('hello')[0].resume, 'a page that lives on resumes');
+  const h2 = setup({ client: { leaveGrace: 0 } });
+  const { ws: ws2 } = h2.connect();
+  h2.client.leaving();
+  assert.deepEqual(ws2.take('close'), []);
+  assert.equal(h2.client.state, 'connected');
+});

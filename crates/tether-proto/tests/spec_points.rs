@@ -300,3 +300,49 @@ fn a_message_the_server_already_has_does_not_trip_the_frame_limit() {
     assert!(c.is_established(), "resumed, not ended with 3005");
     assert!(std::iter::from_fn(|| c.poll_event()).any(|e| matches!(e, ClientEvent::Resumed { .. })));
 }
+
+/// §6.2: a client leaving (CLOSE 1001 with a retry-after: a page
+/// unloading) keeps its session only that long, not the whole grace; one
+/// that comes back in time (a reload) resumes as usual; a plain transport
+/// loss keeps the whole grace.
+#[test]
+fn a_client_leaving_with_1001_keeps_its_session_only_for_its_retry_after() {
+    let leave = |f: &mut common::Fixture, ms: u32| {
+        let close = Frame::close(CloseCode::GoingAway, Duration::from_millis(u64::from(ms)), "page hidden");
+        f.server.handle_frame(f.now, f.tid, &close.to_vec());
+        let _ = transmits(f);
+    };
+    let ended_at = |f: &mut common::Fixture, step: Duration, max: Duration| -> Option<Duration> {
+        let start = f.now;
+        while f.now - start <= max {
+            f.now += step;
+            f.server.handle_timeout(f.now);
+            let ended = std::iter::from_fn(|| f.server.poll_event())
+                .any(|(_, e)| matches!(e, SessionEvent::Ended { reason: SessionEnd::Expired, .. }));
+            if ended {
+                return Some(f.now - start);
+            }
+        }
+        None
+    };
+    let grace = ServerConfig::default().grace;
+    // Leaving for 10 s: expired after 10 s, not the 60 s grace.
+    let mut f = open();
+    leave(&mut f, 10_000);
+    let t = ended_at(&mut f, Duration::from_millis(100), grace).expect("expired");
+    assert!(t >= Duration::from_secs(10) && t <= Duration::from_millis(10_100), "expired after {t:?}");
+    // Back in time (a reload): resumed.
+    let mut f = open();
+    leave(&mut f, 10_000);
+    f.now += Duration::from_secs(3);
+    let (session, token) = (f.welcome.session_id, f.welcome.token.clone());
+    let (tid, frames) = common::resume_with(&mut f, token, session);
+    assert!(common::welcome_on(&frames, tid).resumed);
+    // A retry-after beyond grace is capped at grace; 1001 without one keeps the grace.
+    for ms in [0, 3_600_000] {
+        let mut f = open();
+        leave(&mut f, ms);
+        let t = ended_at(&mut f, Duration::from_millis(500), grace * 2).expect("expired");
+        assert!(t >= grace && t <= grace + Duration::from_millis(500), "retry-after {ms} ms: expired after {t:?}");
+    }
+}

@@ -95,7 +95,7 @@ impl ServerSession {
         s.idle_timeout = r.idle_timeout;
         s.inb = crate::stream::Inbound::restored(r.committed, cfg.commit_acks);
         s.out = crate::stream::Outbound::restored(cfg.replay.clone(), r.acked, r.unacked, r.next_seq);
-        s.state = super::session::State::Detached { since: now };
+        s.state = super::session::State::Detached { since: now, until: None };
         Ok(s)
     }
 }

@@ -62,8 +62,10 @@ pub(super) enum State {
         /// proves it has it by sending a valid frame other than CLOSE here.
         unconfirmed: Option<TokenHash>,
     },
-    /// No transport since `since`; grace runs (§10.1).
-    Detached { since: Instant },
+    /// No transport since `since`; grace runs (§10.1), or ends `until`
+    /// when the client said it was leaving (CLOSE 1001 with a retry-after:
+    /// a page unloading, back at once if it was a reload, §6.2).
+    Detached { since: Instant, until: Option<Instant> },
     /// For good.
     Ended { reason: SessionEnd },
 }
@@ -123,7 +125,7 @@ impl ServerSession {
             idle_timeout: cfg.min_idle_timeout,
             cfg: cfg.clone(),
             peer_max_frame,
-            state: State::Detached { since: now },
+            state: State::Detached { since: now, until: None },
             last_heard: now,
             now,
             pong_payload: Bytes::new(),
@@ -172,14 +174,15 @@ impl ServerSession {
     /// timeout exceeds grace (long adaptive intervals), silence alone cannot
     /// be told from an outage, and grace counts from the detach instead.
     pub fn expires_at(&self) -> Option<Instant> {
-        let State::Detached { since } = self.state else { return None };
+        let State::Detached { since, until } = self.state else { return None };
         // Without idle enforcement (debug), silence is not an outage.
         let grace = self.cfg.grace;
-        Some(if self.cfg.enforce_idle && self.idle_timeout <= grace {
+        let at = if self.cfg.enforce_idle && self.idle_timeout <= grace {
             (self.last_heard + grace).max(since)
         } else {
             since + grace
-        })
+        };
+        Some(until.map_or(at, |u| u.min(at)))
     }
 
     /// The token the client last proved it holds (or the session's first).
@@ -505,10 +508,19 @@ impl ServerSession {
             Frame::Close(c) => {
                 self.io.abandon(tid);
                 if c.code.ends_session() {
-                    self.state = State::Detached { since: now }; // the transport is gone
+                    self.state = State::Detached { since: now, until: None }; // the transport is gone
                     return self.end(SessionEnd::PeerClosed { code: c.code, reason: c.reason }, None);
                 }
-                return self.detach(now, TransportLoss::PeerClosed { code: c.code, reason: c.reason });
+                // A client leaving (1001 with a retry-after) may be back at
+                // once (a page reload) or never (a tab closed): the session
+                // waits that long, never longer than grace (§6.2).
+                let leaving = c.code == CloseCode::GoingAway && c.retry_after_ms > 0;
+                let wait = Duration::from_millis(u64::from(c.retry_after_ms));
+                self.detach(now, TransportLoss::PeerClosed { code: c.code, reason: c.reason });
+                if leaving {
+                    self.state = State::Detached { since: now, until: Some(now + wait) };
+                }
+                return;
             }
             other => {
                 let kind = other.kind();
@@ -551,7 +563,7 @@ impl ServerSession {
     }
 
     fn detach(&mut self, now: Instant, reason: TransportLoss) {
-        self.state = State::Detached { since: now };
+        self.state = State::Detached { since: now, until: None };
         self.io.event(SessionEvent::Detached { reason });
     }
 
