@@ -140,22 +140,37 @@ fn session_view(rooms: &Rooms, info: &tether_runtime::server::SessionInfo) -> ap
     }
 }
 
-async fn list_sessions(State(s): State<Shared>) -> Response {
-    let mut infos = s.server.sessions();
-    infos.sort_by_key(|i| i.id);
-    let sessions = {
-        let rooms = rooms(&s);
+/// Sessions as the API shows them; with `[cluster]`, their rooms are read
+/// from Redis (where membership lives).
+async fn views(s: &Shared, infos: &[tether_runtime::server::SessionInfo]) -> Result<Vec<api::Session>, ApiError> {
+    let mut views: Vec<api::Session> = {
+        let rooms = rooms(s);
         infos.iter().map(|i| session_view(&rooms, i)).collect()
     };
-    Json(api::Sessions { sessions }).into_response()
+    if let Some(c) = &s.cluster {
+        let ids: Vec<SessionId> = infos.iter().map(|i| i.id).collect();
+        let rooms = c.rooms_of(&ids).await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        for (v, r) in views.iter_mut().zip(rooms) {
+            v.rooms = r;
+        }
+    }
+    Ok(views)
+}
+
+async fn list_sessions(State(s): State<Shared>) -> ApiResult {
+    let mut infos = s.server.sessions();
+    infos.sort_by_key(|i| i.id);
+    let sessions = views(&s, &infos).await?;
+    Ok(Json(api::Sessions { sessions }).into_response())
 }
 
 async fn get_session(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = parse_id(&id.map_err(bad_request)?.0)?;
-    match s.server.sessions().iter().find(|i| i.id == id) {
-        Some(i) => Ok(Json(session_view(&rooms(&s), i)).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, GONE.into())),
-    }
+    let Some(info) = s.server.sessions().into_iter().find(|i| i.id == id) else {
+        return Err(ApiError(StatusCode::NOT_FOUND, GONE.into()));
+    };
+    let view = views(&s, std::slice::from_ref(&info)).await?.pop();
+    Ok(Json(view).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -329,6 +329,15 @@ async fn the_admin_api_of_any_node_acts_cluster_wide() {
     assert_eq!(room["members"].as_array().unwrap().len(), 2, "{room}");
     let (status, body) = admin(b_admin, "POST", "/v1/rooms/ops/publish").await;
     assert_eq!(status, 400, "a publish needs a body: {body}");
+    // A node lists the rooms of the sessions it carries (membership lives in Redis).
+    let bob_id = bob.handle.session_id().expect("bob has a session").to_string();
+    let (status, body) = admin(b_admin, "GET", &format!("/v1/sessions/{bob_id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let session: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(session["rooms"], json!(["ops"]), "{session}");
+    let (_, body) = admin(b_admin, "GET", "/v1/sessions").await;
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["sessions"][0]["rooms"], json!(["ops"]), "{list}");
 
     let id = alice.handle.session_id().expect("alice has a session").to_string();
     let (status, body) = admin(b_admin, "DELETE", &format!("/v1/sessions/{id}")).await;

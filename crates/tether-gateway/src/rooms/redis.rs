@@ -346,6 +346,21 @@ impl RedisRooms {
     }
 
     /// Every room with its member count, cluster-wide.
+    /// The rooms each of these sessions is in (membership lives here, not
+    /// in the node's participant table), in one round trip.
+    pub(crate) async fn rooms_of(&self, ids: &[SessionId]) -> Result<Vec<Vec<String>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("SMEMBERS").arg(format!("{}:s:{id}:r", self.prefix()));
+        }
+        let mut con = self.store.connection();
+        let mut rooms: Vec<Vec<String>> = pipe.query_async(&mut con).await.map_err(err)?;
+        for r in &mut rooms {
+            r.sort();
+        }
+        Ok(rooms)
+    }
+
     pub(crate) async fn list(&self) -> Result<Vec<(String, usize)>, StoreError> {
         let mut inv = self.scripts.list.prepare_invoke();
         inv.arg(self.prefix());
