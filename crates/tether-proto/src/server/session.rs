@@ -153,6 +153,15 @@ impl ServerSession {
         self.last_heard
     }
 
+    /// Since when the session has had no transport (None while attached or
+    /// ended). A restored session counts from its restore.
+    pub fn detached_since(&self) -> Option<Instant> {
+        match self.state {
+            State::Detached { since, .. } => Some(since),
+            _ => None,
+        }
+    }
+
     /// Why the session ended, once it has.
     pub fn end_reason(&self) -> Option<&SessionEnd> {
         match &self.state {

@@ -140,6 +140,8 @@ async fn handshake(
         Ok(Err(RecvError::Io(e))) => return tracing::debug!(%e, %peer, "closed before HELLO"),
         Err(_) => return refuse(inner, t, peer, Refusal::handshake_timeout()).await,
     };
+    let hello_at = std::time::Instant::now();
+    inner.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     if left.check() {
         // A HELLO its client gave up on while this server was busy (every
         // client reconnecting at once): the client has resumed elsewhere
@@ -191,7 +193,7 @@ async fn handshake(
             Err(r) => return refuse(inner, t, peer, r).await,
         }
     }
-    let mut claim = Claim { inner, kind, incoming: Some(Incoming { tid, transport: t, peer }) };
+    let mut claim = Claim { inner, kind, incoming: Some(Incoming { tid, transport: t, peer }), hello_at };
     let authenticate = |hello: &tether_proto::frame::Hello| match (&inner.auth, decided) {
         (None, _) => Ok(None),
         (Some(_), Some(d)) => d.map(Some),
@@ -343,16 +345,25 @@ struct Claim<'a> {
     inner: &'a Arc<Inner>,
     kind: Kind,
     incoming: Option<Incoming>,
+    /// When the HELLO was read (the resume handshake's time).
+    hello_at: std::time::Instant,
 }
 
 impl Sessions for Claim<'_> {
     fn claim<R>(&mut self, id: SessionId, claim: impl FnOnce(&mut ServerSession) -> R) -> Option<R> {
         let cell = self.inner.cell(id)?;
+        let mut timings = None;
         let r = {
             let mut st = cell.lock();
+            let since = st.outage_since();
             let r = claim(&mut st.core);
             let attached = self.incoming.as_ref().is_some_and(|inc| st.core.transport() == Some(inc.tid));
             if attached {
+                let outage = since.map(|s| now().saturating_duration_since(s));
+                timings = Some((outage, self.hello_at.elapsed()));
+                if let Some(d) = st.durable.as_mut() {
+                    (d.restored, d.outage_since) = (false, None);
+                }
                 if let Some(inc) = self.incoming.take() {
                     st.peer = Some((self.kind, inc.peer));
                     if let Some(displaced) = st.incoming.replace(Box::new(inc)) {
@@ -367,6 +378,14 @@ impl Sessions for Claim<'_> {
             }
             r
         };
+        // Observed before the session's task is woken to write the WELCOME
+        // (a client that sees it has, almost always, its resume counted).
+        if let (Some((outage, handshake)), Some(o)) = (timings, &self.inner.observer) {
+            if let Some(outage) = outage {
+                o.resumed(outage);
+            }
+            o.resume_handshake(handshake);
+        }
         // Whatever the outcome (attached, or ended by a frame limit), the
         // session's task has work.
         cell.wake();

@@ -103,6 +103,39 @@ pub struct ServerOptions {
     /// New connections per client address; beyond, they are closed at
     /// accept, unanswered. None (the default): no limit.
     pub per_address: Option<PerAddress>,
+    /// Told the timings the server measures (an application's metrics);
+    /// None (the default): not measured.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Timings the server measures, for an application's metrics
+/// ([`ServerOptions::observer`]). Called on session and handshake tasks
+/// (never under a lock): keep it quick, with no I/O and no blocking.
+pub trait Observer: Send + Sync + 'static {
+    /// A session's transport was found lost: `silence` is the time from
+    /// the last frame heard from the client to the detach. `timed_out`:
+    /// nothing was heard for the idle timeout (the heartbeat found it);
+    /// else the connection under it closed or failed. Detaches that find
+    /// nothing (the client's own CLOSE or bad input, a drain, a resync)
+    /// are not reported.
+    fn transport_lost(&self, silence: Duration, timed_out: bool) {
+        let _ = (silence, timed_out);
+    }
+
+    /// A session resumed here after `outage` detached: from the detach
+    /// (seen by this server: with a store, by this node) to the resume.
+    /// Resumes that replace a transport the server still thought alive,
+    /// and sessions carried on from another node, are not reported.
+    fn resumed(&self, outage: Duration) {
+        let _ = outage;
+    }
+
+    /// A resume was admitted `took` after its HELLO was read (with a store,
+    /// the claim there included): its WELCOME is queued and its session's
+    /// task woken to write it.
+    fn resume_handshake(&self, took: Duration) {
+        let _ = took;
+    }
 }
 
 /// Decides who may open a session, from the credential in its HELLO
@@ -189,6 +222,7 @@ impl ServerOptions {
             origins: crate::transport::Origins::Any,
             proxies: None,
             per_address: None,
+            observer: None,
         }
     }
 
@@ -326,6 +360,11 @@ pub(crate) struct Inner {
     pings: AtomicU64,
     /// Handshakes refused, by reason number (index 0 unused).
     rejects: [AtomicU64; 9],
+    /// Frame bytes read from clients (HELLOs and every frame after) and
+    /// written by sessions (WELCOME and every frame after).
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    observer: Option<Arc<dyn Observer>>,
     /// Spreads the retry-after of overload refusals over a storm.
     pace: pace::Pace,
     auth: Option<Arc<dyn Authenticate>>,
@@ -468,6 +507,9 @@ impl Server {
             next_tid: AtomicU64::new(0),
             pings: AtomicU64::new(0),
             rejects: Default::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            observer: opts.observer.clone(),
             pace: pace::Pace::new(std::time::Instant::now(), opts.overload_retry),
             auth: opts.auth.clone(),
             ping_events: opts.ping_events,
@@ -555,6 +597,20 @@ impl ServerHandle {
     /// PINGs answered since the start, over all sessions.
     pub fn pings_answered(&self) -> u64 {
         self.inner.pings.load(Ordering::Relaxed)
+    }
+
+    /// Frame bytes read from clients since the start: every HELLO and every
+    /// frame a session read after it (a frame's type byte and body, without
+    /// the transport's framing: TCP length prefix, WebSocket or HTTP, TLS).
+    pub fn bytes_received(&self) -> u64 {
+        self.inner.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Frame bytes written by sessions since the start: WELCOMEs and every
+    /// frame after (counted as [`ServerHandle::bytes_received`]; handshake
+    /// refusals are not counted).
+    pub fn bytes_sent(&self) -> u64 {
+        self.inner.bytes_out.load(Ordering::Relaxed)
     }
 
     /// Handshakes refused since the start, by reason (reasons never given

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,11 @@ pub(crate) struct Durable {
     pub(crate) moved: Option<bool>,
     /// The session's end was written.
     pub(crate) ended: bool,
+    /// Restored from the store and not attached yet: its core's detach is
+    /// its restore, and the outage began at `outage_since` (known when a
+    /// copy held here had detached; None: carried on from another node).
+    pub(crate) restored: bool,
+    pub(crate) outage_since: Option<Instant>,
 }
 
 /// A session shared between its task, the handshakes that resume it, and
@@ -63,6 +69,17 @@ pub(crate) struct Durable {
 pub(crate) struct SessionCell {
     state: Mutex<State>,
     wake: Notify,
+}
+
+impl State {
+    /// Since when the session has been without a transport, as far as this
+    /// server knows (None: attached, ended, or not known here).
+    pub(crate) fn outage_since(&self) -> Option<Instant> {
+        match &self.durable {
+            Some(d) if d.restored => d.outage_since,
+            _ => self.core.detached_since(),
+        }
+    }
 }
 
 impl SessionCell {
@@ -201,7 +218,7 @@ impl Task {
                 tokio::select! {
                     r = recv(self.live.first_mut().map(|(_, t)| t)) => self.received(r),
                     () = self.cell.wake.notified() => {}
-                    () = &mut sleep => self.cell.lock().core.handle_timeout(now()),
+                    () = &mut sleep => self.timeout(),
                     () = self.outbox.wait() => {}
                 }
             }
@@ -220,11 +237,13 @@ impl Task {
         if let Some(inc) = st.incoming.take() {
             live.push((inc.tid, inc.transport));
         }
+        let mut written = 0;
         while let Some(t) = st.core.poll_transmit() {
             match t {
                 Transmit::Send { transport, frame } => {
                     if let Some((_, t)) = live.iter_mut().find(|(tid, _)| *tid == transport) {
                         t.queue(&frame);
+                        written += frame.encoded_len() as u64;
                     }
                 }
                 Transmit::Close { transport, flush } => {
@@ -237,6 +256,9 @@ impl Task {
                 }
                 Transmit::Connect { .. } => {} // servers never dial
             }
+        }
+        if written > 0 {
+            self.inner.bytes_out.fetch_add(written, Ordering::Relaxed);
         }
         // Events go to the application only as far as its queue has room;
         // the rest wait in the core, unacknowledged.
@@ -317,10 +339,11 @@ impl Task {
         let mut st = self.cell.lock();
         match r {
             Ok(bytes) => {
+                self.inner.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 let Some(kind) = st.core.handle_bytes(now(), tid, &bytes) else { return };
                 let heartbeat = matches!(kind, kind::PING | kind::PONG);
                 if kind == kind::PING {
-                    self.inner.pings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.inner.pings.fetch_add(1, Ordering::Relaxed);
                 }
                 if !heartbeat {
                     tracing::trace!(session = %self.id, kind, len = bytes.len(), "frame in");
@@ -332,10 +355,38 @@ impl Task {
             Err(RecvError::Io(e)) => {
                 tracing::debug!(session = %self.id, %e, "transport ended");
                 self.live.clear();
+                let attached = st.core.transport() == Some(tid);
                 st.core.handle_transport_closed(now(), tid);
+                let silence = attached.then(|| detach_silence(&st.core)).flatten();
+                drop(st);
+                self.lost(silence, false);
             }
         }
     }
+
+    /// A deadline passed: a transport silent for the idle timeout is found
+    /// lost (observed, with the silence before it); a resync is not.
+    fn timeout(&self) {
+        let mut st = self.cell.lock();
+        let attached = st.core.transport().is_some();
+        st.core.handle_timeout(now());
+        let silence = attached.then(|| detach_silence(&st.core)).flatten();
+        let idle = st.core.idle_timeout();
+        drop(st);
+        self.lost(silence.filter(|s| *s >= idle), true);
+    }
+
+    fn lost(&self, silence: Option<Duration>, timed_out: bool) {
+        if let (Some(s), Some(o)) = (silence, &self.inner.observer) {
+            o.transport_lost(s, timed_out);
+        }
+    }
+}
+
+/// For a session that just detached: the time from the last frame heard
+/// to the detach (None if it did not detach).
+fn detach_silence(core: &ServerSession) -> Option<Duration> {
+    core.detached_since().map(|since| since.saturating_duration_since(core.last_heard()))
 }
 
 /// What a session's events are labelled with for the application.

@@ -22,6 +22,8 @@ use crate::transport::Kind;
 pub(super) fn install(inner: &Arc<Inner>, claimed: Claimed, kind: Kind, peer: SocketAddr) -> Result<(), RecordError> {
     let core = ServerSession::restore(now(), &inner.cfg, claimed.record)?;
     let id = core.id();
+    // The outage began when the copy held here (if any) lost its transport.
+    let outage_since = inner.cell(id).and_then(|c| c.lock().outage_since());
     let cell = Arc::new(SessionCell::new(core));
     {
         let mut st = cell.lock();
@@ -32,6 +34,8 @@ pub(super) fn install(inner: &Arc<Inner>, claimed: Claimed, kind: Kind, peer: So
             fence: claimed.fence,
             stored_ack: acked,
             stored_token: token,
+            restored: true,
+            outage_since,
             ..Durable::default()
         }));
     }
