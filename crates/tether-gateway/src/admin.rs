@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -69,7 +69,19 @@ pub(crate) fn router(shared: Shared) -> Router {
         .merge(api)
         .merge(metrics)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json") })
+        .layer(middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
+}
+
+/// Counts every request by route template, method and status
+/// (`tether_admin_requests_total`), whatever answered it (a refusal of the
+/// key included).
+async fn count(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    s.metrics.admin_request(route.as_deref().unwrap_or("unmatched"), &method, response.status().as_u16());
+    response
 }
 
 async fn bearer(State(s): State<Shared>, req: Request, next: Next) -> Response {
@@ -191,9 +203,11 @@ async fn kick(
     let reason = q.reason.unwrap_or_else(|| "kicked by the operator".into());
     let Some(ban) = q.ban else {
         let kicked = Json(api::Kicked { kicked: vec![id.to_string()], banned: None, ban_ms: None }).into_response();
+        s.metrics.kicking(id, false);
         if s.server.close_session(id, CloseCode::Kicked, &reason) {
             return Ok(kicked);
         }
+        s.metrics.not_kicked(id);
         // With a cluster, the session may be carried by another node, or by
         // none (its node died): the store tells that node, or ends it.
         let (Some(store), Some(c)) = (s.server.store(), &s.cluster) else {
@@ -202,6 +216,8 @@ async fn kick(
         return match store.kick(id, &reason).await.map_err(store_away)? {
             Kicked::Forwarded => Ok(kicked),
             Kicked::Ended => {
+                // No node carried it: it ends here, in the store.
+                s.metrics.count_end("kicked");
                 if let Ok(crate::rooms::redis::Done::Sent(sent)) = c.ended(id, false).await {
                     crate::tally(&s.metrics, s.server.stored(sent));
                 }
@@ -228,8 +244,11 @@ async fn kick(
     s.bans.ban(&user, std::time::Instant::now() + d);
     let mut kicked = Vec::new();
     for i in sessions.iter().filter(|i| crate::auth::user_of(i.user.as_deref()).as_deref() == Some(user.as_str())) {
+        s.metrics.kicking(i.id, true);
         if s.server.close_session(i.id, CloseCode::Kicked, &reason) {
             kicked.push(i.id.to_string());
+        } else {
+            s.metrics.not_kicked(i.id);
         }
     }
     tracing::info!(%user, ban = %humantime::format_duration(d), sessions = kicked.len(), "user banned");
@@ -367,6 +386,9 @@ async fn ready(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics_text(State(s): State<Shared>) -> Response {
-    let text = s.metrics.render(&s.server);
+    // With [cluster] rooms live in Redis, cluster-wide: no room gauges
+    // (GET /v1/rooms lists them).
+    let rooms = s.cluster.is_none().then(|| rooms(&s).counts());
+    let text = s.metrics.render(&s.server, rooms);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -12,7 +12,7 @@ use tether_runtime::ServerEvent;
 
 use crate::protocol::Request;
 use crate::rooms::redis::{error_event, Done, RedisRooms};
-use crate::{end_label, participant, rtt_of, tally, Shared};
+use crate::{participant, rtt_of, tally, Shared};
 
 /// Retries a store operation while the store is away (the event loop waits:
 /// a busy application to the sessions, whose links stay up); gives up on
@@ -87,7 +87,7 @@ pub(crate) async fn on_event(s: &Shared, c: &RedisRooms, e: ServerEvent) {
         }
         ServerEvent::Ended { session, reason, unacked } => {
             let expired = matches!(reason, SessionEnd::Expired);
-            m.ended(end_label(&reason));
+            m.ended(session, &reason, s.is_draining());
             tracing::info!(%session, %reason, unacked = unacked.len(), "session ended");
             lock().forget(session);
             match retry("an ended member", || c.ended(session, expired)).await {

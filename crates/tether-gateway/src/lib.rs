@@ -78,6 +78,12 @@ impl Shared {
     pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Whether this gateway drains (its shutdown began, or the admin API
+    /// asked): new sessions and resumes are refused.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// A started gateway: where it listens (ports chosen by the OS where the
@@ -269,6 +275,7 @@ pub async fn run(config: Resolved, shutdown: impl Future<Output = ()> + Send + '
     opts.ping_events = true;
     opts.log_heartbeats = c.log.heartbeats;
     opts.reuse_port = c.listen.reuse_port;
+    opts.observer = Some(metrics.clone());
     let bans = auth::Bans::default();
     let jwt = auth::JwtAuth::new(
         r.jwt_secret.as_deref(),
@@ -539,7 +546,7 @@ async fn on_event(s: &Shared, e: ServerEvent) {
         }
         ServerEvent::Ended { session, reason, unacked } => {
             let expired = matches!(reason, SessionEnd::Expired);
-            m.ended(end_label(&reason));
+            m.ended(session, &reason, s.is_draining());
             tracing::info!(%session, %reason, unacked = unacked.len(), "session ended");
             s.rooms().ended(session, expired)
         }
@@ -561,15 +568,6 @@ pub(crate) fn participant(session: SessionId, user: Option<Arc<str>>) -> rooms::
     let perms = (p.rooms.is_some() || p.publish.is_some()).then(|| Arc::new(p.clone()));
     let user = if p.user.is_empty() { auth::anonymous_user(&session.to_string()) } else { p.user };
     rooms::Who { user, name: p.name, perms }
-}
-
-pub(crate) fn end_label(r: &SessionEnd) -> &'static str {
-    match r {
-        SessionEnd::Expired => "expired",
-        SessionEnd::PeerClosed { .. } | SessionEnd::LocalClose => "closed",
-        SessionEnd::ReplayOverflow { .. } => "replay_overflow",
-        _ => "other",
-    }
 }
 
 /// The RTT a client put on its PING: `{"rtt_ms": 12.5}`.

@@ -76,6 +76,11 @@ impl Rooms {
         self.rooms.iter().map(|(r, m)| (r.clone(), m.len())).collect()
     }
 
+    /// How many rooms there are, and their members summed over them.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.rooms.len(), self.rooms.values().map(BTreeSet::len).sum())
+    }
+
     /// A room's members, None if the room does not exist.
     pub(crate) fn room_members(&self, room: &str) -> Option<Vec<Member>> {
         let ids = self.rooms.get(room)?;
