@@ -37,15 +37,53 @@ pub(crate) struct MemoryArgs {
     /// Redis's memory per session too.
     #[arg(long)]
     redis: Option<String>,
+    /// The sessions' transport: ws, wss, tcp or tls (TLS with a fresh
+    /// ECDSA P-256 certificate, as `tether serve` would use one).
+    #[arg(long, default_value = "ws", value_parser = ["ws", "wss", "tcp", "tls"])]
+    transport: String,
+}
+
+/// A certificate for the bench's TLS servers (self-signed, for
+/// `localhost`), in a directory removed on drop.
+struct BenchCert {
+    dir: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl BenchCert {
+    fn make() -> Result<BenchCert> {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let dir = std::env::temp_dir().join(format!("tether-bench-cert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem())?;
+        std::fs::write(&key, ck.signing_key.serialize_pem())?;
+        Ok(BenchCert { dir, cert, key })
+    }
+}
+
+impl Drop for BenchCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[derive(clap::Subcommand)]
 pub(crate) enum Node {
-    /// A tether WebSocket server; prints its port.
+    /// A tether server; prints its port.
     Server {
         /// Keep sessions in this Redis.
         #[arg(long)]
         redis: Option<String>,
+        /// ws, wss, tcp or tls.
+        #[arg(long, default_value = "ws")]
+        transport: String,
+        /// Certificate and key (PEM) for wss and tls.
+        #[arg(long)]
+        cert: Option<std::path::PathBuf>,
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
     },
     /// A minimal tokio program holding raw TCP connections; prints its port.
     Raw,
@@ -59,6 +97,12 @@ pub(crate) enum Node {
         n: usize,
         #[arg(long)]
         raw: bool,
+        /// ws, wss, tcp or tls.
+        #[arg(long, default_value = "ws")]
+        transport: String,
+        /// The certificate to trust for wss and tls.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
     },
 }
 
@@ -112,9 +156,16 @@ impl Drop for Proc {
     }
 }
 
-/// Holds `n` connections over server processes of one kind; returns the
-/// processes and the servers' total RSS before and after, in KiB.
-fn phase(kind: &str, n: usize, redis: Option<&str>) -> Result<(Vec<Proc>, Vec<Proc>, u64, u64)> {
+/// Holds `n` connections over server processes of one kind (`raw`, or
+/// `server` over `transport`); returns the processes and the servers'
+/// total RSS before and after, in KiB.
+fn phase(
+    kind: &str,
+    n: usize,
+    redis: Option<&str>,
+    transport: &str,
+    cert: Option<&BenchCert>,
+) -> Result<(Vec<Proc>, Vec<Proc>, u64, u64)> {
     let procs = n.div_ceil(PER_PROCESS).max(1);
     let mut servers = Vec::new();
     let mut clients = Vec::new();
@@ -122,8 +173,15 @@ fn phase(kind: &str, n: usize, redis: Option<&str>) -> Result<(Vec<Proc>, Vec<Pr
     for i in 0..procs {
         let share = n / procs + usize::from(i < n % procs);
         let mut node_args = vec![kind.to_owned()];
-        if let Some(url) = redis.filter(|_| kind == "server") {
-            node_args.extend(["--redis".to_owned(), url.to_owned()]);
+        if kind == "server" {
+            if let Some(url) = redis {
+                node_args.extend(["--redis".to_owned(), url.to_owned()]);
+            }
+            node_args.extend(["--transport".to_owned(), transport.to_owned()]);
+            if let Some(c) = cert {
+                node_args.extend(["--cert".to_owned(), c.cert.display().to_string()]);
+                node_args.extend(["--key".to_owned(), c.key.display().to_string()]);
+            }
         }
         let mut s = Proc::spawn(&node_args)?;
         let port = s.ask("")?;
@@ -132,6 +190,11 @@ fn phase(kind: &str, n: usize, redis: Option<&str>) -> Result<(Vec<Proc>, Vec<Pr
         let mut args = vec!["clients".to_owned(), "--port".into(), port, "--n".into(), share.to_string()];
         if kind == "raw" {
             args.push("--raw".into());
+        } else {
+            args.extend(["--transport".into(), transport.to_owned()]);
+            if let Some(c) = cert {
+                args.extend(["--ca".into(), c.cert.display().to_string()]);
+            }
         }
         servers.push(s);
         clients.push(Proc::spawn(&args)?);
@@ -162,14 +225,16 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     if n == 0 {
         bail!("--sessions must be at least 1");
     }
-    eprintln!("tether bench memory: {n} idle sessions over WebSocket vs {n} raw TCP connections");
+    let t = a.transport.as_str();
+    eprintln!("tether bench memory: {n} idle sessions over {t} vs {n} raw TCP connections");
+    let cert = if matches!(t, "wss" | "tls") { Some(BenchCert::make()?) } else { None };
     let t0 = Instant::now();
-    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n, None)?;
+    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n, None, t, None)?;
     drop((raw_servers, raw_clients));
     eprintln!("  raw TCP floor measured ({:.0}s)", t0.elapsed().as_secs_f64());
     let redis_before = a.redis.as_deref().map(redis_used).transpose()?;
-    let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref())?;
-    eprintln!("  idle WebSocket sessions measured ({:.0}s)", t0.elapsed().as_secs_f64());
+    let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref(), t, cert.as_ref())?;
+    eprintln!("  idle {t} sessions measured ({:.0}s)", t0.elapsed().as_secs_f64());
     if let (Some(url), Some(before)) = (a.redis.as_deref(), redis_before) {
         let used = redis_used(url)?;
         println!("Redis: {:.0} bytes per idle session (used_memory)", used.saturating_sub(before) as f64 / n as f64);
@@ -186,9 +251,9 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     let per = |kib: u64| kib as f64 / n as f64;
     let (floor, ws, big) =
         (per(raw_after.saturating_sub(raw_base)), per(idle.saturating_sub(base)), per(after.saturating_sub(base)));
-    println!("| sessions | server processes | raw TCP floor (KiB/conn) | tether WS idle (KiB/session) | ratio to floor | after one {} KiB message (KiB/session) |", a.message / 1024);
-    println!("|---|---|---|---|---|---|");
-    println!("| {n} | {} | {floor:.2} | {ws:.2} | {:.2}× | {big:.2} |", servers.len(), ws / floor.max(0.001));
+    println!("| transport | sessions | server processes | raw TCP floor (KiB/conn) | tether idle (KiB/session) | ratio to floor | after one {} KiB message (KiB/session) |", a.message / 1024);
+    println!("|---|---|---|---|---|---|---|");
+    println!("| {t} | {n} | {} | {floor:.2} | {ws:.2} | {:.2}× | {big:.2} |", servers.len(), ws / floor.max(0.001));
     Ok(())
 }
 
@@ -204,15 +269,34 @@ fn redis_used(url: &str) -> Result<u64> {
 
 pub(crate) async fn node(n: Node) -> Result<()> {
     match n {
-        Node::Server { redis } => server_node(redis).await,
+        Node::Server { redis, transport, cert, key } => server_node(redis, &transport, cert, key).await,
         Node::Raw => raw_node().await,
-        Node::Clients { port, n, raw } => clients_node(port, n, raw).await,
+        Node::Clients { port, n, raw, transport, ca } => clients_node(port, n, raw, &transport, ca).await,
         Node::LoadWorker(a) => super::load::worker(a).await,
     }
 }
 
-async fn server_node(redis: Option<String>) -> Result<()> {
-    let mut opts = ServerOptions::new(ServerConfig::default()).listen(Kind::Ws, "127.0.0.1:0".parse()?);
+fn kind_of(transport: &str) -> Result<Kind> {
+    Ok(match transport {
+        "ws" => Kind::Ws,
+        "wss" => Kind::Wss,
+        "tcp" => Kind::Tcp,
+        "tls" => Kind::Tls,
+        other => bail!("--transport {other:?}: use ws, wss, tcp or tls"),
+    })
+}
+
+async fn server_node(
+    redis: Option<String>,
+    transport: &str,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let kind = kind_of(transport)?;
+    let mut opts = ServerOptions::new(ServerConfig::default()).listen(kind, "127.0.0.1:0".parse()?);
+    if let (Some(c), Some(k)) = (&cert, &key) {
+        opts.tls = Some(tether_runtime::tls::server_config(c, k)?);
+    }
     if let Some(url) = redis {
         let pid = std::process::id();
         let mut o = tether_cluster::RedisOptions::new(url, format!("bench{pid}"));
@@ -220,7 +304,7 @@ async fn server_node(redis: Option<String>) -> Result<()> {
         opts.store = Some(tether_cluster::RedisStore::connect(o).await?);
     }
     let server = Server::start(opts).await?;
-    println!("{}", server.local_addr(Kind::Ws).context("no ws listener")?.port());
+    println!("{}", server.local_addr(kind).context("no listener")?.port());
     let (handle, mut events) = server.into_parts();
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
@@ -277,7 +361,7 @@ async fn raw_node() -> Result<()> {
     Ok(())
 }
 
-async fn clients_node(port: u16, n: usize, raw: bool) -> Result<()> {
+async fn clients_node(port: u16, n: usize, raw: bool, transport: &str, ca: Option<std::path::PathBuf>) -> Result<()> {
     let ready = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
     let mut raw_conns = Vec::new();
@@ -288,10 +372,14 @@ async fn clients_node(port: u16, n: usize, raw: bool) -> Result<()> {
         }
         ready.store(n, Ordering::Relaxed);
     } else {
-        let url: tether_runtime::Endpoint = format!("ws://127.0.0.1:{port}/").parse()?;
+        let host = if ca.is_some() { "localhost" } else { "127.0.0.1" };
+        let path = if transport.starts_with("ws") { "/" } else { "" };
+        let url: tether_runtime::Endpoint = format!("{transport}://{host}:{port}{path}").parse()?;
+        let tls = ca.as_deref().map(tether_runtime::tls::client_config).transpose()?;
         for _ in 0..n {
             let mut opts = ClientOptions::new(ClientConfig::profile(Profile::Default));
             opts.watch_network = false;
+            opts.dial.tls = tls.clone();
             let permit = gate.clone().acquire_owned().await?;
             let mut c = Client::start(url.clone(), opts)?;
             let (ready, received) = (ready.clone(), received.clone());
