@@ -34,8 +34,15 @@ redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$redis_dir" \
   --daemonize yes --pidfile "$redis_dir/redis.pid" --logfile "$redis_dir/redis.log"
 stop_redis() {
-  [ -f "$redis_dir/redis.pid" ] && kill "$(cat "$redis_dir/redis.pid")" 2>/dev/null || true
-  rm -rf "$redis_dir"
+  # Wait until it is gone (it may still be writing its log), so that its
+  # directory can be removed; a leftover temporary directory never fails the run.
+  if [ -f "$redis_dir/redis.pid" ]; then
+    local pid
+    pid=$(cat "$redis_dir/redis.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$redis_dir" 2>/dev/null || true
 }
 trap stop_redis EXIT
 for _ in $(seq 100); do
