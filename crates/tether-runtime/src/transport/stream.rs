@@ -8,15 +8,13 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tether_proto::frame::{stream_frame_len, LENGTH_PREFIX};
 use tether_proto::Frame;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use super::{Io, RecvError};
 
 /// Bytes asked of the socket per read when no larger frame is pending.
 const READ_CHUNK: usize = 1024;
-/// A buffer that grew past this for one large frame is released once empty.
-const KEEP_CAPACITY: usize = 4 * 1024;
 
 pub(crate) struct StreamTransport {
     io: Io,
@@ -55,12 +53,9 @@ impl StreamTransport {
             self.wpos += n;
         }
         if !self.wbuf.is_empty() {
+            // Everything written: an idle connection holds no write buffer.
             self.wpos = 0;
-            if self.wbuf.capacity() > KEEP_CAPACITY {
-                self.wbuf = Vec::new();
-            } else {
-                self.wbuf.clear();
-            }
+            self.wbuf = Vec::new();
         }
         Pin::new(&mut self.io).poll_flush(cx)
     }
@@ -71,7 +66,9 @@ impl StreamTransport {
                 Some(len) if self.rbuf.len() >= LENGTH_PREFIX + len => {
                     let frame = Bytes::copy_from_slice(&self.rbuf[LENGTH_PREFIX..LENGTH_PREFIX + len]);
                     self.rbuf.advance(LENGTH_PREFIX + len);
-                    if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
+                    if self.rbuf.is_empty() {
+                        // Nothing pending: an idle connection holds no read
+                        // buffer (the next read takes a fresh one).
                         self.rbuf = BytesMut::new();
                     }
                     return Poll::Ready(Ok(frame));
@@ -79,8 +76,19 @@ impl StreamTransport {
                 Some(len) => LENGTH_PREFIX + len - self.rbuf.len(),
                 None => LENGTH_PREFIX - self.rbuf.len(),
             };
-            self.rbuf.reserve(want.max(READ_CHUNK));
-            let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf))?;
+            let n = if self.rbuf.is_empty() {
+                // Waiting for the next frame, as an idle connection does
+                // between heartbeats: read into the stack, so that no heap
+                // buffer is held while the read is pending.
+                let mut chunk = [0u8; READ_CHUNK];
+                let mut rb = ReadBuf::new(&mut chunk);
+                ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+                self.rbuf.extend_from_slice(rb.filled());
+                rb.filled().len()
+            } else {
+                self.rbuf.reserve(want.max(READ_CHUNK));
+                ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf))?
+            };
             if n == 0 {
                 let what =
                     if self.rbuf.is_empty() { "the peer closed the connection" } else { "connection closed mid-frame" };
