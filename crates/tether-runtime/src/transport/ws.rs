@@ -30,8 +30,9 @@ pub const SUBPROTOCOL: &str = "tether.v1";
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// yawc's read and write buffers start (and shrink back to) this size: an
 /// idle connection holds two of them. Heartbeats and acks are a few dozen
-/// bytes; larger messages grow the buffers for as long as they need.
-const WS_BUFFER: usize = 256;
+/// bytes (a PING with its RTT payload, 2 + 9 + 13 + ~20); larger messages
+/// grow the buffers for as long as they need.
+const WS_BUFFER: usize = 64;
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub(crate) type WsStream = WebSocket<Io>;
@@ -81,6 +82,10 @@ impl WsTransport {
         if self.unflushed {
             ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(ws_io)?;
             self.unflushed = false;
+        }
+        if self.out.capacity() > 0 {
+            // Everything written: an idle connection holds no queue.
+            self.out = VecDeque::new();
         }
         Poll::Ready(Ok(()))
     }
