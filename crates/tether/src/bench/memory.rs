@@ -41,6 +41,12 @@ pub(crate) struct MemoryArgs {
     /// ECDSA P-256 certificate, as `tether serve` would use one).
     #[arg(long, default_value = "ws", value_parser = ["ws", "wss", "tcp", "tls"])]
     transport: String,
+    /// Run the gateway (rooms) instead of a bare session server: the
+    /// sessions join rooms of this many members and each says one message
+    /// (to the members there by then); measured once every say came back to
+    /// its sayer and memory settled (the "after a message" phase is skipped).
+    #[arg(long)]
+    rooms: Option<usize>,
 }
 
 /// A certificate for the bench's TLS servers (self-signed, for
@@ -84,6 +90,9 @@ pub(crate) enum Node {
         cert: Option<std::path::PathBuf>,
         #[arg(long)]
         key: Option<std::path::PathBuf>,
+        /// Run the gateway (rooms and presence) instead.
+        #[arg(long)]
+        gateway: bool,
     },
     /// A minimal tokio program holding raw TCP connections; prints its port.
     Raw,
@@ -103,6 +112,9 @@ pub(crate) enum Node {
         /// The certificate to trust for wss and tls.
         #[arg(long)]
         ca: Option<std::path::PathBuf>,
+        /// Join rooms of this many members and say one message each.
+        #[arg(long)]
+        room_size: Option<usize>,
     },
 }
 
@@ -165,6 +177,7 @@ fn phase(
     redis: Option<&str>,
     transport: &str,
     cert: Option<&BenchCert>,
+    rooms: Option<usize>,
 ) -> Result<(Vec<Proc>, Vec<Proc>, u64, u64)> {
     let procs = n.div_ceil(PER_PROCESS).max(1);
     let mut servers = Vec::new();
@@ -178,6 +191,9 @@ fn phase(
                 node_args.extend(["--redis".to_owned(), url.to_owned()]);
             }
             node_args.extend(["--transport".to_owned(), transport.to_owned()]);
+            if rooms.is_some() {
+                node_args.push("--gateway".to_owned());
+            }
             if let Some(c) = cert {
                 node_args.extend(["--cert".to_owned(), c.cert.display().to_string()]);
                 node_args.extend(["--key".to_owned(), c.key.display().to_string()]);
@@ -194,6 +210,9 @@ fn phase(
             args.extend(["--transport".into(), transport.to_owned()]);
             if let Some(c) = cert {
                 args.extend(["--ca".into(), c.cert.display().to_string()]);
+            }
+            if let Some(size) = rooms {
+                args.extend(["--room-size".into(), size.to_string()]);
             }
         }
         servers.push(s);
@@ -229,12 +248,26 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     eprintln!("tether bench memory: {n} idle sessions over {t} vs {n} raw TCP connections");
     let cert = if matches!(t, "wss" | "tls") { Some(BenchCert::make()?) } else { None };
     let t0 = Instant::now();
-    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n, None, t, None)?;
+    if let Some(size) = a.rooms {
+        if size == 0 || n % size != 0 || n > PER_PROCESS {
+            bail!("--rooms {size}: use a room size that divides --sessions, and at most {PER_PROCESS} sessions");
+        }
+    }
+    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n, None, t, None, None)?;
     drop((raw_servers, raw_clients));
     eprintln!("  raw TCP floor measured ({:.0}s)", t0.elapsed().as_secs_f64());
     let redis_before = a.redis.as_deref().map(redis_used).transpose()?;
-    let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref(), t, cert.as_ref())?;
+    let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref(), t, cert.as_ref(), a.rooms)?;
     eprintln!("  idle {t} sessions measured ({:.0}s)", t0.elapsed().as_secs_f64());
+    if let Some(size) = a.rooms {
+        let (floor, per) =
+            (raw_after.saturating_sub(raw_base) as f64 / n as f64, idle.saturating_sub(base) as f64 / n as f64);
+        println!("| transport | sessions | room size | raw TCP floor (KiB/conn) | gateway, in rooms after one say each, settled (KiB/session) | ratio to floor |");
+        println!("|---|---|---|---|---|---|");
+        println!("| {t} | {n} | {size} | {floor:.2} | {per:.2} | {:.2}× |", per / floor.max(0.001));
+        drop((servers, clients));
+        return Ok(());
+    }
     if let (Some(url), Some(before)) = (a.redis.as_deref(), redis_before) {
         let used = redis_used(url)?;
         println!("Redis: {:.0} bytes per idle session (used_memory)", used.saturating_sub(before) as f64 / n as f64);
@@ -269,9 +302,12 @@ fn redis_used(url: &str) -> Result<u64> {
 
 pub(crate) async fn node(n: Node) -> Result<()> {
     match n {
-        Node::Server { redis, transport, cert, key } => server_node(redis, &transport, cert, key).await,
+        Node::Server { gateway: true, transport, cert, key, .. } => gateway_node(&transport, cert, key).await,
+        Node::Server { redis, transport, cert, key, .. } => server_node(redis, &transport, cert, key).await,
         Node::Raw => raw_node().await,
-        Node::Clients { port, n, raw, transport, ca } => clients_node(port, n, raw, &transport, ca).await,
+        Node::Clients { port, n, raw, transport, ca, room_size } => {
+            clients_node(port, n, raw, &transport, ca, room_size).await
+        }
         Node::LoadWorker(a) => super::load::worker(a).await,
     }
 }
@@ -334,6 +370,57 @@ async fn server_node(
     Ok(())
 }
 
+/// The gateway (rooms, presence, metrics) on one session listener; `count`
+/// reads its attached sessions from its own `/metrics`.
+async fn gateway_node(
+    transport: &str,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let tls = match (&cert, &key) {
+        (Some(c), Some(k)) => {
+            format!("[tls]\ncert = {:?}\nkey = {:?}\n", c.display().to_string(), k.display().to_string())
+        }
+        _ => String::new(),
+    };
+    let listen: String = ["tcp", "ws", "tls", "wss"]
+        .iter()
+        .map(|k| format!("{k} = \"{}\"\n", if *k == transport { "127.0.0.1:0" } else { "off" }))
+        .collect();
+    let text = format!(
+        "[listen]\n{listen}{tls}\
+         [admin]\nlisten = \"127.0.0.1:0\"\nkey = \"bench-admin-key-0123456789\"\n[demo]\nlisten = \"off\"\n\
+         [limits]\nmax_room_members = 100000\nconnections_per_address = 0\n[log]\nlevel = \"warn\"\n"
+    );
+    let cfg = tether_gateway::Config::parse(&text, "bench gateway")?.resolve()?;
+    let g = tether_gateway::run(cfg, std::future::pending()).await?;
+    let port = g.sessions.first().context("no session listener")?.addr.port();
+    let admin = g.admin.context("no admin listener")?;
+    println!("{port}");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(cmd) = lines.next_line().await? {
+        match cmd.as_str() {
+            "count" => println!("{}", attached(admin).await?),
+            _ => bail!("unknown command {cmd:?}"),
+        }
+    }
+    drop(g);
+    Ok(())
+}
+
+/// `tether_sessions{state="attached"}` from a gateway's `/metrics`.
+async fn attached(admin: std::net::SocketAddr) -> Result<usize> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(admin).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("tether_sessions{state=\"attached\"} ")?.trim().parse::<f64>().ok())
+        .map(|v| v as usize)
+        .context("no tether_sessions{state=\"attached\"} in /metrics")
+}
+
 async fn raw_node() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?.port());
@@ -361,7 +448,14 @@ async fn raw_node() -> Result<()> {
     Ok(())
 }
 
-async fn clients_node(port: u16, n: usize, raw: bool, transport: &str, ca: Option<std::path::PathBuf>) -> Result<()> {
+async fn clients_node(
+    port: u16,
+    n: usize,
+    raw: bool,
+    transport: &str,
+    ca: Option<std::path::PathBuf>,
+    room_size: Option<usize>,
+) -> Result<()> {
     let ready = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
     let mut raw_conns = Vec::new();
@@ -376,24 +470,42 @@ async fn clients_node(port: u16, n: usize, raw: bool, transport: &str, ca: Optio
         let path = if transport.starts_with("ws") { "/" } else { "" };
         let url: tether_runtime::Endpoint = format!("{transport}://{host}:{port}{path}").parse()?;
         let tls = ca.as_deref().map(tether_runtime::tls::client_config).transpose()?;
-        for _ in 0..n {
+        for i in 0..n {
             let mut opts = ClientOptions::new(ClientConfig::profile(Profile::Default));
             opts.watch_network = false;
             opts.dial.tls = tls.clone();
             let permit = gate.clone().acquire_owned().await?;
             let mut c = Client::start(url.clone(), opts)?;
             let (ready, received) = (ready.clone(), received.clone());
+            // With rooms: join room i / size, say one message once joined.
+            let room = room_size.map(|size| format!("r{}", i / size));
             tokio::spawn(async move {
                 let mut permit = Some(permit);
+                let handle = c.handle();
                 while let Some(e) = c.next_event().await {
                     match e {
                         Event::Session(ClientEvent::Connected { .. }) => {
                             permit.take();
                             ready.fetch_add(1, Ordering::Relaxed);
+                            if let Some(r) = &room {
+                                let _ = handle.send(serde_json::json!({"op": "join", "room": r}).to_string());
+                            }
                         }
-                        Event::Session(ClientEvent::Message(_)) => {
-                            received.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Event::Session(ClientEvent::Message(m)) => match &room {
+                            None => {
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(r) => {
+                                let v: serde_json::Value = serde_json::from_slice(&m).unwrap_or_default();
+                                if v["ev"] == "joined" {
+                                    let say = serde_json::json!({"op": "say", "room": r, "body": {"n": i}});
+                                    let _ = handle.send(say.to_string());
+                                } else if v["ev"] == "message" && v["body"]["n"] == i {
+                                    // Its own say came back: handled and fanned out.
+                                    received.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        },
                         _ => {}
                     }
                 }
@@ -406,6 +518,15 @@ async fn clients_node(port: u16, n: usize, raw: bool, transport: &str, ca: Optio
             bail!("only {} of {n} sessions connected in 300 s", ready.load(Ordering::Relaxed));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if room_size.is_some() {
+        // Every member joined and heard its own say come back.
+        while received.load(Ordering::Relaxed) < n {
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("only {} of {n} says came back in 300 s", received.load(Ordering::Relaxed));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     println!("{n} connected in {:.1}s", started.elapsed().as_secs_f64());
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
