@@ -249,7 +249,7 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     let cert = if matches!(t, "wss" | "tls") { Some(BenchCert::make()?) } else { None };
     let t0 = Instant::now();
     if let Some(size) = a.rooms {
-        if size == 0 || n % size != 0 || n > PER_PROCESS {
+        if size == 0 || !n.is_multiple_of(size) || n > PER_PROCESS {
             bail!("--rooms {size}: use a room size that divides --sessions, and at most {PER_PROCESS} sessions");
         }
     }
