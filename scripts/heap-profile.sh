@@ -6,10 +6,13 @@
 #
 #   cargo build --release -p tether
 #   scripts/heap-profile.sh tls 2000        # ws, wss, tcp or tls
+#   scripts/heap-profile.sh ws 2000 10      # the gateway, rooms of 10, one say each
 #
 # Needs Debian's heaptrack and openssl, and rustfilt (cargo install rustfilt).
 set -euo pipefail
-t=${1:-ws}; n=${2:-2000}
+t=${1:-ws}; n=${2:-2000}; rooms=${3:-}
+gw=(); rs=()
+if [ -n "$rooms" ]; then gw=(--gateway); rs=(--room-size "$rooms"); fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/target/release/tether
 dir=$(mktemp -d)
@@ -21,10 +24,10 @@ if [ "$t" = tls ] || [ "$t" = wss ]; then
     -subj /CN=localhost -addext subjectAltName=DNS:localhost -addext basicConstraints=CA:FALSE -days 1 2>/dev/null
   tls=(--cert c.pem --key k.pem); ca=(--ca c.pem)
 fi
-(sleep 120) | heaptrack -o "$dir/ht" "$bin" bench-node server --transport "$t" "${tls[@]}" > srv.out 2> srv.err &
+(sleep 120) | heaptrack -o "$dir/ht" "$bin" bench-node server --transport "$t" "${tls[@]}" "${gw[@]}" > srv.out 2> srv.err &
 for _ in $(seq 100); do grep -qE '^[0-9]+$' srv.out 2>/dev/null && break; sleep 0.1; done
 port=$(grep -E '^[0-9]+$' srv.out | head -1)
-(sleep 60) | "$bin" bench-node clients --port "$port" --n "$n" --transport "$t" "${ca[@]}" > cl.out 2>&1 &
+(sleep 60) | "$bin" bench-node clients --port "$port" --n "$n" --transport "$t" "${ca[@]}" "${rs[@]}" > cl.out 2>&1 &
 for _ in $(seq 300); do grep -q connected cl.out 2>/dev/null && break; sleep 0.1; done
 sleep 3 # settled
 pkill -9 -f "bench-node server --transport $t"

@@ -33,6 +33,10 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// bytes (a PING with its RTT payload, 2 + 9 + 13 + ~20); larger messages
 /// grow the buffers for as long as they need.
 const WS_BUFFER: usize = 64;
+/// Frames collect in the write buffer up to this many bytes between flushes
+/// (a burst of room traffic is written in a few syscalls), and a buffer that
+/// grew past it is given back once written.
+const WS_BACKPRESSURE: usize = 1024;
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub(crate) type WsStream = WebSocket<Io>;
@@ -45,6 +49,9 @@ pub(crate) fn options(max_frame: u32) -> Options {
         .with_max_read_buffer(max)
         .with_read_buffer_capacity(WS_BUFFER)
         .with_write_buffer_capacity(WS_BUFFER)
+        // yawc gives the write buffer back only once it grew past this (8 KiB
+        // by default, which an idle member of a busy room kept for good).
+        .with_backpressure_boundary(WS_BACKPRESSURE)
         .without_compression()
 }
 
