@@ -291,3 +291,24 @@ async fn messages_waiting_when_the_session_ends_are_handed_back_not_to_the_backe
     assert_eq!(b.record.calls("say").len(), 1, "the say under way");
     assert!(b.record.calls("rpc").is_empty(), "the waiting rpcs never reached the backend");
 }
+
+/// A say the backend refuses is not counted by the say rate: with a burst
+/// of one say, a refused one leaves the next allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_say_the_backend_refuses_costs_no_say_token() {
+    let b = Backend::start().await;
+    let g = gateway(&format!("{}[limits]\nsay_rate = 0.01\nsay_burst = 1.0\n", hooks_toml(&b.url))).await;
+    let mut p = connect(g.session_addr(Kind::Tcp).unwrap(), "user:alice");
+    p.send(json!({"op": "join", "room": "lobby"}));
+    p.msg("joined", |v| v["ev"] == "joined").await;
+    p.send(json!({"op": "say", "room": "lobby", "body": {"text": "forbidden"}}));
+    let e = p.msg("a refused say", error_for("say")).await;
+    assert_eq!(e["code"], "forbidden", "{e}");
+    p.send(json!({"op": "say", "room": "lobby", "body": {"text": "allowed"}}));
+    let m = p.msg("the next say", |v| v["ev"] == "message" || v["ev"] == "error").await;
+    assert_eq!(m["body"]["text"], "allowed", "the refused say spent the only token: {m}");
+    // And the rate holds for says that were said.
+    p.send(json!({"op": "say", "room": "lobby", "body": {"text": "one too many"}}));
+    let e = p.msg("rate limited", error_for("say")).await;
+    assert_eq!(e["code"], "rate_limited", "{e}");
+}

@@ -70,7 +70,15 @@ pub(crate) async fn handle(s: &Shared, session: SessionId, seq: u64, payload: &[
                 }
                 let hook_body =
                     json!({"session": session.to_string(), "user": user(s, session), "room": room, "body": body});
-                match h.call::<Verdict>(Hook::Say, &message_key(session, seq), &hook_body, None).await {
+                let verdict = h.call::<Verdict>(Hook::Say, &message_key(session, seq), &hook_body, None).await;
+                if !matches!(&verdict, Ok(v) if v.allow) {
+                    // Not said after all: the say rate does not count it.
+                    match &s.cluster {
+                        Some(c) => c.refund_say(session),
+                        None => s.rooms().refund_say(session),
+                    }
+                }
+                match verdict {
                     Ok(v) if v.allow => (Request::Say { body: v.body.unwrap_or(body), room }, true),
                     Ok(v) => return refuse(s, session, seq, op, refused(&room, v.reason, "say")).await,
                     Err(e) => return refuse(s, session, seq, op, unavailable(&e)).await,

@@ -262,6 +262,15 @@ impl Rooms {
         }
     }
 
+    /// Gives back the say token [`Rooms::check_say`] took, for a say that
+    /// was not said after all (its hook refused it, or did not answer).
+    pub(crate) fn refund_say(&mut self, id: SessionId) {
+        let burst = self.limits.say_burst;
+        if let Some(m) = self.members.get_mut(&id) {
+            m.says.0 = (m.says.0 + 1.0).min(burst);
+        }
+    }
+
     /// A message from a session: one room-protocol request.
     #[cfg(test)]
     pub(crate) fn request(&mut self, id: SessionId, payload: &[u8], now: Instant) -> Reply {

@@ -253,6 +253,14 @@ impl RedisRooms {
         Ok(Ok(()))
     }
 
+    /// Gives back the say token [`RedisRooms::check_say`] took.
+    pub(crate) fn refund_say(&self, id: SessionId) {
+        let burst = self.limits.say_burst;
+        if let Some((tokens, _)) = self.says.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
+            *tokens = (*tokens + 1.0).min(burst);
+        }
+    }
+
     fn may_say(&self, id: SessionId, now: Instant) -> bool {
         let (rate, burst) = (self.limits.say_rate, self.limits.say_burst);
         let mut says = self.says.lock().unwrap_or_else(|p| p.into_inner());
