@@ -9,6 +9,9 @@
 //! carries the session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/peer.rs"]
+#[allow(dead_code)]
+mod peer;
 #[path = "../../tether-cluster/tests/common/mod.rs"]
 mod redis_harness;
 
@@ -16,19 +19,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use peer::{connect, Peer, WAIT};
 use serde_json::{json, Value};
 use tether_gateway::{Config, Running};
 use tether_proto::frame::{decode_stream, Hello, Resume, Welcome};
-use tether_proto::{ClientConfig, ClientEvent, CloseCode, Frame, Profile};
-use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
+use tether_proto::{ClientEvent, CloseCode, Frame};
 use tether_runtime::Kind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 const KEY: &str = "admin-key-0123456789abcdef";
-const WAIT: Duration = Duration::from_secs(15);
 
 /// A gateway on ephemeral loopback ports (TCP sessions, the admin API with
 /// KEY, anonymous clients and JWTs both admitted); `extra` is more TOML.
@@ -266,52 +267,14 @@ fn resume(w: &Welcome, last_received: u64) -> Option<Resume> {
     Some(Resume { session_id: w.session_id, token: w.token.clone(), last_received })
 }
 
-/// A runtime client (with its heartbeat) presenting `auth`.
-struct Peer {
-    handle: ClientHandle,
-    events: mpsc::UnboundedReceiver<ClientEvent>,
+/// Waits for the session to be established.
+async fn connected(p: &mut Peer) {
+    p.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
 }
 
-fn connect(addr: SocketAddr, auth: &str) -> Peer {
-    let mut core = ClientConfig::profile(Profile::Realtime);
-    core.auth = Bytes::from(auth.to_owned());
-    let mut opts = ClientOptions::new(core);
-    opts.watch_network = false;
-    let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
-    let handle = client.handle();
-    let (tx, events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(e) = client.next_event().await {
-            if let Event::Session(e) = e {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Peer { handle, events }
-}
-
-impl Peer {
-    async fn next(&mut self, what: &str, f: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(e)) if f(&e) => return e,
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("client stopped while waiting for {what}"),
-                Err(_) => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
-
-    async fn connected(&mut self) {
-        self.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
-    }
-
-    async fn ended(&mut self) {
-        self.next("the session's end", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
-    }
+/// Waits for the session's end.
+async fn ended(p: &mut Peer) {
+    p.next("the session's end", |e| matches!(e, ClientEvent::SessionEnded { .. })).await;
 }
 
 /// A session's transport goes silent and the heartbeat finds it lost; the
@@ -437,27 +400,27 @@ async fn counters_start_at_zero_and_ends_are_counted_by_what_ended_them() {
 
     // A refused token.
     let mut eve = connect(tcp(&g), "not-a-jwt");
-    eve.ended().await;
+    ended(&mut eve).await;
     // A client closes its session itself.
     let mut alice = connect(tcp(&g), &token("alice"));
-    alice.connected().await;
+    connected(&mut alice).await;
     alice.handle.close();
-    alice.ended().await;
+    ended(&mut alice).await;
     // A kick.
     let mut carol = connect(tcp(&g), &token("carol"));
-    carol.connected().await;
+    connected(&mut carol).await;
     let id = session_of(&g, "carol").await["id"].as_str().unwrap().to_owned();
     api(&g, "DELETE", &format!("/v1/sessions/{id}?reason=spam"), None).await;
-    carol.ended().await;
+    ended(&mut carol).await;
     // A ban ends both sessions of its user.
     let (mut m1, mut m2) = (connect(tcp(&g), &token("mallory")), connect(tcp(&g), &token("mallory")));
-    m1.connected().await;
-    m2.connected().await;
+    connected(&mut m1).await;
+    connected(&mut m2).await;
     let id = session_of(&g, "mallory").await["id"].as_str().unwrap().to_owned();
     let r = api(&g, "DELETE", &format!("/v1/sessions/{id}?ban=10m"), None).await;
     assert_eq!(r["kicked"].as_array().unwrap().len(), 2, "{r}");
-    m1.ended().await;
-    m2.ended().await;
+    ended(&mut m1).await;
+    ended(&mut m2).await;
     // A session whose client goes silent and never comes back expires.
     let mut gone = Raw::connect(tcp(&g)).await;
     gone.hello(1000, None).await;
