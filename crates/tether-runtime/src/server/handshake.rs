@@ -104,7 +104,9 @@ async fn handshake(
     let setup = async {
         let io = match (kind, &inner.tls) {
             (Kind::Tcp | Kind::Ws, _) => Io::Plain(tcp),
-            (Kind::Tls | Kind::Wss, Some(acceptor)) => Io::ServerTls(Box::new(acceptor.accept(tcp).await?)),
+            (Kind::Tls | Kind::Wss, Some(config)) => {
+                Io::ServerTls(Box::new(transport::server_tls::ServerTlsStream::accept(tcp, config.clone()).await?))
+            }
             (Kind::Tls | Kind::Wss, None) => return Err(std::io::Error::other("no TLS certificate configured")),
         };
         Ok(match kind {

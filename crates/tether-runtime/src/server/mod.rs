@@ -343,7 +343,7 @@ pub(crate) struct Inner {
     proxies: Option<crate::transport::TrustedProxies>,
     /// The open HTTP fallback transports (their POSTs' destinations).
     routes: Arc<crate::transport::http::Routes>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     rng: Mutex<Rng>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionCell>>>,
     refusal: Mutex<Option<(RejectReason, Duration)>>,
@@ -494,7 +494,7 @@ impl Server {
             origins: opts.origins,
             proxies: opts.proxies,
             routes: Arc::default(),
-            tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            tls: opts.tls.clone(),
             rng: Mutex::new(rng),
             sessions: Mutex::new(HashMap::new()),
             refusal: Mutex::new(None),

@@ -11,6 +11,7 @@
 pub(crate) mod http;
 pub mod origin;
 pub mod proxied;
+pub mod server_tls;
 mod stream;
 pub(crate) mod ws;
 
@@ -35,8 +36,8 @@ pub enum Io {
     Plain(TcpStream),
     /// TLS, client side.
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// TLS, server side.
-    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS, server side (rustls's unbuffered API: no buffers while idle).
+    ServerTls(Box<server_tls::ServerTlsStream>),
 }
 
 impl Io {
@@ -45,7 +46,7 @@ impl Io {
         match self {
             Io::Plain(s) => s,
             Io::ClientTls(s) => s.get_ref().0,
-            Io::ServerTls(s) => s.get_ref().0,
+            Io::ServerTls(s) => s.tcp(),
         }
     }
 }

@@ -1,0 +1,383 @@
+//! The server's TLS stream, on rustls's unbuffered API.
+//!
+//! tokio-rustls drives rustls's buffered connection, whose record buffer
+//! reserves 4 KiB to read into and keeps it for the connection's life: two
+//! thirds of what an idle TLS session used to cost (`docs/PERFORMANCE.md`).
+//! Here the stream owns its buffers, as the plaintext transports do: while
+//! the connection is idle the read waits with a buffer on the stack, and
+//! the buffers of received records, decrypted bytes and bytes to send are
+//! given back as soon as they are empty. The TLS configuration is the
+//! caller's, unchanged.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Bytes read from the socket at a time when no record is pending (into
+/// the stack while idle).
+const READ_CHUNK: usize = 4096;
+/// A TLS record header: type, version, length.
+const RECORD_HEADER: usize = 5;
+/// Most plaintext taken by one `poll_write` (the encrypted bytes wait in
+/// the stream until written, so this bounds that buffer).
+const MAX_WRITE: usize = 64 * 1024;
+
+/// A TLS connection accepted by a server.
+pub struct ServerTlsStream {
+    tcp: TcpStream,
+    conn: UnbufferedServerConnection,
+    /// TLS bytes received and not yet processed (part of a record).
+    incoming: Vec<u8>,
+    /// Decrypted bytes the reader has not taken yet, from `plain_pos`.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// Encrypted bytes not yet written to the socket, from `out_pos`.
+    outgoing: Vec<u8>,
+    out_pos: usize,
+    /// The peer sent close_notify: reads end here.
+    peer_closed: bool,
+    /// This side queued its close_notify.
+    close_queued: bool,
+}
+
+/// What [`ServerTlsStream::process`] is asked to do once rustls lets it write.
+enum Want<'a> {
+    Nothing,
+    Write(&'a [u8]),
+    CloseNotify,
+}
+
+/// Where processing stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Stopped {
+    /// Application data may be written; more records need more bytes.
+    Traffic,
+    /// The handshake needs more bytes from the peer.
+    Blocked,
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+impl ServerTlsStream {
+    /// Runs the server side of a TLS handshake on `tcp`.
+    pub async fn accept(tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<ServerTlsStream> {
+        let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+        let mut s = ServerTlsStream {
+            tcp,
+            conn,
+            incoming: Vec::new(),
+            plain: Vec::new(),
+            plain_pos: 0,
+            outgoing: Vec::new(),
+            out_pos: 0,
+            peer_closed: false,
+            close_queued: false,
+        };
+        poll_fn(|cx| s.poll_handshake(cx)).await?;
+        Ok(s)
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Bytes of buffers held (received, decrypted and outgoing), for tests
+    /// and measurements: zero on an idle connection.
+    pub fn buffered_capacity(&self) -> usize {
+        self.incoming.capacity() + self.plain.capacity() + self.outgoing.capacity()
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let stopped = self.process(Want::Nothing).map(|(s, _)| s);
+            // An alert rustls queued on failure goes out before the error.
+            let flushed = self.poll_flush_out(cx)?;
+            let stopped = stopped?;
+            ready!(flushed);
+            if !self.conn.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
+            if stopped == Stopped::Closed || self.peer_closed {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during TLS handshake")));
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection during the TLS handshake",
+                )));
+            }
+        }
+    }
+
+    /// Processes the records received so far: decrypted data goes to
+    /// `plain`, handshake messages and alerts to `outgoing`; then does what
+    /// `want` asks if rustls allows writing. Returns where it stopped and how
+    /// many bytes of `want` were encrypted.
+    fn process(&mut self, mut want: Want<'_>) -> io::Result<(Stopped, usize)> {
+        let mut taken = 0;
+        loop {
+            let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut self.incoming);
+            let mut stop = None;
+            let outcome = match state {
+                Err(e) => Err(tls_error(e)),
+                Ok(ConnectionState::ReadTraffic(mut r)) => {
+                    let mut res = Ok(());
+                    while let Some(record) = r.next_record() {
+                        match record {
+                            Ok(rec) => {
+                                discard += rec.discard;
+                                self.plain.extend_from_slice(rec.payload);
+                            }
+                            Err(e) => {
+                                res = Err(tls_error(e));
+                                break;
+                            }
+                        }
+                    }
+                    res
+                }
+                Ok(ConnectionState::ReadEarlyData(mut r)) => {
+                    // Not offered by our configuration; read as data if a
+                    // configuration enables it.
+                    let mut res = Ok(());
+                    while let Some(record) = r.next_record() {
+                        match record {
+                            Ok(rec) => {
+                                discard += rec.discard;
+                                self.plain.extend_from_slice(rec.payload);
+                            }
+                            Err(e) => {
+                                res = Err(tls_error(e));
+                                break;
+                            }
+                        }
+                    }
+                    res
+                }
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    let start = self.outgoing.len();
+                    match e.encode(&mut []) {
+                        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                            self.outgoing.resize(start + required_size, 0);
+                            match e.encode(&mut self.outgoing[start..]) {
+                                Ok(n) => {
+                                    self.outgoing.truncate(start + n);
+                                    Ok(())
+                                }
+                                Err(e) => Err(io::Error::other(format!("TLS encoding failed: {e}"))),
+                            }
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(io::Error::other(format!("TLS encoding failed: {e}"))),
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => {
+                    // Queued in `outgoing`, which is written in order before
+                    // anything encrypted after it.
+                    t.done();
+                    Ok(())
+                }
+                Ok(ConnectionState::BlockedHandshake) => {
+                    stop = Some(Stopped::Blocked);
+                    Ok(())
+                }
+                Ok(ConnectionState::PeerClosed) => {
+                    self.peer_closed = true;
+                    Ok(())
+                }
+                Ok(ConnectionState::Closed) => {
+                    self.peer_closed = true;
+                    stop = Some(Stopped::Closed);
+                    Ok(())
+                }
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    let res = match std::mem::replace(&mut want, Want::Nothing) {
+                        Want::Nothing => Ok(()),
+                        Want::Write(data) => {
+                            let data = &data[..data.len().min(MAX_WRITE)];
+                            encrypt_into(&mut self.outgoing, |out| w.encrypt(data, out)).map(|()| taken = data.len())
+                        }
+                        Want::CloseNotify => {
+                            self.close_queued = true;
+                            encrypt_into(&mut self.outgoing, |out| w.queue_close_notify(out))
+                        }
+                    };
+                    // Nothing more to process until more bytes arrive.
+                    stop = Some(Stopped::Traffic);
+                    res
+                }
+                Ok(_) => Err(io::Error::other("unexpected TLS connection state")),
+            };
+            if discard > 0 {
+                self.incoming.drain(..discard);
+            }
+            if self.incoming.is_empty() && self.incoming.capacity() > 0 {
+                self.incoming = Vec::new();
+            }
+            outcome?;
+            if let Some(s) = stop {
+                return Ok((s, taken));
+            }
+        }
+    }
+
+    /// Reads more TLS bytes from the socket into `incoming`; 0 at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.incoming.is_empty() {
+            // Between records, as an idle connection waits: read into the
+            // stack, so that no heap buffer is held while the read is pending.
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut rb = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut rb))?;
+            self.incoming.extend_from_slice(rb.filled());
+            return Poll::Ready(Ok(rb.filled().len()));
+        }
+        // Part of a record: make room for the rest of it at once.
+        let need = match self.incoming.get(..RECORD_HEADER) {
+            Some(h) => {
+                (RECORD_HEADER + usize::from(u16::from_be_bytes([h[3], h[4]]))).saturating_sub(self.incoming.len())
+            }
+            None => RECORD_HEADER - self.incoming.len(),
+        };
+        let start = self.incoming.len();
+        self.incoming.resize(start + need.max(READ_CHUNK), 0);
+        let mut rb = ReadBuf::new(&mut self.incoming[start..]);
+        let res = Pin::new(&mut self.tcp).poll_read(cx, &mut rb);
+        let n = rb.filled().len();
+        self.incoming.truncate(start + n);
+        ready!(res)?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes `outgoing` to the socket; its buffer is given back once written.
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.outgoing.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.outgoing[self.out_pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_pos += n;
+        }
+        if self.outgoing.capacity() > 0 {
+            self.outgoing = Vec::new();
+            self.out_pos = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Encrypts with `f` at the end of `out`, growing it to the size rustls asks.
+fn encrypt_into(out: &mut Vec<u8>, mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>) -> io::Result<()> {
+    let start = out.len();
+    match f(&mut []) {
+        Ok(_) => Ok(()),
+        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            out.resize(start + required_size, 0);
+            match f(&mut out[start..]) {
+                Ok(n) => {
+                    out.truncate(start + n);
+                    Ok(())
+                }
+                Err(e) => {
+                    out.truncate(start);
+                    Err(io::Error::other(format!("TLS encryption failed: {e}")))
+                }
+            }
+        }
+        Err(e) => Err(io::Error::other(format!("TLS encryption failed: {e}"))),
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl AsyncRead for ServerTlsStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.plain_pos < this.plain.len() {
+                let n = buf.remaining().min(this.plain.len() - this.plain_pos);
+                buf.put_slice(&this.plain[this.plain_pos..this.plain_pos + n]);
+                this.plain_pos += n;
+                if this.plain_pos == this.plain.len() {
+                    this.plain = Vec::new();
+                    this.plain_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            let processed = this.process(Want::Nothing);
+            // Whatever processing produced (a key update's answer, an alert)
+            // is sent as the socket takes it; a write that must wait is
+            // retried by the next write or read.
+            let flushed = this.poll_flush_out(cx);
+            processed?;
+            if let Poll::Ready(Err(e)) = flushed {
+                return Poll::Ready(Err(e));
+            }
+            if this.plain_pos < this.plain.len() || this.peer_closed {
+                continue;
+            }
+            let had = this.incoming.len();
+            if ready!(this.poll_fill(cx))? == 0 {
+                if had > 0 {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS record cut short")));
+                }
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ServerTlsStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // What is already encrypted goes first: the stream holds at most
+        // one write's worth.
+        ready!(this.poll_flush_out(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let (stopped, n) = this.process(Want::Write(data))?;
+        if stopped != Stopped::Traffic || n == 0 {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "the TLS connection cannot send")));
+        }
+        // Sent as far as the socket takes it now; the rest by the next
+        // write or flush.
+        if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        if !this.close_queued {
+            // Once: a failed close_notify still shuts the socket down.
+            this.close_queued = true;
+            if this.process(Want::CloseNotify).is_ok() {
+                ready!(this.poll_flush_out(cx))?;
+            }
+        }
+        ready!(this.poll_flush_out(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
