@@ -7,10 +7,11 @@
 #   cargo build --release -p tether
 #   scripts/heap-profile.sh tls 2000        # ws, wss, tcp or tls
 #   scripts/heap-profile.sh ws 2000 10      # the gateway, rooms of 10, one say each
+#   scripts/heap-profile.sh ws 2000 10 10   # ... then 10 more says each
 #
 # Needs Debian's heaptrack and openssl, and rustfilt (cargo install rustfilt).
 set -euo pipefail
-t=${1:-ws}; n=${2:-2000}; rooms=${3:-}
+t=${1:-ws}; n=${2:-2000}; rooms=${3:-}; burst=${4:-0}
 gw=(); rs=()
 if [ -n "$rooms" ]; then gw=(--gateway); rs=(--room-size "$rooms"); fi
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,8 +28,12 @@ fi
 (sleep 120) | heaptrack -o "$dir/ht" "$bin" bench-node server --transport "$t" "${tls[@]}" "${gw[@]}" > srv.out 2> srv.err &
 for _ in $(seq 100); do grep -qE '^[0-9]+$' srv.out 2>/dev/null && break; sleep 0.1; done
 port=$(grep -E '^[0-9]+$' srv.out | head -1)
-(sleep 60) | "$bin" bench-node clients --port "$port" --n "$n" --transport "$t" "${ca[@]}" "${rs[@]}" > cl.out 2>&1 &
-for _ in $(seq 300); do grep -q connected cl.out 2>/dev/null && break; sleep 0.1; done
+cmds=""; want=connected
+if [ -n "$rooms" ]; then cmds="join"; want=joined; fi
+if [ -n "$rooms" ] && [ "$burst" != 0 ]; then cmds="join
+burst $burst"; want=said; fi
+(if [ -n "$cmds" ]; then echo "$cmds"; fi; sleep 60) | "$bin" bench-node clients --port "$port" --n "$n" --transport "$t" "${ca[@]}" "${rs[@]}" > cl.out 2>&1 &
+for _ in $(seq 600); do grep -q "$want" cl.out 2>/dev/null && break; sleep 0.1; done
 sleep 3 # settled
 pkill -9 -f "bench-node server --transport $t"
 for _ in $(seq 100); do [ -s ht.zst ] && ! pgrep -f heaptrack_interpret >/dev/null && break; sleep 0.1; done

@@ -141,14 +141,14 @@ fn session_view(rooms: &Rooms, info: &tether_runtime::server::SessionInfo) -> ap
     let member = rooms.participant(info.id);
     api::Session {
         id: info.id.to_string(),
-        user: member.map(|m| m.user.clone()).or_else(|| crate::auth::user_of(info.user.as_deref())),
+        user: member.map(|m| m.user(info.id)).or_else(|| crate::auth::user_of(info.user.as_deref())),
         state: if info.attached { api::Attachment::Attached } else { api::Attachment::Detached },
         transport: info.peer.map(|(k, _)| k.to_string()),
         peer: info.peer.map(|(_, a)| a.to_string()),
         rtt_ms: member.and_then(|m| m.rtt_ms),
         last_heard_ms: info.silent_for.as_millis() as u64,
         replay_buffer: api::ReplayBuffer { messages: info.buffered.0, bytes: info.buffered.1 },
-        rooms: member.map(|m| m.rooms.iter().cloned().collect()).unwrap_or_default(),
+        rooms: member.map(|m| m.rooms().map(str::to_owned).collect()).unwrap_or_default(),
     }
 }
 

@@ -118,7 +118,7 @@ impl Lanes {
     pub(crate) fn event(&self, s: &Shared, e: &ServerEvent) {
         let call = s.hooks.as_ref().is_some_and(|h| h.calls(Hook::Lifecycle));
         let known = |session: &SessionId| {
-            s.rooms().participant(*session).map(|p| p.user.clone()).filter(|u| !u.starts_with("anon-"))
+            s.rooms().participant(*session).map(|p| p.user(*session)).filter(|u| !u.starts_with("anon-"))
         };
         let (session, event, user, extra) = match e {
             ServerEvent::Opened { session, peer, kind, user } => (

@@ -112,8 +112,8 @@ pub(crate) async fn too_large(s: &Shared, session: SessionId, said: Option<Strin
 /// The user id the backend is told (null: anonymous).
 fn user(s: &Shared, session: SessionId) -> Value {
     let rooms = s.rooms();
-    match rooms.participant(session) {
-        Some(p) if !p.user.starts_with("anon-") => Value::from(p.user.clone()),
+    match rooms.participant(session).map(|p| p.user(session)) {
+        Some(u) if !u.starts_with("anon-") => Value::from(u),
         _ => Value::Null,
     }
 }

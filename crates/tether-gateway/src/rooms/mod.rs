@@ -18,14 +18,20 @@ use crate::auth::Principal;
 use crate::config::Limits;
 use crate::protocol::{Error, ErrorCode, Event, Member, Request, State};
 
-/// One session as the room protocol knows it.
+/// One session as the room protocol knows it. Kept compact (a gateway
+/// holds one per session): an anonymous user's id and a name equal to the
+/// user id are not stored, and room names are shared with the room map.
 #[derive(Debug, Clone)]
 pub(crate) struct Participant {
-    pub(crate) user: String,
-    pub(crate) name: String,
+    /// The user id; None for an anonymous session (shown as `anon-` and the
+    /// first 8 hex digits of its id).
+    user: Option<Box<str>>,
+    /// The display name, when it is not the user id.
+    name: Option<Box<str>>,
     pub(crate) state: State,
     pub(crate) rtt_ms: Option<f64>,
-    pub(crate) rooms: BTreeSet<String>,
+    /// The rooms it is in, sorted; each name shared with [`Rooms`]'s map.
+    rooms: Vec<Arc<str>>,
     /// Token bucket for `say`: tokens left, and when it was last filled.
     says: (f64, Option<Instant>),
     /// Rooms it may join and say in, when not every room.
@@ -56,10 +62,26 @@ pub(crate) struct Reply {
 
 const MAX_NAME: usize = 64;
 
+impl Participant {
+    /// Its user id, as events show it (`session` is its id).
+    pub(crate) fn user(&self, session: SessionId) -> String {
+        self.user.as_deref().map_or_else(|| crate::auth::anonymous_user(&session.to_string()), str::to_owned)
+    }
+
+    /// The rooms it is in, in order.
+    pub(crate) fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.iter().map(|r| &**r)
+    }
+
+    fn is_in(&self, room: &str) -> bool {
+        self.rooms.binary_search_by(|r| (**r).cmp(room)).is_ok()
+    }
+}
+
 pub(crate) struct Rooms {
     limits: Limits,
     members: HashMap<SessionId, Participant>,
-    rooms: BTreeMap<String, BTreeSet<SessionId>>,
+    rooms: BTreeMap<Arc<str>, BTreeSet<SessionId>>,
 }
 
 impl Rooms {
@@ -73,7 +95,7 @@ impl Rooms {
 
     /// Every room with its member count.
     pub(crate) fn list(&self) -> Vec<(String, usize)> {
-        self.rooms.iter().map(|(r, m)| (r.clone(), m.len())).collect()
+        self.rooms.iter().map(|(r, m)| (r.to_string(), m.len())).collect()
     }
 
     /// How many rooms there are, and their members summed over them.
@@ -99,10 +121,11 @@ impl Rooms {
     /// A session as events show it.
     pub(crate) fn member(&self, id: SessionId) -> Option<Member> {
         let m = self.members.get(&id)?;
+        let user = m.user(id);
         Some(Member {
             session: id.to_string(),
-            user: m.user.clone(),
-            name: m.name.clone(),
+            name: m.name.as_deref().map_or_else(|| user.clone(), str::to_owned),
+            user,
             state: m.state,
             rtt_ms: m.rtt_ms,
         })
@@ -116,10 +139,12 @@ impl Rooms {
 
     /// A session opened, as `who`.
     pub(crate) fn opened_as(&mut self, id: SessionId, who: Who) {
-        let name = who.name.unwrap_or_else(|| who.user.clone());
+        let name = who.name.filter(|n| *n != who.user).map(String::into_boxed_str);
+        let anonymous = who.user == crate::auth::anonymous_user(&id.to_string());
+        let user = (!anonymous).then(|| who.user.into_boxed_str());
         let says = (self.limits.say_burst, None);
-        let (state, rooms, perms) = (State::Active, BTreeSet::new(), who.perms);
-        self.members.insert(id, Participant { user: who.user, name, state, rtt_ms: None, rooms, says, perms });
+        let (state, rooms, perms) = (State::Active, Vec::new(), who.perms);
+        self.members.insert(id, Participant { user, name, state, rtt_ms: None, rooms, says, perms });
     }
 
     /// A session resumed here that this node has not seen open (opened on
@@ -175,7 +200,7 @@ impl Rooms {
     fn announce(&self, id: SessionId, skip_self: bool, out: &mut Out) {
         let (Some(m), Some(member)) = (self.members.get(&id), self.member(id)) else { return };
         for room in &m.rooms {
-            let payload = Event::Presence { room: room.clone(), member: member.clone() }.to_bytes();
+            let payload = Event::Presence { room: room.to_string(), member: member.clone() }.to_bytes();
             for to in self.presence_audience(room) {
                 if !(skip_self && *to == id) {
                     out.push((*to, payload.clone()));
@@ -304,7 +329,7 @@ impl Rooms {
             }
             Request::Rpc { .. } => Ok(()), // answered by the backend (hooks)
             Request::Members { room } => {
-                if self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
+                if self.rooms.get(room.as_str()).is_some_and(|r| r.contains(&id)) {
                     let (members, count) = self.listed(&room, id);
                     out.push((id, Event::Members { room, members, count }.to_bytes()));
                     Ok(())
@@ -334,22 +359,30 @@ impl Rooms {
 
     fn join(&mut self, id: SessionId, room: String, name: Option<String>, out: &mut Out) -> Refusal {
         check_join(&room, name.as_deref())?;
-        let already = self.members.get(&id).is_some_and(|m| m.rooms.contains(&room));
+        let already = self.members.get(&id).is_some_and(|m| m.is_in(&room));
         if !already {
             if self.members.get(&id).is_some_and(|m| m.rooms.len() >= self.limits.max_rooms_per_session) {
                 return Err(refusal_text("join", &room, "too_many_rooms", &self.limits));
             }
-            if self.rooms.get(&room).is_some_and(|r| r.len() >= self.limits.max_room_members) {
+            if self.rooms.get(room.as_str()).is_some_and(|r| r.len() >= self.limits.max_room_members) {
                 return Err(refusal_text("join", &room, "room_full", &self.limits));
             }
         }
+        // One allocation of the room's name, shared by the map and members.
+        let key = match self.rooms.get_key_value(room.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(room.as_str()),
+        };
         if let Some(m) = self.members.get_mut(&id) {
             if let Some(n) = name.filter(|n| !n.is_empty()) {
-                m.name = n;
+                m.name = (m.user.as_deref() != Some(n.as_str())).then(|| n.into_boxed_str());
             }
-            m.rooms.insert(room.clone());
+            if let Err(i) = m.rooms.binary_search_by(|r| (**r).cmp(&room)) {
+                m.rooms.reserve_exact(1);
+                m.rooms.insert(i, key.clone());
+            }
         }
-        self.rooms.entry(room.clone()).or_default().insert(id);
+        self.rooms.entry(key).or_default().insert(id);
         let (members, count) = self.listed(&room, id);
         let Some(you) = self.member(id) else { return Ok(()) };
         let presence = Event::Presence { room: room.clone(), member: you.clone() }.to_bytes();
@@ -361,7 +394,14 @@ impl Rooms {
     }
 
     fn leave(&mut self, id: SessionId, room: String, out: &mut Out) -> Refusal {
-        let was = self.members.get_mut(&id).is_some_and(|m| m.rooms.remove(&room));
+        let was = self.members.get_mut(&id).is_some_and(|m| match m.rooms.binary_search_by(|r| (**r).cmp(&room)) {
+            Ok(i) => {
+                m.rooms.remove(i);
+                m.rooms.shrink_to_fit();
+                true
+            }
+            Err(_) => false,
+        });
         if !was {
             return Err(refusal_text("leave", &room, "not_member", &self.limits));
         }
@@ -379,13 +419,13 @@ impl Rooms {
 
     /// A say; `now` to take a say token (None: taken before).
     fn say(&mut self, id: SessionId, room: String, body: Value, now: Option<Instant>, out: &mut Out) -> Refusal {
-        if !self.rooms.get(&room).is_some_and(|r| r.contains(&id)) {
+        if !self.rooms.get(room.as_str()).is_some_and(|r| r.contains(&id)) {
             return Err(refusal_text("say", &room, "not_member", &self.limits));
         }
         if now.is_some_and(|now| !self.may_say(id, now)) {
             return Err(rate_limited(&room, &self.limits));
         }
-        let (Some(ids), Some(from)) = (self.rooms.get(&room), self.member(id)) else { return Ok(()) };
+        let (Some(ids), Some(from)) = (self.rooms.get(room.as_str()), self.member(id)) else { return Ok(()) };
         let payload = Event::Message { room, from, body }.to_bytes();
         out.extend(ids.iter().map(|to| (*to, payload.clone())));
         Ok(())

@@ -41,12 +41,17 @@ pub(crate) struct MemoryArgs {
     /// ECDSA P-256 certificate, as `tether serve` would use one).
     #[arg(long, default_value = "ws", value_parser = ["ws", "wss", "tcp", "tls"])]
     transport: String,
-    /// Run the gateway (rooms) instead of a bare session server: the
-    /// sessions join rooms of this many members and each says one message
-    /// (to the members there by then); measured once every say came back to
-    /// its sayer and memory settled (the "after a message" phase is skipped).
+    /// Run the gateway (rooms) instead of a bare session server, measured
+    /// three times: its sessions idle, out of rooms; then in rooms of this
+    /// many members once each said one message (to the members there by
+    /// then); then after a burst of `--burst` more says each. Each figure is
+    /// read once every say came back to its sayer and memory settled (the
+    /// "after a large message" phase is skipped).
     #[arg(long)]
     rooms: Option<usize>,
+    /// With `--rooms`: the says each member sends in the burst.
+    #[arg(long, default_value_t = 10)]
+    burst: usize,
 }
 
 /// A certificate for the bench's TLS servers (self-signed, for
@@ -112,7 +117,8 @@ pub(crate) enum Node {
         /// The certificate to trust for wss and tls.
         #[arg(long)]
         ca: Option<std::path::PathBuf>,
-        /// Join rooms of this many members and say one message each.
+        /// Rooms of this many members: on `join`, each session joins its
+        /// room and says one message; on `burst K`, says K more.
         #[arg(long)]
         room_size: Option<usize>,
     },
@@ -260,11 +266,30 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref(), t, cert.as_ref(), a.rooms)?;
     eprintln!("  idle {t} sessions measured ({:.0}s)", t0.elapsed().as_secs_f64());
     if let Some(size) = a.rooms {
-        let (floor, per) =
-            (raw_after.saturating_sub(raw_base) as f64 / n as f64, idle.saturating_sub(base) as f64 / n as f64);
-        println!("| transport | sessions | room size | raw TCP floor (KiB/conn) | gateway, in rooms after one say each, settled (KiB/session) | ratio to floor |");
-        println!("|---|---|---|---|---|---|");
-        println!("| {t} | {n} | {size} | {floor:.2} | {per:.2} | {:.2}× |", per / floor.max(0.001));
+        let per = |kib: u64| kib.saturating_sub(base) as f64 / n as f64;
+        let floor = raw_after.saturating_sub(raw_base) as f64 / n as f64;
+        let settled = |servers: &[Proc]| -> Result<f64> {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(per(rss(servers)?))
+        };
+        for c in clients.iter_mut() {
+            c.ask("join")?;
+        }
+        let joined = settled(&servers)?;
+        eprintln!("  in rooms of {size}, one say each ({:.0}s)", t0.elapsed().as_secs_f64());
+        for c in clients.iter_mut() {
+            c.ask(&format!("burst {}", a.burst))?;
+        }
+        let burst = settled(&servers)?;
+        eprintln!("  after {} more says each ({:.0}s)", a.burst, t0.elapsed().as_secs_f64());
+        let idle = per(idle);
+        println!("| transport | sessions | room size | raw TCP floor (KiB/conn) | gateway, idle out of rooms (KiB/session) | in rooms after one say each, settled | of which the membership and its traffic | after {} more says each, settled | ratio to floor (in rooms) |", a.burst);
+        println!("|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {t} | {n} | {size} | {floor:.2} | {idle:.2} | {joined:.2} | {:.2} | {burst:.2} | {:.2}× |",
+            joined - idle,
+            joined / floor.max(0.001)
+        );
         drop((servers, clients));
         return Ok(());
     }
@@ -459,6 +484,7 @@ async fn clients_node(
     let ready = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
     let mut raw_conns = Vec::new();
+    let mut members = Vec::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
     if raw {
         for _ in 0..n {
@@ -477,19 +503,19 @@ async fn clients_node(
             let permit = gate.clone().acquire_owned().await?;
             let mut c = Client::start(url.clone(), opts)?;
             let (ready, received) = (ready.clone(), received.clone());
-            // With rooms: join room i / size, say one message once joined.
+            // With rooms: on `join`, room i / size and one say once joined.
             let room = room_size.map(|size| format!("r{}", i / size));
+            let handle = c.handle();
+            if let Some(r) = &room {
+                members.push((handle.clone(), r.clone()));
+            }
             tokio::spawn(async move {
                 let mut permit = Some(permit);
-                let handle = c.handle();
                 while let Some(e) = c.next_event().await {
                     match e {
                         Event::Session(ClientEvent::Connected { .. }) => {
                             permit.take();
                             ready.fetch_add(1, Ordering::Relaxed);
-                            if let Some(r) = &room {
-                                let _ = handle.send(serde_json::json!({"op": "join", "room": r}).to_string());
-                            }
                         }
                         Event::Session(ClientEvent::Message(m)) => match &room {
                             None => {
@@ -519,16 +545,22 @@ async fn clients_node(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if room_size.is_some() {
-        // Every member joined and heard its own say come back.
-        while received.load(Ordering::Relaxed) < n {
-            if started.elapsed() > Duration::from_secs(300) {
-                bail!("only {} of {n} says came back in 300 s", received.load(Ordering::Relaxed));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
     println!("{n} connected in {:.1}s", started.elapsed().as_secs_f64());
+    // Every say of this node's members came back to its sayer.
+    let says_back = |want: usize| {
+        let received = received.clone();
+        async move {
+            let started = Instant::now();
+            while received.load(Ordering::Relaxed) < want {
+                if started.elapsed() > Duration::from_secs(300) {
+                    bail!("only {} of {want} says came back in 300 s", received.load(Ordering::Relaxed));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        }
+    };
+    let mut said = 0;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(cmd) = lines.next_line().await? {
         let mut parts = cmd.split_whitespace();
@@ -538,6 +570,26 @@ async fn clients_node(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 println!("received");
+            }
+            (Some("join"), _) => {
+                for (h, r) in &members {
+                    let _ = h.send(serde_json::json!({"op": "join", "room": r}).to_string());
+                }
+                said += members.len();
+                says_back(said).await?;
+                println!("joined");
+            }
+            (Some("burst"), Some(k)) => {
+                let k: usize = k.parse()?;
+                for j in 0..k {
+                    for (i, (h, r)) in members.iter().enumerate() {
+                        let say = serde_json::json!({"op": "say", "room": r, "body": {"n": i, "k": j + 1}});
+                        let _ = h.send(say.to_string());
+                    }
+                }
+                said += k * members.len();
+                says_back(said).await?;
+                println!("said");
             }
             _ => bail!("unknown command {cmd:?}"),
         }
