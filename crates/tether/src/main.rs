@@ -8,6 +8,7 @@
 //! - `tether simulate`: the protocol core in virtual time through an outage;
 //! - `tether lab`: real faults between network namespaces, measured.
 
+mod alloc;
 mod bench;
 mod connect;
 mod serve;

@@ -52,6 +52,10 @@ pub(crate) struct MemoryArgs {
     /// With `--rooms`: the says each member sends in the burst.
     #[arg(long, default_value_t = 10)]
     burst: usize,
+    /// How long memory settles before each reading (after the sessions
+    /// connected, after traffic).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    settle: Duration,
 }
 
 /// A certificate for the bench's TLS servers (self-signed, for
@@ -184,6 +188,7 @@ fn phase(
     transport: &str,
     cert: Option<&BenchCert>,
     rooms: Option<usize>,
+    settle: Duration,
 ) -> Result<(Vec<Proc>, Vec<Proc>, u64, u64)> {
     let procs = n.div_ceil(PER_PROCESS).max(1);
     let mut servers = Vec::new();
@@ -229,7 +234,7 @@ fn phase(
         eprintln!("  {kind}: client process {}/{procs}: {r}", i + 1);
     }
     // Let every handshake finish and allocations settle.
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(settle);
     let mut held = 0;
     for s in servers.iter_mut() {
         held += s.ask("count")?.parse::<usize>().unwrap_or(0);
@@ -259,17 +264,17 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
             bail!("--rooms {size}: use a room size that divides --sessions, and at most {PER_PROCESS} sessions");
         }
     }
-    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n, None, t, None, None)?;
+    let (raw_servers, raw_clients, raw_base, raw_after) = phase("raw", n, None, t, None, None, a.settle)?;
     drop((raw_servers, raw_clients));
     eprintln!("  raw TCP floor measured ({:.0}s)", t0.elapsed().as_secs_f64());
     let redis_before = a.redis.as_deref().map(redis_used).transpose()?;
-    let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref(), t, cert.as_ref(), a.rooms)?;
+    let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref(), t, cert.as_ref(), a.rooms, a.settle)?;
     eprintln!("  idle {t} sessions measured ({:.0}s)", t0.elapsed().as_secs_f64());
     if let Some(size) = a.rooms {
         let per = |kib: u64| kib.saturating_sub(base) as f64 / n as f64;
         let floor = raw_after.saturating_sub(raw_base) as f64 / n as f64;
         let settled = |servers: &[Proc]| -> Result<f64> {
-            std::thread::sleep(Duration::from_secs(2));
+            std::thread::sleep(a.settle);
             Ok(per(rss(servers)?))
         };
         for c in clients.iter_mut() {
@@ -304,7 +309,7 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
         c.ask("wait")?;
     }
     eprintln!("  every session received {} bytes ({:.0}s)", a.message, t0.elapsed().as_secs_f64());
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(a.settle);
     let after = rss(&servers)?;
     let per = |kib: u64| kib as f64 / n as f64;
     let (floor, ws, big) =
