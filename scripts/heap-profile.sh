@@ -4,18 +4,22 @@
 # transport, is killed while they are idle (so "leaked" = held), and the
 # allocations it still holds are printed per session, deepest first.
 #
-#   cargo build --release -p tether
 #   scripts/heap-profile.sh tls 2000        # ws, wss, tcp or tls
 #   scripts/heap-profile.sh ws 2000 10      # the gateway, rooms of 10, one say each
 #   scripts/heap-profile.sh ws 2000 10 10   # ... then 10 more says each
 #
 # Needs Debian's heaptrack and openssl, and rustfilt (cargo install rustfilt).
+# heaptrack sees malloc's calls, not jemalloc's (the tether binary's
+# allocator): the script builds its own binary with the system's malloc
+# (release, without the `jemalloc` feature, in target/heap-profile).
 set -euo pipefail
 t=${1:-ws}; n=${2:-2000}; rooms=${3:-}; burst=${4:-0}
 gw=(); rs=()
 if [ -n "$rooms" ]; then gw=(--gateway); rs=(--room-size "$rooms"); fi
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=$root/target/release/tether
+cargo build --release -p tether --no-default-features --target-dir "$root/target/heap-profile" \
+  --manifest-path "$root/Cargo.toml" >&2
+bin=$root/target/heap-profile/release/tether
 dir=$(mktemp -d)
 trap 'pkill -9 -f "bench-node server --transport $t" 2>/dev/null || true; rm -rf "$dir"' EXIT
 cd "$dir"

@@ -145,7 +145,7 @@ fn session_view(rooms: &Rooms, info: &tether_runtime::server::SessionInfo) -> ap
         state: if info.attached { api::Attachment::Attached } else { api::Attachment::Detached },
         transport: info.peer.map(|(k, _)| k.to_string()),
         peer: info.peer.map(|(_, a)| a.to_string()),
-        rtt_ms: member.and_then(|m| m.rtt_ms),
+        rtt_ms: member.and_then(|m| m.rtt_ms()),
         last_heard_ms: info.silent_for.as_millis() as u64,
         replay_buffer: api::ReplayBuffer { messages: info.buffered.0, bytes: info.buffered.1 },
         rooms: member.map(|m| m.rooms().map(str::to_owned).collect()).unwrap_or_default(),

@@ -11,12 +11,15 @@
 //! instead, the decay did not apply to every page (3.29 instead of 2.62
 //! KiB per session after a 64 KiB message). `_RJEM_MALLOC_CONF` overrides
 //! them when a deployment wants otherwise.
+//!
+//! Built without the `jemalloc` feature, the binary uses the system's
+//! malloc, whose calls heap profilers see (`scripts/heap-profile.sh`).
 
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "jemalloc", target_os = "linux"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, feature = "jemalloc", target_os = "linux"))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use tikv_jemalloc_ctl::{opt, Access, AsName};

@@ -29,11 +29,14 @@ pub(crate) struct Participant {
     /// The display name, when it is not the user id.
     name: Option<Box<str>>,
     pub(crate) state: State,
-    pub(crate) rtt_ms: Option<f64>,
+    /// The last RTT its client reported, in tenths of a millisecond
+    /// (`NO_RTT` before the first).
+    rtt_tenths: u32,
     /// The rooms it is in, sorted; each name shared with [`Rooms`]'s map.
-    rooms: Vec<Arc<str>>,
-    /// Token bucket for `say`: tokens left, and when it was last filled.
-    says: (f64, Option<Instant>),
+    rooms: Box<[Arc<str>]>,
+    /// Token bucket for `say`: tokens left, and when it was last filled (in
+    /// milliseconds since [`Rooms`] began, 0 before the first say).
+    says: (f32, u64),
     /// Rooms it may join and say in, when not every room.
     pub(crate) perms: Option<Arc<Principal>>,
 }
@@ -61,11 +64,17 @@ pub(crate) struct Reply {
 }
 
 const MAX_NAME: usize = 64;
+const NO_RTT: u32 = u32::MAX;
 
 impl Participant {
     /// Its user id, as events show it (`session` is its id).
     pub(crate) fn user(&self, session: SessionId) -> String {
         self.user.as_deref().map_or_else(|| crate::auth::anonymous_user(&session.to_string()), str::to_owned)
+    }
+
+    /// The last RTT its client reported, in milliseconds.
+    pub(crate) fn rtt_ms(&self) -> Option<f64> {
+        (self.rtt_tenths != NO_RTT).then(|| f64::from(self.rtt_tenths) / 10.0)
     }
 
     /// The rooms it is in, in order.
@@ -82,11 +91,13 @@ pub(crate) struct Rooms {
     limits: Limits,
     members: HashMap<SessionId, Participant>,
     rooms: BTreeMap<Arc<str>, BTreeSet<SessionId>>,
+    /// When this began: say times are kept as milliseconds since.
+    epoch: Instant,
 }
 
 impl Rooms {
     pub(crate) fn new(limits: Limits) -> Self {
-        Rooms { limits, members: HashMap::new(), rooms: BTreeMap::new() }
+        Rooms { limits, members: HashMap::new(), rooms: BTreeMap::new(), epoch: Instant::now() }
     }
 
     pub(crate) fn participant(&self, s: SessionId) -> Option<&Participant> {
@@ -127,7 +138,7 @@ impl Rooms {
             name: m.name.as_deref().map_or_else(|| user.clone(), str::to_owned),
             user,
             state: m.state,
-            rtt_ms: m.rtt_ms,
+            rtt_ms: m.rtt_ms(),
         })
     }
 
@@ -142,9 +153,9 @@ impl Rooms {
         let name = who.name.filter(|n| *n != who.user).map(String::into_boxed_str);
         let anonymous = who.user == crate::auth::anonymous_user(&id.to_string());
         let user = (!anonymous).then(|| who.user.into_boxed_str());
-        let says = (self.limits.say_burst, None);
-        let (state, rooms, perms) = (State::Active, Vec::new(), who.perms);
-        self.members.insert(id, Participant { user, name, state, rtt_ms: None, rooms, says, perms });
+        let says = (self.limits.say_burst as f32, 0);
+        let (state, rooms, perms) = (State::Active, Box::default(), who.perms);
+        self.members.insert(id, Participant { user, name, state, rtt_tenths: NO_RTT, rooms, says, perms });
     }
 
     /// A session resumed here that this node has not seen open (opened on
@@ -183,7 +194,8 @@ impl Rooms {
     /// The member's client reported its RTT (on a PING).
     pub(crate) fn rtt(&mut self, id: SessionId, ms: f64) {
         if let Some(m) = self.members.get_mut(&id) {
-            m.rtt_ms = Some((ms * 10.0).round() / 10.0);
+            // Within u32 tenths: rtt_of admits under 600 000 ms.
+            m.rtt_tenths = (ms * 10.0).round().clamp(0.0, f64::from(NO_RTT - 1)) as u32;
         }
     }
 
@@ -241,8 +253,8 @@ impl Rooms {
     /// a word to its rooms (it has not left them).
     pub(crate) fn forget(&mut self, id: SessionId) {
         if let Some(m) = self.members.remove(&id) {
-            for room in m.rooms {
-                self.remove_from(&room, id);
+            for room in &m.rooms {
+                self.remove_from(room, id);
             }
         }
     }
@@ -254,8 +266,8 @@ impl Rooms {
         self.set_state(id, if expired { State::Expired } else { State::Left });
         self.announce(id, true, &mut out);
         if let Some(m) = self.members.remove(&id) {
-            for room in m.rooms {
-                self.remove_from(&room, id);
+            for room in &m.rooms {
+                self.remove_from(room, id);
             }
         }
         out
@@ -273,12 +285,15 @@ impl Rooms {
     /// Takes one `say` token; false when the session says too much.
     fn may_say(&mut self, id: SessionId, now: Instant) -> bool {
         let (rate, burst) = (self.limits.say_rate, self.limits.say_burst);
+        // Milliseconds since the epoch, from 1 (0: never said).
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64 + 1;
         let Some(m) = self.members.get_mut(&id) else { return false };
         let (tokens, last) = &mut m.says;
-        if let Some(l) = *last {
-            *tokens = (*tokens + now.saturating_duration_since(l).as_secs_f64() * rate).min(burst);
+        if *last != 0 {
+            let secs = now_ms.saturating_sub(*last) as f64 / 1000.0;
+            *tokens = (f64::from(*tokens) + secs * rate).min(burst) as f32;
         }
-        *last = Some(now);
+        *last = now_ms;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             true
@@ -292,7 +307,7 @@ impl Rooms {
     pub(crate) fn refund_say(&mut self, id: SessionId) {
         let burst = self.limits.say_burst;
         if let Some(m) = self.members.get_mut(&id) {
-            m.says.0 = (m.says.0 + 1.0).min(burst);
+            m.says.0 = (m.says.0 + 1.0).min(burst as f32);
         }
     }
 
@@ -378,8 +393,9 @@ impl Rooms {
                 m.name = (m.user.as_deref() != Some(n.as_str())).then(|| n.into_boxed_str());
             }
             if let Err(i) = m.rooms.binary_search_by(|r| (**r).cmp(&room)) {
-                m.rooms.reserve_exact(1);
-                m.rooms.insert(i, key.clone());
+                let mut rooms = std::mem::take(&mut m.rooms).into_vec();
+                rooms.insert(i, key.clone());
+                m.rooms = rooms.into_boxed_slice();
             }
         }
         self.rooms.entry(key).or_default().insert(id);
@@ -396,8 +412,9 @@ impl Rooms {
     fn leave(&mut self, id: SessionId, room: String, out: &mut Out) -> Refusal {
         let was = self.members.get_mut(&id).is_some_and(|m| match m.rooms.binary_search_by(|r| (**r).cmp(&room)) {
             Ok(i) => {
-                m.rooms.remove(i);
-                m.rooms.shrink_to_fit();
+                let mut rooms = std::mem::take(&mut m.rooms).into_vec();
+                rooms.remove(i);
+                m.rooms = rooms.into_boxed_slice();
                 true
             }
             Err(_) => false,

@@ -268,7 +268,8 @@ pub(crate) fn memory(a: MemoryArgs) -> Result<()> {
     drop((raw_servers, raw_clients));
     eprintln!("  raw TCP floor measured ({:.0}s)", t0.elapsed().as_secs_f64());
     let redis_before = a.redis.as_deref().map(redis_used).transpose()?;
-    let (mut servers, mut clients, base, idle) = phase("server", n, a.redis.as_deref(), t, cert.as_ref(), a.rooms, a.settle)?;
+    let (mut servers, mut clients, base, idle) =
+        phase("server", n, a.redis.as_deref(), t, cert.as_ref(), a.rooms, a.settle)?;
     eprintln!("  idle {t} sessions measured ({:.0}s)", t0.elapsed().as_secs_f64());
     if let Some(size) = a.rooms {
         let per = |kib: u64| kib.saturating_sub(base) as f64 / n as f64;
