@@ -12,6 +12,8 @@ WORKDIR /src
 # embeds: the demo page, the browser client, the example config), so that
 # edits elsewhere (docs, deploy/) do not invalidate this layer.
 COPY Cargo.toml Cargo.lock ./
+# jemalloc's settings, compiled in (crates/tether/src/alloc.rs).
+COPY .cargo .cargo
 COPY crates crates
 COPY clients/js/demo clients/js/demo
 COPY clients/js/dist clients/js/dist

@@ -629,7 +629,7 @@ fn the_dockerfile_builds_a_slim_non_root_image() {
             w[..w.len() - 1].to_vec()
         })
         .collect();
-    for c in ["Cargo.toml", "Cargo.lock", "crates"] {
+    for c in ["Cargo.toml", "Cargo.lock", ".cargo", "crates"] {
         assert!(copied.contains(&c), "the build stage does not copy {c}: {copied:?}");
     }
     let ignored: Vec<String> = read(".dockerignore")
