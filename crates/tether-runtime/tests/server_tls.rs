@@ -193,3 +193,110 @@ async fn bad_input_and_early_ends_are_errors_not_panics() {
         assert_eq!(e.kind(), kind, "{bytes:?}: {e}");
     }
 }
+
+/// A failed handshake tells the client why (its fatal alert goes out before
+/// the error), as rustls's own streams do: no common ALPN protocol, and
+/// plain HTTP sent to the TLS port.
+#[tokio::test]
+async fn a_failed_handshake_sends_its_alert() {
+    let (server, client) = configs(&rustls::version::TLS13);
+    let mut server = (*server).clone();
+    server.alpn_protocols = vec![b"a".to_vec()];
+    let mut client = (*client).clone();
+    client.alpn_protocols = vec![b"b".to_vec()];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Arc::new(server);
+    let s2 = server.clone();
+    let srv = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let e = ServerTlsStream::accept(tcp, s2).await.err().expect("no common ALPN protocol");
+        (e, listener)
+    });
+    let e = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(addr).await.unwrap())
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("NoApplicationProtocol"), "the client heard no alert: {e}");
+    let (_, listener) = tokio::time::timeout(WAIT, srv).await.unwrap().unwrap();
+
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let (tcp, _) = listener.accept().await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let e = tokio::time::timeout(WAIT, ServerTlsStream::accept(tcp, server)).await.unwrap().err().unwrap();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(WAIT, c.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got.first(), Some(&0x15), "an alert record, not {got:?}");
+}
+
+/// A record that does not decrypt fails the stream for good: reading again
+/// or closing gives an error, never a second pass over the bad record
+/// (which rustls answers with a second fatal alert, a panic in debug builds).
+#[tokio::test]
+async fn a_bad_record_fails_the_stream_for_good() {
+    let (server, client) = configs(&rustls::version::TLS13);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let srv = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut s = ServerTlsStream::accept(tcp, server).await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(s.read(&mut buf).await.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(s.read(&mut buf).await.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        let _ = s.shutdown().await;
+    });
+    let mut c = tokio_rustls::TlsConnector::from(client)
+        .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    let mut junk = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    junk.extend([0xAA; 32]);
+    c.get_mut().0.write_all(&junk).await.unwrap();
+    tokio::time::timeout(WAIT, srv).await.unwrap().unwrap();
+}
+
+/// A handshake message sent in one-byte records (six bytes on the wire per
+/// byte) is refused once its fragments pass rustls's 64 KiB bound for a
+/// handshake message, instead of being held whole.
+#[tokio::test]
+async fn a_handshake_message_in_tiny_fragments_is_bounded() {
+    let (server, _) = configs(&rustls::version::TLS13);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (tcp, _) = listener.accept().await.unwrap();
+    let accept = tokio::spawn(ServerTlsStream::accept(tcp, server));
+    // A ClientHello declaring 65 535 bytes, 20 000 of them sent.
+    let body = [0x01, 0x00, 0xff, 0xff].into_iter().chain(std::iter::repeat_n(0u8, 20_000));
+    let wire: Vec<u8> = body.flat_map(|b| [0x16, 0x03, 0x01, 0x00, 0x01, b]).collect();
+    let _ = c.write_all(&wire).await; // the server may close before it all went
+    let e = tokio::time::timeout(WAIT, accept).await.expect("refused, not held").unwrap().err().unwrap();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+}
+
+/// The end of the connection without close_notify is an error (it may be a
+/// truncation), as in rustls's own streams; after close_notify, a clean end.
+#[tokio::test]
+async fn an_end_without_close_notify_is_not_a_clean_end() {
+    let (server, client) = configs(&rustls::version::TLS13);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let srv = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut s = ServerTlsStream::accept(tcp, server).await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 2);
+        s.read(&mut buf).await.unwrap_err()
+    });
+    let mut c = tokio_rustls::TlsConnector::from(client)
+        .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    c.write_all(b"hi").await.unwrap();
+    c.flush().await.unwrap();
+    c.get_mut().0.shutdown().await.unwrap(); // TCP FIN, no close_notify
+    let e = tokio::time::timeout(WAIT, srv).await.unwrap().unwrap();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert!(e.to_string().contains("close_notify"), "{e}");
+}

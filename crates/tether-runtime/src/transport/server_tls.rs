@@ -28,13 +28,21 @@ const RECORD_HEADER: usize = 5;
 /// Most plaintext taken by one `poll_write` (the encrypted bytes wait in
 /// the stream until written, so this bounds that buffer).
 const MAX_WRITE: usize = 64 * 1024;
+/// Most TLS bytes held unprocessed: a handshake message of rustls's largest
+/// (64 KiB) plus a whole record and a read. rustls bounds a handshake
+/// message's declared size but keeps every byte of its fragments (record
+/// headers included) in the caller's buffer until it is whole; its buffered
+/// API enforces this bound itself, the unbuffered one leaves it to us.
+const MAX_INCOMING: usize = 0x1_0000 + 18_437 + READ_CHUNK;
 
 /// A TLS connection accepted by a server.
 pub struct ServerTlsStream {
     tcp: TcpStream,
     conn: UnbufferedServerConnection,
-    /// TLS bytes received and not yet processed (part of a record).
+    /// TLS bytes received and not yet processed (part of a record), from
+    /// `in_pos` while processing.
     incoming: Vec<u8>,
+    in_pos: usize,
     /// Decrypted bytes the reader has not taken yet, from `plain_pos`.
     plain: Vec<u8>,
     plain_pos: usize,
@@ -45,6 +53,8 @@ pub struct ServerTlsStream {
     peer_closed: bool,
     /// This side queued its close_notify.
     close_queued: bool,
+    /// The connection failed: every later call gets this error again.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 /// What [`ServerTlsStream::process`] is asked to do once rustls lets it write.
@@ -73,12 +83,14 @@ impl ServerTlsStream {
             tcp,
             conn,
             incoming: Vec::new(),
+            in_pos: 0,
             plain: Vec::new(),
             plain_pos: 0,
             outgoing: Vec::new(),
             out_pos: 0,
             peer_closed: false,
             close_queued: false,
+            failed: None,
         };
         poll_fn(|cx| s.poll_handshake(cx)).await?;
         Ok(s)
@@ -121,10 +133,32 @@ impl ServerTlsStream {
     /// `plain`, handshake messages and alerts to `outgoing`; then does what
     /// `want` asks if rustls allows writing. Returns where it stopped and how
     /// many bytes of `want` were encrypted.
-    fn process(&mut self, mut want: Want<'_>) -> io::Result<(Stopped, usize)> {
+    fn process(&mut self, want: Want<'_>) -> io::Result<(Stopped, usize)> {
+        if let Some((kind, why)) = &self.failed {
+            return Err(io::Error::new(*kind, why.clone()));
+        }
+        let res = self.process_records(want);
+        // What was processed goes, once (not a move of the rest per record).
+        self.incoming.drain(..self.in_pos.min(self.incoming.len()));
+        self.in_pos = 0;
+        if self.incoming.is_empty() && self.incoming.capacity() > 0 {
+            self.incoming = Vec::new();
+        }
+        if let Err(e) = &res {
+            // rustls queued a fatal alert (or a close_notify): it goes out
+            // with the next flush, and the connection stays failed (rustls
+            // must not see the bad record again).
+            self.take_alerts();
+            self.failed = Some((e.kind(), e.to_string()));
+        }
+        res
+    }
+
+    fn process_records(&mut self, mut want: Want<'_>) -> io::Result<(Stopped, usize)> {
         let mut taken = 0;
         loop {
-            let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { mut discard, state } =
+                self.conn.process_tls_records(&mut self.incoming[self.in_pos..]);
             let mut stop = None;
             let outcome = match state {
                 Err(e) => Err(tls_error(e)),
@@ -144,41 +178,13 @@ impl ServerTlsStream {
                     }
                     res
                 }
-                Ok(ConnectionState::ReadEarlyData(mut r)) => {
-                    // Not offered by our configuration; read as data if a
-                    // configuration enables it.
-                    let mut res = Ok(());
-                    while let Some(record) = r.next_record() {
-                        match record {
-                            Ok(rec) => {
-                                discard += rec.discard;
-                                self.plain.extend_from_slice(rec.payload);
-                            }
-                            Err(e) => {
-                                res = Err(tls_error(e));
-                                break;
-                            }
-                        }
-                    }
-                    res
+                Ok(ConnectionState::ReadEarlyData(_)) => {
+                    // 0-RTT data can be replayed by anyone who saw it: not
+                    // for a session protocol (a configuration enabling it
+                    // gets this error rather than replayable frames).
+                    Err(io::Error::new(io::ErrorKind::InvalidData, "TLS early data (0-RTT) is not accepted"))
                 }
-                Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                    let start = self.outgoing.len();
-                    match e.encode(&mut []) {
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                            self.outgoing.resize(start + required_size, 0);
-                            match e.encode(&mut self.outgoing[start..]) {
-                                Ok(n) => {
-                                    self.outgoing.truncate(start + n);
-                                    Ok(())
-                                }
-                                Err(e) => Err(io::Error::other(format!("TLS encoding failed: {e}"))),
-                            }
-                        }
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(io::Error::other(format!("TLS encoding failed: {e}"))),
-                    }
-                }
+                Ok(ConnectionState::EncodeTlsData(mut e)) => encode_into(&mut self.outgoing, &mut e),
                 Ok(ConnectionState::TransmitTlsData(t)) => {
                     // Queued in `outgoing`, which is written in order before
                     // anything encrypted after it.
@@ -190,7 +196,10 @@ impl ServerTlsStream {
                     Ok(())
                 }
                 Ok(ConnectionState::PeerClosed) => {
+                    // Nothing after close_notify is read: what follows it
+                    // is dropped with the rest of the buffer.
                     self.peer_closed = true;
+                    discard = self.incoming.len() - self.in_pos;
                     Ok(())
                 }
                 Ok(ConnectionState::Closed) => {
@@ -216,15 +225,24 @@ impl ServerTlsStream {
                 }
                 Ok(_) => Err(io::Error::other("unexpected TLS connection state")),
             };
-            if discard > 0 {
-                self.incoming.drain(..discard);
-            }
-            if self.incoming.is_empty() && self.incoming.capacity() > 0 {
-                self.incoming = Vec::new();
-            }
+            self.in_pos = (self.in_pos + discard).min(self.incoming.len());
             outcome?;
             if let Some(s) = stop {
                 return Ok((s, taken));
+            }
+        }
+    }
+
+    /// Encodes what rustls queued to send after a failure (its fatal alert),
+    /// without processing any input again.
+    fn take_alerts(&mut self) {
+        while self.conn.wants_write() {
+            // Queued messages are handed out before any input is looked at
+            // (an empty input, as well).
+            let status = self.conn.process_tls_records(&mut []);
+            let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state else { break };
+            if encode_into(&mut self.outgoing, &mut e).is_err() {
+                break;
             }
         }
     }
@@ -248,7 +266,12 @@ impl ServerTlsStream {
             None => RECORD_HEADER - self.incoming.len(),
         };
         let start = self.incoming.len();
-        self.incoming.resize(start + need.max(READ_CHUNK), 0);
+        if start >= MAX_INCOMING {
+            let why = "TLS handshake message too large (more than 64 KiB of fragments)";
+            self.failed = Some((io::ErrorKind::InvalidData, why.to_owned()));
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
+        }
+        self.incoming.resize(start + need.max(READ_CHUNK).min(MAX_INCOMING - start), 0);
         let mut rb = ReadBuf::new(&mut self.incoming[start..]);
         let res = Pin::new(&mut self.tcp).poll_read(cx, &mut rb);
         let n = rb.filled().len();
@@ -271,6 +294,28 @@ impl ServerTlsStream {
             self.out_pos = 0;
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Encodes a handshake record or alert at the end of `out`.
+fn encode_into<Data>(out: &mut Vec<u8>, e: &mut rustls::unbuffered::EncodeTlsData<'_, Data>) -> io::Result<()> {
+    let start = out.len();
+    match e.encode(&mut []) {
+        Ok(_) => Ok(()),
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            out.resize(start + required_size, 0);
+            match e.encode(&mut out[start..]) {
+                Ok(n) => {
+                    out.truncate(start + n);
+                    Ok(())
+                }
+                Err(err) => {
+                    out.truncate(start);
+                    Err(io::Error::other(format!("TLS encoding failed: {err}")))
+                }
+            }
+        }
+        Err(err) => Err(io::Error::other(format!("TLS encoding failed: {err}"))),
     }
 }
 
@@ -331,10 +376,14 @@ impl AsyncRead for ServerTlsStream {
             }
             let had = this.incoming.len();
             if ready!(this.poll_fill(cx))? == 0 {
-                if had > 0 {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS record cut short")));
-                }
-                return Poll::Ready(Ok(()));
+                let why = if had > 0 {
+                    "TLS record cut short"
+                } else {
+                    // As rustls's own streams: an end without close_notify
+                    // may be a truncation.
+                    "the peer closed the connection without a TLS close_notify"
+                };
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, why)));
             }
         }
     }

@@ -33,10 +33,16 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// bytes (a PING with its RTT payload, 2 + 9 + 13 + ~20); larger messages
 /// grow the buffers for as long as they need.
 const WS_BUFFER: usize = 64;
-/// Frames collect in the write buffer up to this many bytes between flushes
-/// (a burst of room traffic is written in a few syscalls), and a buffer that
-/// grew past it is given back once written.
-const WS_BACKPRESSURE: usize = 1024;
+/// yawc's backpressure boundary: a write buffer that grew past it is given
+/// back (to `WS_BUFFER`) once written, and frames collect in it up to this
+/// many bytes between flushes. At 64, every burst's growth is given back:
+/// measured (docs/PERFORMANCE.md, issue 16), a member of a room of 10 after
+/// a burst of 100 messages holds 3.6 KiB instead of 5.9 with 1 KiB (which
+/// kept whatever the buffer grew to below it), with the same fan-out
+/// throughput and a lower median latency; a burst to one
+/// session is written a frame per write (the kernel's autocorking still
+/// coalesces segments).
+const WS_BACKPRESSURE: usize = 64;
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub(crate) type WsStream = WebSocket<Io>;
