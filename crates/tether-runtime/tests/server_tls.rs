@@ -216,8 +216,7 @@ async fn a_failed_handshake_sends_its_alert() {
     let e = tokio_rustls::TlsConnector::from(Arc::new(client))
         .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(addr).await.unwrap())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(e.to_string().contains("NoApplicationProtocol"), "the client heard no alert: {e}");
     let (_, listener) = tokio::time::timeout(WAIT, srv).await.unwrap().unwrap();
 
