@@ -39,7 +39,13 @@ if [[ $netns == 1 ]]; then
   sysctl -qw net.ipv4.tcp_child_ehash_entries="$old"
   trap 'ip netns del "$ns"' EXIT
   ip netns exec "$ns" ip link set lo up
-  ip netns exec "$ns" "$0" -n "$nodes" -p "$port" -- "$@"
+  # In the background, so that a signal (Ctrl-C, a timeout) is handled at
+  # once: passed on, waited for, then the namespace is deleted.
+  ip netns exec "$ns" "$0" -n "$nodes" -p "$port" -- "$@" &
+  child=$!
+  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 130' INT
+  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM
+  wait "$child"
   exit $?
 fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -63,6 +69,8 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
   --logfile "$dir/redis.log" --dir "$dir"
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -78,5 +86,10 @@ done
 sleep 2
 for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { cat "$dir"/node*.log >&2; exit 1; }; done
 echo "$nodes nodes on ws://127.0.0.1:$port/tether (pids ${pids[*]}), Redis on $redis_port"
-"$bin" bench load "ws://127.0.0.1:$port/tether" --gateway-pid "$(IFS=,; echo "${pids[*]}")" "$@"
+# In the background for the same reason: a signal stops it, then cleanup runs.
+"$bin" bench load "ws://127.0.0.1:$port/tether" --gateway-pid "$(IFS=,; echo "${pids[*]}")" "$@" &
+load=$!
+trap 'kill -TERM "$load" 2>/dev/null; wait "$load"; exit 130' INT
+trap 'kill -TERM "$load" 2>/dev/null; wait "$load"; exit 143' TERM
+wait "$load"
 echo "Redis: $(redis-cli -p "$redis_port" info memory | grep used_memory_human)"

@@ -40,6 +40,34 @@ fn configs(
     (Arc::new(server), Arc::new(client))
 }
 
+/// A tokio-rustls client's connection to `addr`.
+async fn connect(
+    addr: std::net::SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(client).connect(ServerName::try_from("localhost").unwrap(), tcp).await
+}
+
+/// A listener whose first connection is accepted over TLS and handed to `serve`.
+async fn serve_one<F, Fut>(
+    server: Arc<rustls::ServerConfig>,
+    serve: F,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<Fut::Output>)
+where
+    F: FnOnce(ServerTlsStream) -> Fut + Send + 'static,
+    Fut: std::future::Future + Send,
+    Fut::Output: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        serve(ServerTlsStream::accept(tcp, server).await.unwrap()).await
+    });
+    (addr, task)
+}
+
 const SIZES: [usize; 6] = [1, 100, 4095, 16_384, 16_385, 200_000];
 
 fn message(len: usize, seed: u8) -> Vec<u8> {
@@ -213,10 +241,7 @@ async fn a_failed_handshake_sends_its_alert() {
         let e = ServerTlsStream::accept(tcp, s2).await.err().expect("no common ALPN protocol");
         (e, listener)
     });
-    let e = tokio_rustls::TlsConnector::from(Arc::new(client))
-        .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(addr).await.unwrap())
-        .await
-        .expect_err("refused");
+    let e = connect(addr, Arc::new(client)).await.expect_err("refused");
     assert!(e.to_string().contains("NoApplicationProtocol"), "the client heard no alert: {e}");
     let (_, listener) = tokio::time::timeout(WAIT, srv).await.unwrap().unwrap();
 
@@ -236,20 +261,14 @@ async fn a_failed_handshake_sends_its_alert() {
 #[tokio::test]
 async fn a_bad_record_fails_the_stream_for_good() {
     let (server, client) = configs(&rustls::version::TLS13);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let srv = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut s = ServerTlsStream::accept(tcp, server).await.unwrap();
+    let (addr, srv) = serve_one(server, |mut s| async move {
         let mut buf = [0u8; 64];
         assert_eq!(s.read(&mut buf).await.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
         assert_eq!(s.read(&mut buf).await.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
         let _ = s.shutdown().await;
-    });
-    let mut c = tokio_rustls::TlsConnector::from(client)
-        .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(addr).await.unwrap())
-        .await
-        .unwrap();
+    })
+    .await;
+    let mut c = connect(addr, client).await.unwrap();
     let mut junk = vec![0x17, 0x03, 0x03, 0x00, 0x20];
     junk.extend([0xAA; 32]);
     c.get_mut().0.write_all(&junk).await.unwrap();
@@ -279,19 +298,13 @@ async fn a_handshake_message_in_tiny_fragments_is_bounded() {
 #[tokio::test]
 async fn an_end_without_close_notify_is_not_a_clean_end() {
     let (server, client) = configs(&rustls::version::TLS13);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let srv = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut s = ServerTlsStream::accept(tcp, server).await.unwrap();
+    let (addr, srv) = serve_one(server, |mut s| async move {
         let mut buf = [0u8; 64];
         assert_eq!(s.read(&mut buf).await.unwrap(), 2);
         s.read(&mut buf).await.unwrap_err()
-    });
-    let mut c = tokio_rustls::TlsConnector::from(client)
-        .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(addr).await.unwrap())
-        .await
-        .unwrap();
+    })
+    .await;
+    let mut c = connect(addr, client).await.unwrap();
     c.write_all(b"hi").await.unwrap();
     c.flush().await.unwrap();
     c.get_mut().0.shutdown().await.unwrap(); // TCP FIN, no close_notify

@@ -299,33 +299,37 @@ impl ServerTlsStream {
 
 /// Encodes a handshake record or alert at the end of `out`.
 fn encode_into<Data>(out: &mut Vec<u8>, e: &mut rustls::unbuffered::EncodeTlsData<'_, Data>) -> io::Result<()> {
-    let start = out.len();
-    match e.encode(&mut []) {
-        Ok(_) => Ok(()),
-        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-            out.resize(start + required_size, 0);
-            match e.encode(&mut out[start..]) {
-                Ok(n) => {
-                    out.truncate(start + n);
-                    Ok(())
-                }
-                Err(err) => {
-                    out.truncate(start);
-                    Err(io::Error::other(format!("TLS encoding failed: {err}")))
-                }
-            }
-        }
-        Err(err) => Err(io::Error::other(format!("TLS encoding failed: {err}"))),
-    }
+    grow_into(out, "encoding", |buf| {
+        e.encode(buf).map_err(|err| match err {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Ok(required_size),
+            other => Err(other),
+        })
+    })
 }
 
-/// Encrypts with `f` at the end of `out`, growing it to the size rustls asks.
+/// Encrypts with `f` at the end of `out`.
 fn encrypt_into(out: &mut Vec<u8>, mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>) -> io::Result<()> {
+    grow_into(out, "encryption", |buf| {
+        f(buf).map_err(|err| match err {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => Ok(required_size),
+            other => Err(other),
+        })
+    })
+}
+
+/// Writes with `f` at the end of `out`: asked first with no room, `f` says
+/// how much it needs (`Err(Ok(size))`), and `out` grows by exactly that.
+fn grow_into<E: std::fmt::Display>(
+    out: &mut Vec<u8>,
+    what: &str,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, Result<usize, E>>,
+) -> io::Result<()> {
     let start = out.len();
+    let failed = |e: E| io::Error::other(format!("TLS {what} failed: {e}"));
     match f(&mut []) {
         Ok(_) => Ok(()),
-        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-            out.resize(start + required_size, 0);
+        Err(Ok(required)) => {
+            out.resize(start + required, 0);
             match f(&mut out[start..]) {
                 Ok(n) => {
                     out.truncate(start + n);
@@ -333,11 +337,11 @@ fn encrypt_into(out: &mut Vec<u8>, mut f: impl FnMut(&mut [u8]) -> Result<usize,
                 }
                 Err(e) => {
                     out.truncate(start);
-                    Err(io::Error::other(format!("TLS encryption failed: {e}")))
+                    Err(e.map_or_else(failed, |_| io::Error::other(format!("TLS {what} needs more room than it asked"))))
                 }
             }
         }
-        Err(e) => Err(io::Error::other(format!("TLS encryption failed: {e}"))),
+        Err(Err(e)) => Err(failed(e)),
     }
 }
 
