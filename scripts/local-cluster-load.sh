@@ -15,7 +15,8 @@
 # chains show in every packet's lookup (docs/PERFORMANCE.md). The namespace
 # is deleted at the end.
 #
-# Uses target/release/tether (build it first: cargo build --release -p tether).
+# Uses target/release/tether (build it first: cargo build --release -p tether),
+# or the binary in TETHER_BIN.
 # --outage needs root (nft). Figures: docs/PERFORMANCE.md.
 set -euo pipefail
 nodes=3
@@ -49,7 +50,7 @@ if [[ $netns == 1 ]]; then
   exit $?
 fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$root/target/release/tether"
+bin="${TETHER_BIN:-$root/target/release/tether}"
 [[ -x "$bin" ]] || { echo "no $bin: run cargo build --release -p tether first" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "needs redis-server (Debian: apt-get install redis-server)" >&2; exit 1; }
 dir="$(mktemp -d /tmp/tether-local-cluster.XXXXXX)"
