@@ -337,7 +337,8 @@ fn grow_into<E: std::fmt::Display>(
                 }
                 Err(e) => {
                     out.truncate(start);
-                    Err(e.map_or_else(failed, |_| io::Error::other(format!("TLS {what} needs more room than it asked"))))
+                    Err(e
+                        .map_or_else(failed, |_| io::Error::other(format!("TLS {what} needs more room than it asked"))))
                 }
             }
         }
