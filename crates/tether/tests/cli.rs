@@ -11,27 +11,14 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::TempDir;
+
 /// Generous: debug builds on a loaded machine.
 const WAIT: Duration = Duration::from_secs(20);
 
 const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
-
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("tether-cli-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A process whose stdout lines and stderr are collected by threads, so
 /// waits have deadlines.

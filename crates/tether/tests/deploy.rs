@@ -9,10 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +22,10 @@ use tether_runtime::client::{Client, ClientOptions, Event};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+mod common;
+
+use common::{Gateway, TempDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 const ADMIN_KEY: &str = "deploy-test-admin-key-0123456789";
@@ -35,72 +38,16 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("tether-deploy-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `tether serve` on ephemeral loopback ports, returned once its banner is
 /// printed. `extra` is more TOML, read after the `[admin]` table.
-struct Gateway {
-    child: Child,
-    tcp: SocketAddr,
-    admin: SocketAddr,
-    _dir: TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_gateway(extra: &str) -> Gateway {
-    let dir = TempDir::new("serve");
-    let cfg = dir.0.join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n[demo]\nlisten = \"off\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\nkey = \"{ADMIN_KEY}\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("STATE_DIRECTORY", dir.0.join("state"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tether serve");
-    let (mut tcp, mut admin) = (None, None);
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(a) = line.trim().strip_prefix("sessions on tcp://") {
-            tcp = a.parse().ok();
-        }
-        if let Some(a) = line.trim().strip_prefix("admin API on http://") {
-            admin = a.split_whitespace().next().and_then(|a| a.parse().ok());
-        }
-        if line.contains("Ctrl-C") {
-            break;
-        }
-    }
-    Gateway { child, tcp: tcp.expect("tcp listener"), admin: admin.expect("admin listener"), _dir: dir }
+    let dir = TempDir::new("deploy");
+    let state = dir.0.join("state");
+    let config = format!(
+        "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n[demo]\nlisten = \"off\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nkey = \"{ADMIN_KEY}\"\n{extra}"
+    );
+    common::launch(&config, Stdio::null(), dir, &state)
 }
 
 /// One HTTP/1.1 GET; returns the status and the body.

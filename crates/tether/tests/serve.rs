@@ -5,9 +5,9 @@
 //! is tested in process: `crates/tether-gateway/tests/gateway.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader, Lines};
+use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tether_proto::{ClientConfig, ClientEvent, Profile};
@@ -15,41 +15,11 @@ use tether_runtime::client::{Client, ClientOptions, Event};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
+mod common;
+
+use common::{Gateway, TempDir};
+
 const WAIT: Duration = Duration::from_secs(15);
-
-struct Gateway {
-    child: Child,
-    /// The rest of stdout, after the banner.
-    stdout: Lines<BufReader<ChildStdout>>,
-    banner: Vec<String>,
-    tcp: SocketAddr,
-    admin: SocketAddr,
-    _dir: TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("tether-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `tether serve` on ephemeral loopback ports (anonymous clients, no demo
 /// page; `extra` is more TOML, read in the `[admin]` table unless it starts
@@ -63,41 +33,11 @@ fn start_gateway(extra: &str, stderr: Stdio) -> Gateway {
 /// As [`start_gateway`], with the state directory (where a generated admin
 /// key is kept) at `state`.
 fn launch(extra: &str, stderr: Stdio, dir: TempDir, state: &std::path::Path) -> Gateway {
-    let cfg = dir.0.join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n[session]\ngrace = \"3s\"\n\
-             [demo]\nlisten = \"off\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("STATE_DIRECTORY", state)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("start tether serve");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut tcp, mut admin, mut banner) = (None, None, Vec::new());
-    for line in stdout.by_ref() {
-        let line = line.unwrap();
-        if let Some(a) = line.trim().strip_prefix("sessions on tcp://") {
-            tcp = a.parse().ok();
-        }
-        if let Some(a) = line.trim().strip_prefix("admin API on http://") {
-            admin = a.split_whitespace().next().and_then(|a| a.parse().ok());
-        }
-        let last = line.contains("Ctrl-C");
-        banner.push(line);
-        if last {
-            break;
-        }
-    }
-    let (tcp, admin) = (tcp.expect("tcp listener"), admin.expect("admin listener"));
-    Gateway { child, stdout, banner, tcp, admin, _dir: dir }
+    let config = format!(
+        "[listen]\ntcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n[session]\ngrace = \"3s\"\n\
+         [demo]\nlisten = \"off\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
+    );
+    common::launch(&config, stderr, dir, state)
 }
 
 /// A runtime client (anonymous) whose events are collected on a channel.
