@@ -18,14 +18,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tether_proto::{ClientConfig, ClientEvent, Profile};
-use tether_runtime::client::{Client, ClientOptions, Event};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 mod common;
 
-use common::{Gateway, TempDir};
+use common::{connect, Gateway, Peer, TempDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 const ADMIN_KEY: &str = "deploy-test-admin-key-0123456789";
@@ -221,43 +219,7 @@ impl Proxy {
     }
 }
 
-/// A runtime client whose session events are collected on a channel.
-struct Peer {
-    handle: tether_runtime::ClientHandle,
-    events: mpsc::UnboundedReceiver<ClientEvent>,
-}
-
-fn connect(addr: SocketAddr, core: ClientConfig) -> Peer {
-    let mut opts = ClientOptions::new(core);
-    opts.watch_network = false;
-    let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
-    let handle = client.handle();
-    let (tx, events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(e) = client.next_event().await {
-            if let Event::Session(e) = e {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Peer { handle, events }
-}
-
 impl Peer {
-    async fn next(&mut self, what: &str, f: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(e)) if f(&e) => return e,
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("client stopped while waiting for {what}"),
-                Err(_) => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
-
     async fn msg(&mut self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let e = self
             .next(what, |e| match e {

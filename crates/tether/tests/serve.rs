@@ -11,13 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tether_proto::{ClientConfig, ClientEvent, Profile};
-use tether_runtime::client::{Client, ClientOptions, Event};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::mpsc;
 
 mod common;
 
-use common::{Gateway, TempDir};
+use common::{connect, Gateway, TempDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -38,44 +36,6 @@ fn launch(extra: &str, stderr: Stdio, dir: TempDir, state: &std::path::Path) -> 
          [demo]\nlisten = \"off\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
     );
     common::launch(&config, stderr, dir, state)
-}
-
-/// A runtime client (anonymous) whose events are collected on a channel.
-struct Peer {
-    client: tether_runtime::ClientHandle,
-    events: mpsc::UnboundedReceiver<ClientEvent>,
-}
-
-fn connect(addr: SocketAddr) -> Peer {
-    let mut opts = ClientOptions::new(ClientConfig::profile(Profile::Realtime));
-    opts.watch_network = false;
-    let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
-    let handle = client.handle();
-    let (tx, events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(e) = client.next_event().await {
-            if let Event::Session(e) = e {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Peer { client: handle, events }
-}
-
-impl Peer {
-    async fn next(&mut self, what: &str, f: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(e)) if f(&e) => return e,
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("client stopped while waiting for {what}"),
-                Err(_) => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
 }
 
 /// One HTTP/1.1 GET; returns the status.
@@ -153,7 +113,7 @@ async fn heartbeat_frames_are_logged_only_when_asked() {
         let g = start_gateway(&format!("[log]\nlevel = \"debug\"\nheartbeats = {on}\n"), Stdio::from(log));
         // A realtime client pings after 3 s of silence; wait for its RTT,
         // which proves a PING reached the gateway and was answered.
-        let mut p = connect(g.tcp);
+        let mut p = connect(g.tcp, ClientConfig::profile(Profile::Realtime));
         p.next("an RTT sample", |e| matches!(e, ClientEvent::Rtt(_))).await;
         drop(g);
         let text = std::fs::read_to_string(&log_path).unwrap();
@@ -190,7 +150,7 @@ async fn sighup_without_tls_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_stops() {
     let mut g = start_gateway("", Stdio::inherit());
-    let mut p = connect(g.tcp);
+    let mut p = connect(g.tcp, ClientConfig::profile(Profile::Realtime));
     p.next("connected", |e| matches!(e, ClientEvent::Connected { .. })).await;
     let pid = g.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -210,7 +170,7 @@ async fn sigterm_drains_and_stops() {
         rest.iter().any(|l| l == "draining: 1 client(s) told to reconnect within 5s; stopped"),
         "no drain report on stdout: {rest:?}"
     );
-    drop(p.client);
+    drop(p.handle);
 }
 
 #[test]
