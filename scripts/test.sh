@@ -12,12 +12,6 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-step "format (cargo fmt --check)"
-cargo fmt --all --check
-
-step "lints (cargo clippy --all-targets -- -D warnings)"
-cargo clippy --workspace --all-targets -- -D warnings
-
 install_debs() {
   step "installing $* (Debian packages)"
   local sudo_=""
@@ -25,6 +19,20 @@ install_debs() {
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "$@"
 }
+
+# A C compiler and make: ring's build needs the compiler, jemalloc's (the
+# tether binary's allocator, tikv-jemalloc-sys) runs configure and make.
+build_tools=()
+command -v cc >/dev/null 2>&1 || build_tools+=(gcc libc6-dev)
+command -v make >/dev/null 2>&1 || build_tools+=(make)
+if ((${#build_tools[@]})); then install_debs "${build_tools[@]}"; fi
+
+step "format (cargo fmt --check)"
+cargo fmt --all --check
+
+step "lints (cargo clippy --all-targets -- -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
 
 # The cluster's tests run against Debian's redis-server: one instance of our
 # own on a free loopback port, in a temporary directory, stopped on exit.
