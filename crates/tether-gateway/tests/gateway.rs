@@ -8,6 +8,9 @@
 //! `crates/tether/tests/serve.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/http.rs"]
+mod http_client;
+use http_client::http;
 #[path = "../../tether-runtime/tests/common/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
@@ -22,7 +25,6 @@ use tether_gateway::{Config, Running, Stopped};
 use tether_proto::{ClientConfig, ClientEvent, Profile, SessionEnd};
 use tether_runtime::client::{Client, ClientHandle, ClientOptions, Event};
 use tether_runtime::Kind;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 
 const SECRET: &str = "test-secret-0123456789abcdef0123456789";
@@ -148,29 +150,6 @@ impl Peer {
     fn send(&self, v: Value) {
         self.handle.send(Bytes::from(v.to_string())).unwrap();
     }
-}
-
-/// One HTTP/1.1 request; returns (status, body).
-async fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    if let Some(k) = key {
-        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
-    }
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).await.unwrap();
-    let resp = String::from_utf8_lossy(&resp).into_owned();
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 async fn api(g: &Gateway, method: &str, path: &str, body: Option<Value>) -> Value {

@@ -9,6 +9,8 @@
 //! carries the session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/http.rs"]
+mod http_client;
 #[path = "common/peer.rs"]
 #[allow(dead_code)]
 mod peer;
@@ -60,25 +62,7 @@ fn token(sub: &str) -> String {
 
 /// One HTTP/1.1 request to the admin API; returns (status, body).
 async fn http(g: &Running, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, String) {
-    let mut s = TcpStream::connect(g.admin.unwrap()).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    if let Some(k) = key {
-        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
-    }
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).await.unwrap();
-    let resp = String::from_utf8_lossy(&resp).into_owned();
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    http_client::http(g.admin.unwrap(), method, path, key, body).await
 }
 
 async fn api(g: &Running, method: &str, path: &str, body: Option<Value>) -> Value {

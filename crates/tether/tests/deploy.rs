@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod common;
 
-use common::{connect, Gateway, Peer, TempDir};
+use common::{connect, Gateway, TempDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 const ADMIN_KEY: &str = "deploy-test-admin-key-0123456789";
@@ -216,23 +216,6 @@ impl Proxy {
         for t in st.1.drain(..) {
             t.abort();
         }
-    }
-}
-
-impl Peer {
-    async fn msg(&mut self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let e = self
-            .next(what, |e| match e {
-                ClientEvent::Message(m) => serde_json::from_slice(m).is_ok_and(|v: Value| f(&v)),
-                _ => false,
-            })
-            .await;
-        let ClientEvent::Message(m) = e else { unreachable!() };
-        serde_json::from_slice(&m).unwrap()
-    }
-
-    fn send(&self, v: Value) {
-        self.handle.send(Bytes::from(v.to_string())).unwrap();
     }
 }
 

@@ -21,6 +21,11 @@ pub struct Peer {
 pub fn connect(addr: SocketAddr, credential: &str) -> Peer {
     let mut core = ClientConfig::profile(Profile::Realtime);
     core.auth = Bytes::from(credential.to_owned());
+    connect_core(addr, core)
+}
+
+/// A client of `addr` with these session settings (no network watching).
+pub fn connect_core(addr: SocketAddr, core: ClientConfig) -> Peer {
     let mut opts = ClientOptions::new(core);
     opts.watch_network = false;
     let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();

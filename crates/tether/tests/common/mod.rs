@@ -6,14 +6,6 @@ use std::io::{BufRead as _, BufReader, Lines};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::Duration;
-
-use tether_proto::{ClientConfig, ClientEvent};
-use tether_runtime::client::{Client, ClientOptions, Event};
-use tokio::sync::mpsc;
-
-/// How long a test waits for what it expects.
-const WAIT: Duration = Duration::from_secs(15);
 
 /// A fresh directory under the system's temporary one, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -85,42 +77,8 @@ pub fn launch(config: &str, stderr: Stdio, dir: TempDir, state: &Path) -> Gatewa
     Gateway { child, stdout, banner, tcp, admin, _dir: dir }
 }
 
-/// A runtime client whose session events are collected on a channel.
-pub struct Peer {
-    pub handle: tether_runtime::ClientHandle,
-    pub events: mpsc::UnboundedReceiver<ClientEvent>,
-}
-
-/// A client of `core`'s profile on `tcp://addr` (no network watching).
-pub fn connect(addr: SocketAddr, core: ClientConfig) -> Peer {
-    let mut opts = ClientOptions::new(core);
-    opts.watch_network = false;
-    let mut client = Client::start(format!("tcp://{addr}").parse().unwrap(), opts).unwrap();
-    let handle = client.handle();
-    let (tx, events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(e) = client.next_event().await {
-            if let Event::Session(e) = e {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Peer { handle, events }
-}
-
-impl Peer {
-    /// The next event `f` accepts (others are skipped).
-    pub async fn next(&mut self, what: &str, f: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(e)) if f(&e) => return e,
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("client stopped while waiting for {what}"),
-                Err(_) => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
-}
+// The runtime test client of the gateway's tests.
+#[path = "../../../tether-gateway/tests/common/peer.rs"]
+mod peer;
+#[allow(unused_imports)] // not every test file connects a client
+pub use peer::connect_core as connect;
